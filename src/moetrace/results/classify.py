@@ -1,0 +1,149 @@
+"""Failure classification: a pure function from (exception, exit code, server log)
+to a class and a concise message.
+
+The message is the decisive log line (the one that says *why*), not a
+traceback's first line. The rules are one ordered table; the first rule that
+matches wins, so more specific causes (out of memory) come before the generic
+ones they trigger (a scheduler exception, a sigquit, a non-zero exit).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["ERROR_TYPES", "Classification", "classify", "MAX_MESSAGE"]
+
+ERROR_TYPES = (
+    "OOM", "Timeout", "ServerError", "LaunchError", "UnsupportedConfig", "ModelLoadError",
+    "NCCLError", "CUDAError", "BenchmarkFailure", "Interrupted", "SlurmKilled", "Unknown",
+)
+MAX_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class Classification:
+    error_type: str
+    error_message: str
+    evidence: str | None = None  # the log line the class was decided from
+
+
+# (class, pattern). Searched line by line over the log, in this order.
+_LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (cls, re.compile(pat)) for cls, pat in (
+        # Out of memory: SGLang (engines.md), PyTorch, vLLM CPU/GPU startup checks.
+        ("OOM", r"CUDA out of memory|torch\.OutOfMemoryError|OutOfMemoryError|CUDA error: out of memory"),
+        ("OOM", r"Not enough memory\. Please try to increase --mem-fraction-static"),
+        ("OOM", r"less than desired (?:CPU|GPU) memory utilization"),
+        ("OOM", r"No available memory for the cache blocks|larger than the available KV cache memory"
+                r"|Insufficient memory|Cannot allocate memory|MemoryError"),
+        # A rejected argument: a choice the engine does not offer, an unsupported combination.
+        ("UnsupportedConfig", r"error: argument [^:]+: invalid choice"),
+        ("UnsupportedConfig", r"(?i)\bis not supported\b|\bnot supported (?:for|on|with|yet)\b|NotImplementedError"),
+        # A command the engine cannot take at all, or no engine.
+        ("LaunchError", r"error: unrecognized arguments|error: the following arguments are required"),
+        ("LaunchError", r"No module named '?(?:sglang|vllm)\b|ModuleNotFoundError|command not found"),
+        ("LaunchError", r"Address already in use|address already in use"),
+        # Checkpoint problems.
+        ("ModelLoadError", r"KeyError: '[^']*(?:layers|weight|bias|experts)[^']*'"),
+        ("ModelLoadError", r"SafetensorError|safetensors_rust|Error while deserializing header"),
+        ("ModelLoadError", r"does not appear to have a file named|Can't load (?:the )?(?:configuration|tokenizer)"
+                           r"|Repository Not Found|is not a local folder and is not a valid model identifier"
+                           r"|Invalid repository ID or local directory|HFValidationError|"
+                           r"Unrecognized model in|model type `[^`]+` but Transformers does not recognize"),
+        # Distributed and device faults.
+        ("NCCLError", r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|ncclRemoteError"
+                      r"|NCCL WARN|Watchdog caught collective operation timeout"),
+        ("CUDAError", r"CUDA error|illegal memory access|device-side assert|CUBLAS_STATUS_|cudaErrorLaunchFailure"
+                      r"|no CUDA-capable device is detected|Found no NVIDIA driver"),
+    )
+)
+
+# Lines that tell where a failure surfaced, used when no rule names a cause.
+_GENERIC = re.compile(r"Scheduler hit an exception|Received sigquit|Traceback|(?:Runtime|Value|Assertion)Error:"
+                      r"|Engine core initialization failed|EngineCore failed|Error")
+
+# What moetrace's own exceptions mean, by class name (kept as strings to stay pure).
+_EXCEPTION_CLASSES = {
+    "LaunchTimeout": "Timeout",
+    "RequestTimeout": "Timeout",
+    "TimeoutError": "Timeout",
+    "ReadTimeout": "Timeout",
+    "BenchmarkFailure": "BenchmarkFailure",
+    "KeyboardInterrupt": "Interrupted",
+    "Interrupted": "Interrupted",
+    "ServerDied": "ServerError",
+    "ServerHTTPError": "ServerError",
+    "LaunchError": "LaunchError",
+    "FileNotFoundError": "LaunchError",
+    "PermissionError": "LaunchError",
+    "SlurmKilled": "SlurmKilled",
+}
+
+
+def _clip(text: str, n: int = MAX_MESSAGE) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _strip_prefix(line: str) -> str:
+    """Drop log prefixes such as '[2025-11-27 23:50:00 TP0] ' or '(EngineCore pid=12) ERROR 11-26 ... '."""
+    line = re.sub(r"^\s*\(\w+(?: pid=\d+)?\)\s*", "", line)
+    line = re.sub(r"^\s*\[[^\]]{0,80}\]\s*", "", line)
+    line = re.sub(r"^(?:ERROR|WARNING|INFO)\s+\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]+\]\s*", "", line)
+    return line.strip()
+
+
+def _find(log_lines: list[str]) -> tuple[str, str] | None:
+    for cls, pat in _LOG_RULES:
+        # Last match wins within a rule: the final, decisive occurrence (after retries, warnings).
+        for line in reversed(log_lines):
+            if pat.search(line):
+                return cls, _strip_prefix(line)
+    return None
+
+
+def _generic_line(log_lines: list[str]) -> str | None:
+    for line in reversed(log_lines):
+        if _GENERIC.search(line) and not line.lstrip().startswith("File "):
+            return _strip_prefix(line)
+    return None
+
+
+def classify(*, exception: str | None = None, message: str = "", exit_code: int | None = None,
+             log_text: str = "", phase: str | None = None) -> Classification:
+    """Classify one failed attempt.
+
+    exception: class name of the exception that ended the attempt (``type(e).__name__``)
+    message:   its message
+    exit_code: the engine process's exit code, when it exited
+    log_text:  the server log (or its tail)
+    phase:     where it happened (launch, warmup, measure, profile), added to the message
+    """
+    where = f"[{phase}] " if phase else ""
+    lines = log_text.splitlines()[-5000:]
+    exc_cls = _EXCEPTION_CLASSES.get(exception or "")
+
+    # Our own judgements that the log cannot override: a timeout is a timeout even if the
+    # log shows a warning; an interrupt is the user's; a bad stream is the client's finding.
+    if exc_cls in ("Interrupted", "BenchmarkFailure", "SlurmKilled"):
+        return Classification(exc_cls, _clip(where + (message or exc_cls)))
+    found = _find(lines)
+    if exc_cls == "Timeout" and (found is None or found[0] not in ("OOM", "NCCLError", "CUDAError")):
+        return Classification("Timeout", _clip(where + (message or "timed out")))
+    if found:
+        cls, line = found
+        return Classification(cls, _clip(where + line), evidence=line)
+    if exc_cls:
+        generic = _generic_line(lines)
+        detail = message or exc_cls
+        if exit_code is not None and f"exit code {exit_code}" not in detail:
+            detail += f" (exit code {exit_code})"
+        if generic and generic not in detail:
+            detail += f": {generic}"
+        return Classification(exc_cls, _clip(where + detail), evidence=generic)
+    generic = _generic_line(lines)
+    if exit_code not in (None, 0) or generic:
+        text = generic or f"engine exited with code {exit_code}"
+        return Classification("ServerError", _clip(where + text), evidence=generic)
+    return Classification("Unknown", _clip(where + (message or exception or "unknown failure")))

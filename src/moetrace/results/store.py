@@ -1,0 +1,375 @@
+"""The results store: every attempt as its own record, and the spec's two JSON
+files as views derived from the records.
+
+Layout of a results directory::
+
+    success_results.json      view: last success per key            (the spec's shape)
+    failure_results.json      view: last failure per key not followed by a success
+    records/00000042.json     one attempt each, numbered in commit order, never rewritten
+    attempts/<attempt-id>/    logs and traces of one attempt
+    running/<pgid>.json       engines started and not yet stopped (for orphan cleanup)
+    .lock, .views_seq         the writers' lock; the last record applied to the views
+
+Rules (the spec's): a re-run updates an entry; a success removes the key from
+failures; a failure never overwrites a success (it is still recorded, in the
+failures view and in its record). ``rebuild()`` replays the records in order and
+yields exactly what the incremental updates produced.
+
+Durability: every file is written to a temporary name, fsynced, renamed over
+the old one, and the directory fsynced; a record is reported written only after
+that. Writers take an exclusive file lock (works across processes, and across
+nodes on a shared filesystem with POSIX locks). A view that does not parse is
+moved aside with a time stamp, reported, and rebuilt from the records.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from filelock import FileLock, Timeout as LockTimeout
+
+from ..errors import StoreError
+
+__all__ = ["ResultsStore", "success_entry", "failure_entry", "result_key", "safe_name", "now_iso"]
+
+log = logging.getLogger("moetrace.store")
+
+SUCCESS_FILE = "success_results.json"
+FAILURE_FILE = "failure_results.json"
+RECORDS = "records"
+ATTEMPTS = "attempts"
+RUNNING = "running"
+DEFAULT_DIR = "performance_profiles_neurips_traces"
+ENV_DIR = "MOETRACE_RESULTS_DIR"
+_RECORD_RE = re.compile(r"^(\d{8,})\.json$")
+
+
+def now_iso() -> str:
+    """Local time to the second, as the spec's ``last_updated``."""
+    return _dt.datetime.now().replace(microsecond=0).isoformat()
+
+
+def safe_name(text: str, limit: int = 80) -> str:
+    """A name usable as one path component: no separators, no '..', no shell characters."""
+    s = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip(".-") or "x"
+    s = s.replace("..", ".")
+    return s[:limit]
+
+
+def result_key(model: str, config: str, workload_suffix: str = "") -> str:
+    return f"{model}::{config}{workload_suffix}"
+
+
+def _r2(x: Any) -> Any:
+    return round(x, 2) if isinstance(x, float) else x
+
+
+def success_entry(rec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's success entry (rounded to 2 decimals), plus extra fields."""
+    m = rec.get("metrics", {})
+    w = rec.get("workload", {})
+    e: dict[str, Any] = {
+        "model": rec["model"],
+        "config": rec["config"],
+        "batch_size": w.get("batch_size"),
+        "input_len": w.get("input_len"),
+        "output_len": w.get("output_len"),
+        "latency_s": _r2(m.get("latency_s")),
+        "input_throughput_tok_per_s": _r2(m.get("input_throughput_tok_per_s")),
+        "output_throughput_tok_per_s": _r2(m.get("output_throughput_tok_per_s")),
+        "itl_ms": _r2(m.get("itl_ms")),
+        "last_updated": rec.get("finished_at") or now_iso(),
+    }
+    for k in ("ttft_ms", "itl_p50_ms", "itl_p90_ms", "itl_p99_ms", "output_tokens", "repeat",
+              "latency_s_min", "latency_s_max", "itl_floor_ms", "ttft_floor_ms",
+              "itl_efficiency", "ttft_efficiency"):
+        if m.get(k) is not None:
+            e[k] = _r2(m[k])
+    prof = rec.get("profile") or {}
+    e["profile_extend"] = prof.get("extend")
+    e["profile_decode"] = prof.get("decode")
+    if prof.get("breakdown"):
+        e["breakdown"] = prof["breakdown"]
+    if prof.get("error"):
+        e["profile_error"] = prof["error"]
+    e["engine"] = (rec.get("engine") or {}).get("name")
+    e["attempt_id"] = rec.get("attempt_id")
+    e["record"] = rec.get("record_path")
+    return e
+
+
+def failure_entry(rec: dict[str, Any]) -> dict[str, Any]:
+    err = rec.get("error", {})
+    e: dict[str, Any] = {
+        "model": rec["model"],
+        "config": rec["config"],
+        "error_message": err.get("message", ""),
+        "error_type": err.get("type", "Unknown"),
+        "last_updated": rec.get("finished_at") or now_iso(),
+    }
+    for k in ("log_path", "phase", "predicted"):
+        if err.get(k) is not None:
+            e[k] = err[k]
+    e["engine"] = (rec.get("engine") or {}).get("name")
+    e["attempt_id"] = rec.get("attempt_id")
+    e["record"] = rec.get("record_path")
+    return e
+
+
+def apply_record(success: dict, failure: dict, rec: dict[str, Any]) -> None:
+    """The spec's rules, as one function used by both the incremental path and rebuild."""
+    key = rec["key"]
+    if rec.get("status") == "success":
+        success[key] = success_entry(rec)
+        failure.pop(key, None)
+    else:
+        failure[key] = failure_entry(rec)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never a part."""
+    data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise StoreError(f"could not write {path}: {e.strerror or e} (the previous file is intact)") from e
+    _fsync_dir(path.parent)
+
+
+class CorruptFile(Exception):
+    pass
+
+
+def _load_view(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CorruptFile(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise CorruptFile(f"{path} does not hold an object of entries")
+    return data
+
+
+class ResultsStore:
+    """One results directory. Safe for many processes at once."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, warn: Callable[[str], None] | None = None,
+                 lock_timeout: float = 300.0):
+        self.root = Path(root or os.environ.get(ENV_DIR) or DEFAULT_DIR)
+        self.warn = warn or (lambda msg: log.warning(msg))
+        self.lock_timeout = lock_timeout
+        try:
+            for d in (self.root, self.root / RECORDS, self.root / ATTEMPTS, self.root / RUNNING):
+                d.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise StoreError(f"results directory {self.root} is not writable: {e.strerror or e}") from None
+        self._lock = FileLock(str(self.root / ".lock"), timeout=lock_timeout)
+
+    # ----- paths
+    @property
+    def success_path(self) -> Path:
+        return self.root / SUCCESS_FILE
+
+    @property
+    def failure_path(self) -> Path:
+        return self.root / FAILURE_FILE
+
+    def attempt_dir(self, attempt_id: str) -> Path:
+        d = self.root / ATTEMPTS / safe_name(attempt_id, 160)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # ----- locking
+    def locked(self):
+        try:
+            return self._lock.acquire()
+        except LockTimeout:
+            raise StoreError(f"could not lock {self.root / '.lock'} within {self.lock_timeout:.0f} s "
+                             "(another moetrace holds it)") from None
+
+    # ----- records
+    def _record_files(self) -> list[tuple[int, Path]]:
+        out = []
+        for p in (self.root / RECORDS).iterdir():
+            m = _RECORD_RE.match(p.name)
+            if m:
+                out.append((int(m.group(1)), p))
+        return sorted(out)
+
+    def records(self) -> list[dict[str, Any]]:
+        """All attempt records in commit order. An unreadable record is reported and skipped."""
+        recs = []
+        for seq, p in self._record_files():
+            try:
+                rec = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                self.warn(f"skipping unreadable record {p}: {e}")
+                continue
+            rec["seq"] = seq
+            rec["record_path"] = str(p.relative_to(self.root))
+            recs.append(rec)
+        return recs
+
+    def commit(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Append one attempt record and update the views. Returns the record with its
+        ``seq`` and ``record_path``; when this returns, the record is on disk."""
+        for k in ("model", "config", "key", "status"):
+            if k not in record:
+                raise ValueError(f"record lacks {k!r}")
+        with self.locked():
+            self._import_legacy_views()
+            files = self._record_files()
+            seq = (files[-1][0] + 1) if files else 1
+            path = self.root / RECORDS / f"{seq:08d}.json"
+            rec = dict(record, seq=seq, record_path=str(path.relative_to(self.root)))
+            rec.setdefault("finished_at", now_iso())
+            atomic_write_json(path, rec)
+            self._update_views(seq)
+            return rec
+
+    # ----- views
+    def _read_views_seq(self) -> int | None:
+        try:
+            return int((self.root / ".views_seq").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _move_aside(self, path: Path, why: str) -> Path:
+        stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
+        dest = path.with_name(f"{path.name}.corrupt-{stamp}")
+        os.replace(path, dest)
+        self.warn(f"{why}; moved it to {dest} (kept) and rebuilt it from {self.root / RECORDS}")
+        return dest
+
+    def _update_views(self, upto: int) -> None:
+        """Bring the views up to record ``upto``: apply the records the views have not
+        seen, or rebuild everything when the views are missing, stale or corrupt."""
+        applied = self._read_views_seq()
+        success = failure = None
+        if applied is not None and applied < upto:
+            try:
+                success, failure = _load_view(self.success_path), _load_view(self.failure_path)
+            except CorruptFile:
+                success = None  # moved aside and rebuilt below
+        if success is None or failure is None:
+            self._rebuild_locked()
+            return
+        for seq, p in self._record_files():
+            if applied < seq <= upto:
+                try:
+                    rec = json.loads(p.read_text())
+                except (OSError, json.JSONDecodeError) as e:
+                    self.warn(f"skipping unreadable record {p}: {e}")
+                    continue
+                rec["record_path"] = str(p.relative_to(self.root))
+                apply_record(success, failure, rec)
+        self._write_views(success, failure, upto)
+
+    def _write_views(self, success: dict, failure: dict, seq: int) -> None:
+        atomic_write_json(self.success_path, success)
+        atomic_write_json(self.failure_path, failure)
+        atomic_write_json(self.root / ".views_seq", seq)
+
+    def _rebuild_locked(self) -> tuple[dict, dict]:
+        success: dict[str, Any] = {}
+        failure: dict[str, Any] = {}
+        recs = self.records()
+        for rec in recs:
+            apply_record(success, failure, rec)
+        for path in (self.success_path, self.failure_path):
+            try:
+                _load_view(path)
+            except CorruptFile as e:
+                self._move_aside(path, str(e))
+        self._write_views(success, failure, recs[-1]["seq"] if recs else 0)
+        return success, failure
+
+    def rebuild(self) -> tuple[dict, dict]:
+        """Regenerate both views from the records (``moetrace results rebuild``)."""
+        with self.locked():
+            self._import_legacy_views()
+            return self._rebuild_locked()
+
+    def views(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Read both views; a corrupt one is moved aside and rebuilt."""
+        try:
+            return _load_view(self.success_path), _load_view(self.failure_path)
+        except CorruptFile:
+            return self.rebuild()
+
+    def _import_legacy_views(self) -> None:
+        """Results files written before records existed (for example by the original trace
+        scripts) become records once, so that no earlier result is dropped by a rebuild."""
+        if self._record_files() or self._read_views_seq() is not None:
+            return
+        try:
+            success, failure = _load_view(self.success_path), _load_view(self.failure_path)
+        except CorruptFile:
+            return  # rebuilt (and moved aside) by the caller
+        seq = 0
+        for status, view in (("failure", failure), ("success", success)):
+            for key, e in view.items():
+                seq += 1
+                rec = _legacy_record(key, e, status)
+                atomic_write_json(self.root / RECORDS / f"{seq:08d}.json", rec)
+        if seq:
+            self.warn(f"imported {seq} entries of existing results files in {self.root} as records")
+
+    # ----- queries used by the sweep
+    def keys_with(self, status: str) -> set[str]:
+        success, failure = self.views()
+        return set(success if status == "success" else failure)
+
+
+def _legacy_record(key: str, e: dict[str, Any], status: str) -> dict[str, Any]:
+    model, _, config = key.partition("::")
+    rec: dict[str, Any] = {
+        "schema": 1, "imported": True, "key": key, "model": e.get("model", model),
+        "config": e.get("config", config), "status": status, "finished_at": e.get("last_updated"),
+        "attempt_id": f"imported-{safe_name(key)}",
+    }
+    if status == "success":
+        rec["workload"] = {k: e.get(k) for k in ("batch_size", "input_len", "output_len")}
+        rec["metrics"] = {k: e.get(k) for k in ("latency_s", "input_throughput_tok_per_s",
+                                                "output_throughput_tok_per_s", "itl_ms")}
+        rec["profile"] = {"extend": e.get("profile_extend"), "decode": e.get("profile_decode")}
+    else:
+        rec["error"] = {"type": e.get("error_type", "Unknown"), "message": e.get("error_message", "")}
+    return rec
