@@ -1,0 +1,99 @@
+"""One streaming loop for every engine endpoint: send, stamp each server-sent
+event's arrival with ``perf_counter``, and hand the JSON to the engine's chunk
+parser, which says how many new tokens of which request it carried.
+
+Framing follows the SSE format: ``data: <json>`` lines, blank lines between
+events, ``:`` comment lines ignored, ``data: [DONE]`` at the end. Anything else
+(non-JSON data, an error object, a missing ``[DONE]``, a short stream, an HTTP
+error status, a broken connection) ends in an exception with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import httpx
+
+from ..errors import BenchmarkFailure, RequestTimeout, ServerHTTPError
+from .metrics import RequestTrace
+
+__all__ = ["TokenEvent", "ChunkError", "stream_batch"]
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    index: int  # which request of the batch
+    new_tokens: int
+    finish_reason: str | None = None
+
+
+class ChunkError(Exception):
+    """The server reported an error inside the stream."""
+
+
+ChunkParser = Callable[[dict[str, Any], dict[str, Any]], Iterable[TokenEvent]]
+
+
+def _events(lines: Iterable[str]) -> Iterable[tuple[float, str]]:
+    """Yield (arrival stamp, data payload) for each ``data:`` line."""
+    for line in lines:
+        stamp = time.perf_counter()
+        if not line or line.startswith(":"):
+            continue
+        if line.startswith("data:"):
+            yield stamp, line[5:].strip()
+        # other SSE fields (event:, id:, retry:) carry nothing we use
+
+
+def stream_batch(http: httpx.Client, url: str, body: dict[str, Any], *, batch: int, parse: ChunkParser,
+                 request_timeout_s: float, on_token: Callable[[int], None] | None = None) -> list[RequestTrace]:
+    """Send one streaming request carrying ``batch`` prompts; return each request's token stamps.
+
+    ``request_timeout_s`` bounds the wait for any single chunk (a hung server) and
+    connection set-up; the whole request may take longer while tokens keep coming."""
+    traces = [RequestTrace() for _ in range(batch)]
+    state: dict[str, Any] = {}
+    timeout = httpx.Timeout(request_timeout_s, connect=min(request_timeout_s, 30.0))
+    done = False
+    received = 0
+    t_send = time.perf_counter()
+    try:
+        with http.stream("POST", url, json=body, timeout=timeout) as resp:
+            if resp.status_code >= 400:
+                text = resp.read().decode("utf-8", "replace")[:500]
+                raise ServerHTTPError(f"HTTP {resp.status_code} from {url}: {text.strip()}")
+            for stamp, data in _events(resp.iter_lines()):
+                if data == "[DONE]":
+                    done = True
+                    break
+                try:
+                    obj = json.loads(data)
+                except json.JSONDecodeError:
+                    raise BenchmarkFailure(f"stream carried non-JSON data: {data[:120]!r}") from None
+                if not isinstance(obj, dict):
+                    raise BenchmarkFailure(f"stream carried a non-object: {data[:120]!r}")
+                try:
+                    events = list(parse(obj, state))
+                except ChunkError as e:
+                    raise ServerHTTPError(f"error in stream after {received} tokens: {e}") from None
+                for ev in events:
+                    if not 0 <= ev.index < batch:
+                        raise BenchmarkFailure(f"stream named request {ev.index} of a batch of {batch}")
+                    tr = traces[ev.index]
+                    tr.token_times.extend([stamp - t_send] * ev.new_tokens)
+                    if ev.finish_reason:
+                        tr.finish_reason = ev.finish_reason
+                    received += ev.new_tokens
+                if on_token and events:
+                    on_token(received)
+    except httpx.TimeoutException as e:
+        raise RequestTimeout(f"no data from the server for {request_timeout_s:.0f} s after {received} tokens "
+                             f"({type(e).__name__})") from None
+    except (httpx.TransportError, httpx.DecodingError) as e:
+        raise BenchmarkFailure(f"connection broke after {received} tokens: {type(e).__name__}: {e}") from None
+    if not done:
+        raise BenchmarkFailure(f"stream ended without [DONE] after {received} tokens")
+    return traces

@@ -1,0 +1,91 @@
+"""Metrics as pure functions of the raw stamps recorded while streaming.
+
+Definitions (B = batch size, stamps from ``time.perf_counter`` relative to the
+moment the request was sent):
+
+- TTFT: the time the first output token of the *last* request of the batch arrived
+  (SGLang's bench_one_batch_server uses the same: the batch is prefilled together).
+- latency: the time the last token of the last request arrived.
+- input throughput  = B * input_len / TTFT                       (as SGLang)
+- output throughput = B * output_len / (latency - TTFT)           (as SGLang)
+- ITL: every gap between consecutive tokens of a request, pooled over the batch;
+  mean, p50, p90, p99 of those measured gaps. (SGLang reports 1000 * B / output
+  throughput, a derived mean.) Tokens that arrive in one chunk share its stamp.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ..errors import BenchmarkFailure
+
+__all__ = ["RequestTrace", "run_metrics", "aggregate_runs", "percentile"]
+
+
+@dataclass
+class RequestTrace:
+    """What one streamed request produced: arrival stamps of each token (seconds since send)."""
+
+    token_times: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_times)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), on sorted input."""
+    if not sorted_values:
+        raise ValueError("no values")
+    k = (len(sorted_values) - 1) * q / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def run_metrics(requests: Sequence[RequestTrace], *, input_len: int, output_len: int) -> dict[str, Any]:
+    """Metrics of one measured batch. Raises BenchmarkFailure when any request came back
+    short: a missing value is missing, never a number."""
+    if not requests:
+        raise BenchmarkFailure("no request was sent")
+    for i, r in enumerate(requests):
+        if r.n_tokens < output_len:
+            raise BenchmarkFailure(f"request {i}: stream ended after {r.n_tokens} of {output_len} tokens"
+                                   f" (finish_reason={r.finish_reason!r})")
+    b = len(requests)
+    ttft = max(r.token_times[0] for r in requests)
+    latency = max(r.token_times[-1] for r in requests)
+    gaps = sorted(t1 - t0 for r in requests for t0, t1 in zip(r.token_times, r.token_times[1:]))
+    decode_s = latency - ttft
+    m: dict[str, Any] = {
+        "ttft_ms": ttft * 1000,
+        "latency_s": latency,
+        "input_throughput_tok_per_s": b * input_len / ttft if ttft > 0 else None,
+        "output_throughput_tok_per_s": b * output_len / decode_s if decode_s > 0 else None,
+        "output_tokens": sum(r.n_tokens for r in requests),
+    }
+    if gaps:
+        m.update(itl_ms=statistics.fmean(gaps) * 1000, itl_p50_ms=percentile(gaps, 50) * 1000,
+                 itl_p90_ms=percentile(gaps, 90) * 1000, itl_p99_ms=percentile(gaps, 99) * 1000,
+                 itl_max_ms=gaps[-1] * 1000)
+    return m
+
+
+_SPREAD_KEYS = ("latency_s", "ttft_ms", "itl_ms", "input_throughput_tok_per_s", "output_throughput_tok_per_s")
+
+
+def aggregate_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Median of each metric over repetitions, with min and max of the main ones."""
+    if not runs:
+        raise ValueError("no runs")
+    out: dict[str, Any] = {"repeat": len(runs)}
+    for k in runs[0]:
+        vals = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
+        if vals:
+            out[k] = statistics.median(vals)
+            if k in _SPREAD_KEYS and len(vals) > 1:
+                out[f"{k}_min"], out[f"{k}_max"] = min(vals), max(vals)
+    return out

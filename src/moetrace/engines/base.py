@@ -1,0 +1,138 @@
+"""The engine interface: what moetrace needs from an inference engine, and nothing else.
+
+An adapter turns a (preset, config) into a command line and environment, says how
+to tell the server is ready, how to ask for a streamed batch of token-id prompts
+and read its chunks, how to flush the prefix cache, what the server says about
+itself, and how to capture an extend and a decode trace. Process management,
+measurement and recording are the same for every engine and live elsewhere.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable
+
+import httpx
+
+from ..bench.client import ChunkParser
+from ..matrix import Config
+from ..presets import Preset
+
+__all__ = ["Engine", "LaunchSpec", "ProfileRequest", "register", "get_engine", "ENGINES"]
+
+
+@dataclass
+class LaunchSpec:
+    """Everything an adapter needs to build one launch command."""
+
+    preset: Preset
+    config: Config
+    model_path: str
+    port: int
+    host: str = "127.0.0.1"
+    python: str = "python3"  # the engine's interpreter (it may live in another environment)
+    prefix: list[str] = field(default_factory=list)  # e.g. ["srun", ...] or ["docker", "exec", "sglang"]
+    extra_args: list[str] = field(default_factory=list)  # the user's extras, last so they win
+    profile_dir: Path | None = None
+    profile_with_stack: bool = False
+    device: str = "cuda"  # "cuda" or "cpu"
+    max_model_len: int | None = None
+    # multi-node: one process per node
+    nnodes: int = 1
+    node_rank: int = 0
+    dist_init_addr: str | None = None
+
+
+@dataclass
+class ProfileRequest:
+    """How the trace step asks the measurement layer for traffic while a profiler runs."""
+
+    out_dir: Path  # where this engine's raw files land
+    steps: int
+    with_stack: bool
+    input_len: int
+    run: Callable[[int, int, Callable[[int], None] | None], None]
+    """run(batch_prompts_seed, max_tokens, on_token): send one streamed request and wait for it."""
+    run_async: Callable[[int, int, Callable[[int], None] | None], Any]
+    """Same, in a thread; returns a job with .join(), .cancel(), .done and .error."""
+    expected_ranks: int = 1
+    timeout_s: float = 600.0
+
+
+class Engine(ABC):
+    name: ClassVar[str]
+    moe_backends: ClassVar[tuple[str, ...]]
+    ready_path: ClassVar[str]
+
+    @abstractmethod
+    def command(self, spec: LaunchSpec) -> list[str]:
+        """The argument list that starts one server process (no shell involved)."""
+
+    def environment(self, spec: LaunchSpec) -> dict[str, str]:
+        """Variables to add to the server's environment."""
+        return {}
+
+    @abstractmethod
+    def generate(self, prompts: list[list[int]], max_tokens: int) -> tuple[str, dict[str, Any], ChunkParser]:
+        """(path, JSON body, chunk parser) of one streamed request for a batch of prompts."""
+
+    @abstractmethod
+    def flush_cache(self, http: httpx.Client, base_url: str) -> bool:
+        """Empty the prefix cache; True when the server confirmed."""
+
+    @abstractmethod
+    def server_info(self, http: httpx.Client, base_url: str) -> dict[str, Any]:
+        """What the server reports about itself (version, arguments), best effort."""
+
+    @abstractmethod
+    def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
+        """Run profiled traffic and return {'extend': [files], 'decode': [files]}, rank 0 first."""
+
+    def is_ready(self, http: httpx.Client, base_url: str) -> bool:
+        try:
+            return http.get(base_url + self.ready_path, timeout=5.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def version(self, python: str, prefix: list[str] | None = None) -> str | None:
+        """The engine package's version in its own environment (no heavy import)."""
+        code = ("import importlib.metadata as m\n"
+                f"for n in {self.dist_names!r}:\n"
+                "    try: print(m.version(n)); break\n"
+                "    except m.PackageNotFoundError: pass\n")
+        try:
+            out = subprocess.run([*(prefix or []), python, "-c", code], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() or None
+
+    dist_names: ClassVar[tuple[str, ...]] = ()
+
+    @staticmethod
+    def shell_line(cmd: Iterable[str]) -> str:
+        """The command as a user would paste it (for logs and --dry-run only; never executed)."""
+        return shlex.join(list(cmd))
+
+
+ENGINES: dict[str, type[Engine]] = {}
+
+
+def register(name: str) -> Callable[[type[Engine]], type[Engine]]:
+    def deco(cls: type[Engine]) -> type[Engine]:
+        cls.name = name
+        ENGINES[name] = cls
+        return cls
+    return deco
+
+
+def get_engine(name: str) -> Engine:
+    from . import sglang, vllm  # noqa: F401  (registration)
+
+    try:
+        return ENGINES[name]()
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))}") from None

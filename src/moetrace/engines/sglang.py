@@ -1,0 +1,135 @@
+"""SGLang adapter (the engine the spec's users run on their H200 nodes).
+
+Facts from ../shared/docs/engines.md and SGLang's own argument parser (the tests
+parse every generated command with ``sglang.srt.server_args.ServerArgs``):
+``--tp``/``--ep``/``--moe-runner-backend``; native ``POST /generate`` streams
+``data: {json}`` chunks whose ``meta_info.completion_tokens`` counts tokens so far;
+``/flush_cache``; ``/server_info`` (older: ``/get_server_info``); profiling by stage
+with ``/start_profile`` {profile_by_stage, num_steps}, one file per rank and stage:
+``{profile_id}-TP-{tp}[-DP-..][-PP-..][-EP-..]-EXTEND|DECODE.trace.json.gz``.
+
+Nothing here has run against a live SGLang server (none runs on our machines);
+the stream and profiler handling are written from the documented formats.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import httpx
+
+from ..bench.client import ChunkError, TokenEvent
+from ..errors import ProfileError
+from ..traces.capture import snapshot, wait_for_files
+from .base import Engine, LaunchSpec, ProfileRequest, register
+
+# SGLang 0.5.23 --moe-runner-backend choices (tests/engines checks them against the parser).
+SGLANG_MOE_BACKENDS = (
+    "auto", "deep_gemm", "triton", "triton_kernel", "flashinfer_trtllm", "flashinfer_cutlass",
+    "flashinfer_mxfp4", "flashinfer_cutedsl", "cutlass",
+)
+
+
+def parse_generate_chunk(obj: dict[str, Any], state: dict[str, Any]) -> Iterable[TokenEvent]:
+    """A native ``/generate`` stream chunk: ``meta_info.completion_tokens`` is cumulative per
+    request (``index`` says which, for a batch); errors arrive as ``{"error": {...}}``."""
+    if "error" in obj:
+        err = obj["error"]
+        raise ChunkError(err.get("message", str(err)) if isinstance(err, dict) else str(err))
+    meta = obj.get("meta_info") or {}
+    idx = int(obj.get("index", 0))
+    seen = state.setdefault("seen", {})
+    total = meta.get("completion_tokens")
+    if total is None:
+        return
+    new = int(total) - seen.get(idx, 0)
+    seen[idx] = int(total)
+    fin = meta.get("finish_reason")
+    if isinstance(fin, dict):
+        fin = fin.get("type")
+    if "e2e_latency" in meta:
+        state.setdefault("e2e_latency", {})[idx] = meta["e2e_latency"]
+    if new > 0 or fin:
+        yield TokenEvent(idx, max(new, 0), fin)
+
+
+@register("sglang")
+class SGLang(Engine):
+    moe_backends = SGLANG_MOE_BACKENDS
+    ready_path = "/health_generate"
+    dist_names = ("sglang",)
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        c = spec.config
+        cmd = [*spec.prefix, spec.python, "-m", "sglang.launch_server", "--model-path", spec.model_path,
+               "--host", spec.host, "--port", str(spec.port), "--tp", str(c.tp)]
+        if c.ep > 1:
+            cmd += ["--ep", str(c.ep)]
+        if c.backend != "auto":
+            cmd += ["--moe-runner-backend", c.backend]
+        if c.quantization:
+            cmd += ["--quantization", c.quantization]
+        if spec.max_model_len:
+            cmd += ["--context-length", str(spec.max_model_len)]
+        if c.nodes > 1:
+            cmd += ["--nnodes", str(c.nodes), "--node-rank", str(spec.node_rank)]
+            if spec.dist_init_addr:
+                cmd += ["--dist-init-addr", spec.dist_init_addr]
+        if spec.device == "cpu":
+            cmd += ["--device", "cpu"]
+        cmd += [*spec.preset.extra_args("sglang"), *spec.extra_args]
+        return cmd
+
+    def environment(self, spec: LaunchSpec) -> dict[str, str]:
+        env = {}
+        if spec.profile_dir is not None:
+            env["SGLANG_TORCH_PROFILER_DIR"] = str(Path(spec.profile_dir).resolve())
+        if not spec.profile_with_stack:
+            env["SGLANG_PROFILE_WITH_STACK"] = "False"  # works around a PyTorch bug (engines.md)
+        return env
+
+    def generate(self, prompts: list[list[int]], max_tokens: int):
+        body = {"input_ids": prompts if len(prompts) > 1 else prompts[0],
+                "sampling_params": {"temperature": 0.0, "max_new_tokens": max_tokens, "ignore_eos": True},
+                "stream": True}
+        return "/generate", body, parse_generate_chunk
+
+    def flush_cache(self, http: httpx.Client, base_url: str) -> bool:
+        try:
+            return http.post(base_url + "/flush_cache", timeout=30).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def server_info(self, http: httpx.Client, base_url: str) -> dict[str, Any]:
+        for path in ("/server_info", "/get_server_info"):
+            try:
+                r = http.get(base_url + path, timeout=10)
+                if r.status_code == 200:
+                    return {"server_info": r.json()}
+            except (httpx.HTTPError, ValueError):
+                continue
+        try:
+            r = http.get(base_url + "/v1/models", timeout=10)
+            return {"v1_models": r.json()} if r.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return {}
+
+    def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
+        """One profiling session by stage: SGLang traces ``steps`` prefill batches and then
+        ``steps`` decode batches, and stops by itself. ``steps`` sequential requests give the
+        prefill batches; each decodes ``steps + 2`` tokens, so decode has enough steps."""
+        before = snapshot(req.out_dir)
+        body = {"output_dir": str(req.out_dir.resolve()), "num_steps": req.steps, "profile_by_stage": True,
+                "activities": ["CPU", "GPU"], "with_stack": req.with_stack, "record_shapes": False}
+        r = http.post(base_url + "/start_profile", json=body, timeout=120)
+        if r.status_code != 200:
+            raise ProfileError(f"POST /start_profile answered {r.status_code}: {r.text[:200]}")
+        for i in range(req.steps):
+            req.run(100 + i, req.steps + 2, None)
+        ranks = req.expected_ranks
+        files = wait_for_files(req.out_dir, before, expect=2 * ranks, timeout_s=req.timeout_s,
+                               match=re.compile(r"-(EXTEND|DECODE)\.trace\.json(\.gz)?$"))
+        return {"extend": [f for f in files if "-EXTEND." in f.name],
+                "decode": [f for f in files if "-DECODE." in f.name]}

