@@ -182,6 +182,11 @@ class ServerProcess:
                 continue
         return out
 
+    def alive_pids(self) -> set[int]:
+        """Processes of the tree alive now (compare two snapshots to see a worker die)."""
+        self._remember_tree()
+        return {p.pid for p in self._alive_known()}
+
     def stop(self) -> StopReport:
         """SIGTERM the group and every process ever seen in the tree, SIGKILL what is left
         after the grace period, then verify none survives and the port is free."""

@@ -59,9 +59,13 @@ _LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 
-# Lines that tell where a failure surfaced, used when no rule names a cause.
-_GENERIC = re.compile(r"Scheduler hit an exception|Received sigquit|Traceback|(?:Runtime|Value|Assertion)Error:"
-                      r"|Engine core initialization failed|EngineCore failed|Error")
+# Lines that tell where a failure surfaced, used when no rule names a cause; best first:
+# a Python exception line, then the engines' own words for a crash.
+_GENERIC = (
+    re.compile(r"^\s*(?:[\w.]+\.)?\w*(?:Error|Exception)\b:?"),
+    re.compile(r"Engine core initialization failed|EngineCore failed|Scheduler hit an exception"),
+    re.compile(r"Received sigquit|\bERROR\b|Error"),
+)
 
 # What moetrace's own exceptions mean, by class name (kept as strings to stay pure).
 _EXCEPTION_CLASSES = {
@@ -104,9 +108,11 @@ def _find(log_lines: list[str]) -> tuple[str, str] | None:
 
 
 def _generic_line(log_lines: list[str]) -> str | None:
-    for line in reversed(log_lines):
-        if _GENERIC.search(line) and not line.lstrip().startswith("File "):
-            return _strip_prefix(line)
+    for pat in _GENERIC:
+        for line in reversed(log_lines):
+            text = _strip_prefix(line)
+            if pat.search(text) and not text.startswith("File "):
+                return text
     return None
 
 
@@ -134,6 +140,8 @@ def classify(*, exception: str | None = None, message: str = "", exit_code: int 
     if found:
         cls, line = found
         return Classification(cls, _clip(where + line), evidence=line)
+    if exc_cls == "LaunchError" and exit_code is not None:
+        exc_cls = "ServerError"  # the engine started and then crashed: not a bad command
     if exc_cls:
         generic = _generic_line(lines)
         detail = message or exc_cls

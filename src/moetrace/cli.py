@@ -1,0 +1,320 @@
+"""Command line: parse, call, print. No logic lives here.
+
+Bad input (unknown model, malformed config, unwritable results directory,
+missing engine) prints one line naming the problem and exits 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+
+from . import __version__
+from .errors import MoetraceError
+from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
+from .presets import Preset, PresetError, all_presets, get_preset
+from .results.store import DEFAULT_DIR, ENV_DIR, ResultsStore
+from .runner import RunOptions
+
+
+class BadInput(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"moetrace: error: {self.message}", err=True)
+
+
+def _bad_input(fn: Callable) -> Callable:
+    """Turn known input errors into one line and exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except (PresetError, ConfigError, MoetraceError, ValueError) as e:
+            raise BadInput(str(e)) from None
+    return wrapper
+
+
+def _store(results: str | None) -> ResultsStore:
+    return ResultsStore(results, warn=lambda m: click.echo(f"moetrace: warning: {m}", err=True))
+
+
+results_option = click.option("--results", "-r", envvar=ENV_DIR, default=DEFAULT_DIR, show_default=True,
+                              help=f"results directory (or ${ENV_DIR})")
+
+RUN_OPTIONS: list[Callable] = [
+    results_option,
+    click.option("--engine", type=click.Choice(["sglang", "vllm"]), default=None,
+                 help="engine to launch [default: sglang; vllm with --device cpu or --tiny]"),
+    click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
+    click.option("--config", "-c", "config_names", multiple=True,
+                 help="run only these configs, by name (e.g. TP8_EP2_auto); default: the model's matrix"),
+    click.option("--batch-size", "-b", "batch_sizes", type=int, multiple=True, help="batch sizes [default: 1]"),
+    click.option("--input-len", type=int, default=4096, show_default=True),
+    click.option("--output-len", type=int, default=512, show_default=True),
+    click.option("--repeat", "-n", type=int, default=1, show_default=True, help="measured runs per batch size"),
+    click.option("--seed", type=int, default=0, show_default=True, help="seed of the random prompts"),
+    click.option("--no-warmup", is_flag=True),
+    click.option("--launch-timeout", type=float, default=3600.0, show_default=True, help="seconds"),
+    click.option("--request-timeout", type=float, default=300.0, show_default=True,
+                 help="seconds without progress before a request counts as hung"),
+    click.option("--no-profile", is_flag=True, help="skip trace capture"),
+    click.option("--profile-steps", type=int, default=5, show_default=True),
+    click.option("--profile-with-stack", is_flag=True),
+    click.option("--profile-timeout", type=float, default=900.0, show_default=True),
+    click.option("--engine-python", envvar="MOETRACE_ENGINE_PYTHON", default=sys.executable,
+                 help="Python interpreter of the engine's environment (or $MOETRACE_ENGINE_PYTHON)"),
+    click.option("--launch-prefix", default="", help="words put before the engine command, e.g. 'docker exec sgl'"),
+    click.option("--engine-arg", "engine_args", multiple=True,
+                 help="extra engine argument, repeatable: --engine-arg=--mem-fraction-static=0.85"),
+    click.option("--base-url", default=None, help="measure a server that is already running; launch nothing"),
+    click.option("--host", default="127.0.0.1", show_default=True, help="address the engine binds"),
+    click.option("--port", type=int, default=None, help="engine port [default: a free one]"),
+    click.option("--model-path", default=None, help="load this checkpoint instead of the preset's HF id"),
+    click.option("--max-model-len", type=int, default=None),
+    click.option("--gpu", default=None, help="GPU type for the planner (h100, h200, b200) [default: detect]"),
+    click.option("--mem-fraction", type=float, default=None, help="engine memory fraction for the planner"),
+    click.option("--no-skip-predicted", is_flag=True, help="launch configs the planner predicts will not fit"),
+    click.option("--skip-succeeded", is_flag=True, help="resume: skip configs that already succeeded"),
+    click.option("--only-failed", is_flag=True, help="resume: run only configs that failed"),
+    click.option("--tiny", is_flag=True, help="use tiny random-weight variants of the models (CPU engine)"),
+    click.option("--tiny-dir", default=".cache/tiny", show_default=True),
+    click.option("--dry-run", is_flag=True, help="print the plan and the exact engine commands; launch nothing"),
+    click.option("--show", "extra_columns", multiple=True,
+                 type=click.Choice(["ttft", "itl_p99", "efficiency", "breakdown"]),
+                 help="extra table columns"),
+]
+
+
+def run_options(fn: Callable) -> Callable:
+    for opt in reversed(RUN_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="moetrace")
+def main() -> None:
+    """moetrace: benchmark and trace large MoE models on SGLang and vLLM."""
+
+
+# ---------------------------------------------------------------- models
+@main.command()
+@_bad_input
+def models() -> None:
+    """List the model presets."""
+    from .plan.params import count_params
+    rows = []
+    for p in all_presets():
+        pc = count_params(p.hf_config)
+        rows.append([p.name, p.hf_id, f"{pc.total / 1e9:.1f}B", f"{pc.active / 1e9:.1f}B", p.precision,
+                     p.script or "", ", ".join(c.name for c in parse_matrix(p.matrix))])
+    from .report.tables import _md
+    click.echo(_md(["model", "HF id", "total params", "active params", "native precision", "script",
+                    "default configs"], rows))
+
+
+# ---------------------------------------------------------------- run / sweep
+def _options(kw: dict[str, Any]) -> RunOptions:
+    engine = kw["engine"] or ("vllm" if kw["device"] == "cpu" or kw["tiny"] else "sglang")
+    device = kw["device"]
+    if kw["tiny"] and device == "auto":
+        device = "cpu"
+    return RunOptions(
+        engine=engine, device=device, batch_sizes=tuple(kw["batch_sizes"] or (1,)), input_len=kw["input_len"],
+        output_len=kw["output_len"], repeat=kw["repeat"], seed=kw["seed"], warmup=not kw["no_warmup"],
+        launch_timeout_s=kw["launch_timeout"], request_timeout_s=kw["request_timeout"],
+        profile=not kw["no_profile"], profile_steps=kw["profile_steps"],
+        profile_with_stack=kw["profile_with_stack"], profile_timeout_s=kw["profile_timeout"],
+        engine_python=kw["engine_python"], launch_prefix=tuple(shlex.split(kw["launch_prefix"])),
+        extra_args=tuple(_split_engine_args(kw["engine_args"])), base_url=kw["base_url"], host=kw["host"],
+        port=kw["port"], model_path=kw["model_path"], max_model_len=kw["max_model_len"], gpu=kw["gpu"],
+        skip_predicted=not kw["no_skip_predicted"], mem_fraction=kw["mem_fraction"])
+
+
+def _split_engine_args(args: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for a in args:
+        if a.startswith("--") and "=" in a:
+            k, v = a.split("=", 1)
+            out += [k, v]
+        else:
+            out += shlex.split(a)
+    return out
+
+
+def _check_values(opts: RunOptions) -> None:
+    for name, v in (("input length", opts.input_len), ("output length", opts.output_len),
+                    ("repeat", opts.repeat), ("profile steps", opts.profile_steps)):
+        if v < 1:
+            raise ValueError(f"{name} must be at least 1, got {v}")
+    if any(b < 1 for b in opts.batch_sizes):
+        raise ValueError(f"batch sizes must be at least 1, got {list(opts.batch_sizes)}")
+
+
+def _check_engine(opts: RunOptions) -> None:
+    """The engine must be importable by its interpreter (found without importing it)."""
+    if opts.base_url:
+        return
+    module = {"sglang": "sglang", "vllm": "vllm"}[opts.engine]
+    code = f"import importlib.util,sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 3)"
+    try:
+        rc = subprocess.run([*opts.launch_prefix, opts.engine_python, "-c", code], capture_output=True,
+                            timeout=120).returncode
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ValueError(f"cannot run the engine's Python {opts.engine_python!r}: {e}") from None
+    if rc != 0:
+        raise ValueError(f"engine {opts.engine!r} is not installed for {opts.engine_python} "
+                         f"(give --engine-python, or install {opts.engine})")
+
+
+def _targets(models: Sequence[str], config_names: Sequence[str], opts: RunOptions, kw: dict[str, Any],
+             matrix: Sequence[Any] | None = None) -> list[tuple[Preset, list[Config]]]:
+    from .engines.base import get_engine
+    from .sweep import tiny_preset
+    engine = get_engine(opts.engine)
+    out = []
+    for m in models:
+        preset = get_preset(m)
+        if kw["tiny"]:
+            preset = tiny_preset(preset, Path(kw["tiny_dir"]))
+        if config_names:
+            configs = [parse_config_name(n) for n in config_names]
+            parse_matrix(configs)  # duplicates
+        else:
+            configs = parse_matrix(matrix if matrix is not None else preset.matrix)
+        validate(configs, backends=engine.moe_backends, engine=opts.engine)
+        out.append((preset, configs))
+    return out
+
+
+def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | None = None) -> None:
+    from .sweep import plan_jobs, run_sweep
+    opts = _options(kw)
+    _check_values(opts)
+    targets = _targets(models, kw["config_names"], opts, kw, matrix)
+    store = _store(kw["results"])
+    jobs = plan_jobs(targets, opts, store, skip_succeeded=kw["skip_succeeded"], only_failed=kw["only_failed"])
+    if kw["dry_run"]:
+        _print_dry_run(jobs, opts, store)
+        return
+    _check_engine(opts)
+    try:
+        outcome = run_sweep(jobs, opts, store, extra_columns=tuple(kw["extra_columns"]))
+    except KeyboardInterrupt:
+        click.echo("moetrace: interrupted; the running config was recorded as Interrupted and its server stopped",
+                   err=True)
+        sys.exit(130)
+    del outcome
+
+
+def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
+    from .engines.base import Engine, LaunchSpec, get_engine
+    engine = get_engine(opts.engine)
+    click.echo(f"# dry run: {len(jobs)} config(s), engine {opts.engine}, results in {store.root}")
+    for j in jobs:
+        verdict = f"  plan: {j.plan['verdict']} ({j.plan.get('reason', '')})" if j.plan else ""
+        click.echo(f"\n{j.label}{verdict}")
+        for c in [j.config.without_fallback()] + ([j.config.fallback] if j.config.fallback else []):
+            spec = LaunchSpec(preset=j.preset, config=c, model_path=opts.model_path or j.preset.hf_id,
+                              port=opts.port or 30000, host=opts.host, python=opts.engine_python,
+                              prefix=list(opts.launch_prefix), extra_args=list(opts.extra_args),
+                              profile_dir=Path(store.root / "attempts" / "<attempt>" / "profiler_raw")
+                              if opts.profile else None, device=opts.resolved_device(),
+                              max_model_len=opts.max_model_len)
+            env = engine.environment(spec)
+            prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+            role = "fallback: " if c is j.config.fallback else ""
+            click.echo(f"  {role}{prefix + ' ' if prefix else ''}{Engine.shell_line(engine.command(spec))}")
+
+
+@main.command()
+@click.argument("model")
+@run_options
+@_bad_input
+def run(model: str, **kw: Any) -> None:
+    """Run one model's configs (its preset matrix, or --config NAME ...)."""
+    _execute([model], kw)
+
+
+@main.command()
+@click.argument("models", nargs=-1)
+@run_options
+@_bad_input
+def sweep(models: Sequence[str], **kw: Any) -> None:
+    """Run the matrices of several models (default: all six presets)."""
+    _execute(models or [p.name for p in all_presets()], kw)
+
+
+def script_main(model: str, configs: Sequence[Any], argv: Sequence[str] | None = None) -> None:
+    """Entry point of the spec's per-model scripts: their CONFIGS list, the CLI's options."""
+    parse_matrix(configs)  # fail on a malformed CONFIGS before anything else
+
+    @click.command(help=f"{model}: run the CONFIGS list of this script. Options as `moetrace run`.")
+    @run_options
+    @_bad_input
+    def script(**kw: Any) -> None:
+        _execute([model], kw, matrix=configs)
+
+    script.main(args=list(argv) if argv is not None else None, prog_name=Path(sys.argv[0]).name)
+
+
+# ---------------------------------------------------------------- results
+@main.command()
+@results_option
+@_bad_input
+def summary(results: str) -> None:
+    """Print all results: successes by model, failures, counts."""
+    from .report.tables import full_report
+    store = _store(results)
+    s, f = store.views()
+    click.echo(full_report(s, f, base=store.root))
+
+
+@main.command()
+@results_option
+@click.option("--show", "extra_columns", multiple=True, type=click.Choice(["ttft", "itl_p99", "efficiency",
+                                                                          "breakdown"]))
+@_bad_input
+def table(results: str, extra_columns: Sequence[str]) -> None:
+    """Print the spec's tables of all successful results, grouped by model."""
+    from .report.tables import model_tables
+    store = _store(results)
+    s, _ = store.views()
+    click.echo(model_tables(s, base=store.root, extra=tuple(extra_columns)) or "no successful results")
+
+
+@main.group()
+def results() -> None:
+    """Maintain the results directory."""
+
+
+@results.command("rebuild")
+@results_option
+@_bad_input
+def results_rebuild(results: str) -> None:
+    """Regenerate success_results.json and failure_results.json from the records."""
+    store = _store(results)
+    s, f = store.rebuild()
+    click.echo(f"rebuilt {store.success_path} ({len(s)} entries) and {store.failure_path} ({len(f)} entries) "
+               f"from {len(store.records())} records")
+
+
+# ---------------------------------------------------------------- tiny
+@main.command()
+@click.argument("model")
+@click.option("--out", "-o", default=None, help="checkpoint directory [default: .cache/tiny/<model>]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_bad_input
+def tiny(model: str, out: str | None, seed: int) -> None:
+    """Write a tiny random-weight checkpoint of MODEL's architecture."""
+    from .tiny import write_tiny_checkpoint
+    preset = get_preset(model)
+    path = write_tiny_checkpoint(preset, Path(out or Path(".cache/tiny") / preset.slug), seed=seed)
+    click.echo(str(path))

@@ -1,0 +1,144 @@
+"""The spec's markdown tables, rendered from the views (never from live objects).
+
+Per config::
+
+    Model (variant)
+    | batch size | input len | latency (s) | input throughput (tok/s) | output throughput (tok/s) | ITL (ms) | profile (extend) | profile (decode) |
+    | --- | ... |
+    | 1 | 4096 | 7.59 | 15933.87 | 69.81 | 14.32 | [trace](...) | [trace](...) |
+
+At the end: all successes grouped by model, the failures with their classes, and
+the spec's summary counts. Valid GitHub markdown (a header separator row, pipes
+in cells escaped).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+__all__ = ["config_table", "model_tables", "failure_table", "summary_lines", "full_report",
+           "append_step_summary", "SPEC_COLUMNS"]
+
+SPEC_COLUMNS = ("batch size", "input len", "latency (s)", "input throughput (tok/s)",
+                "output throughput (tok/s)", "ITL (ms)", "profile (extend)", "profile (decode)")
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _md(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    header = list(header)
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
+             "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(c if isinstance(c, _Raw) else _cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class _Raw(str):
+    """A cell that is already markdown (a link)."""
+
+
+def _link(path: str | None, base: Path | None) -> str:
+    if not path:
+        return _Raw("-")
+    target = str(base / path) if base is not None and not os.path.isabs(path) else path
+    return _Raw(f"[trace]({target.replace(' ', '%20')})")
+
+
+def _spec_row(e: dict[str, Any], base: Path | None, extra: tuple[str, ...]) -> list[Any]:
+    row = [e.get("batch_size"), e.get("input_len"), e.get("latency_s"), e.get("input_throughput_tok_per_s"),
+           e.get("output_throughput_tok_per_s"), e.get("itl_ms"), _link(e.get("profile_extend"), base),
+           _link(e.get("profile_decode"), base)]
+    return row + [_extra(e, k) for k in extra]
+
+
+EXTRA_COLUMNS = {
+    "ttft": ("TTFT (ms)", lambda e: e.get("ttft_ms")),
+    "itl_p99": ("ITL p99 (ms)", lambda e: e.get("itl_p99_ms")),
+    "efficiency": ("ITL eff.", lambda e: _pct(e.get("itl_efficiency"))),
+    "breakdown": ("decode breakdown", lambda e: _breakdown_text((e.get("breakdown") or {}).get("decode"))),
+}
+
+
+def _pct(x: Any) -> str | None:
+    return f"{100 * x:.0f}%" if isinstance(x, (int, float)) else None
+
+
+def _breakdown_text(b: dict[str, float] | None, top: int = 4) -> str | None:
+    if not b:
+        return None
+    items = sorted(b.items(), key=lambda kv: -kv[1])[:top]
+    return ", ".join(f"{k} {v:.0f}%" for k, v in items)
+
+
+def _extra(e: dict[str, Any], key: str) -> Any:
+    return EXTRA_COLUMNS[key][1](e)
+
+
+def config_table(e: dict[str, Any], *, base: Path | None = None, extra: tuple[str, ...] = ()) -> str:
+    """The spec's per-config table: title line, then one row."""
+    header = list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in extra]
+    return f"{e['model']} ({e['config']})\n\n" + _md(header, [_spec_row(e, base, extra)])
+
+
+def model_tables(success: dict[str, dict[str, Any]], *, base: Path | None = None,
+                 extra: tuple[str, ...] = ()) -> str:
+    """All successes grouped by model, one row per config."""
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for e in success.values():
+        by_model.setdefault(e["model"], []).append(e)
+    header = ["config"] + list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in extra]
+    out = []
+    for model in sorted(by_model):
+        rows = [[e["config"]] + _spec_row(e, base, extra) for e in sorted(by_model[model], key=_config_order)]
+        out.append(f"### {model}\n\n" + _md(header, rows))
+    return "\n\n".join(out)
+
+
+def _config_order(e: dict[str, Any]) -> tuple:
+    m = re.match(r"TP(\d+)(?:_EP(\d+))?", e.get("config", ""))
+    return (int(m.group(1)), int(m.group(2) or 1), e["config"]) if m else (1 << 30, 0, e.get("config", ""))
+
+
+def failure_table(failure: dict[str, dict[str, Any]], success: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for key in sorted(failure):
+        f = failure[key]
+        note = "last attempt failed, earlier success kept" if key in success else ""
+        if f.get("predicted"):
+            note = (note + "; " if note else "") + "predicted by the planner, not launched"
+        rows.append([f.get("model"), f.get("config"), f.get("error_type"), f.get("error_message"),
+                     f.get("log_path") or "-", note])
+    return _md(["model", "config", "error type", "error message", "log", "note"], rows)
+
+
+def summary_lines(success: dict, failure: dict) -> str:
+    kept = sum(1 for k in failure if k in success)
+    lines = [f"✓ Successful: {len(success)}", f"⚠ Failed: {len(failure)}"]
+    if kept:
+        lines.append(f"  ({kept} of the failed keys have an earlier success kept)")
+    return "\n".join(lines)
+
+
+def full_report(success: dict, failure: dict, *, base: Path | None = None, extra: tuple[str, ...] = ()) -> str:
+    parts = ["## Results", model_tables(success, base=base, extra=extra) or "_no successful results_"]
+    if failure:
+        parts += ["## Failures", failure_table(failure, success)]
+    parts += ["## Summary", summary_lines(success, failure)]
+    return "\n\n".join(parts) + "\n"
+
+
+def append_step_summary(text: str) -> None:
+    """Append to $GITHUB_STEP_SUMMARY when running in GitHub Actions."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text + "\n")

@@ -1,0 +1,496 @@
+"""One config, start to finish: launch the engine, wait until ready, warm up,
+measure, capture traces, stop, record. Every exit path stops the server and
+writes a record; nothing here is fatal to a sweep except Ctrl-C, which is
+recorded as Interrupted and then re-raised.
+
+This is also the entry point a Slurm job runs on its node (``moetrace run``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+from . import __version__
+from .bench.client import stream_batch
+from .bench.metrics import aggregate_runs, run_metrics
+from .bench.prompts import random_prompts
+from .engines.base import Engine, LaunchSpec, ProfileRequest, get_engine
+from .engines.process import ServerProcess, free_port, port_is_free, tail
+from .errors import LaunchError, MoetraceError, ServerDied
+from .matrix import Config
+from .presets import Preset
+from .results.classify import classify
+from .results.store import ResultsStore, now_iso, result_key, safe_name
+from .traces.capture import file_traces
+
+__all__ = ["RunOptions", "run_config", "Progress"]
+
+DEFAULT_WORKLOAD = (1, 4096, 512)
+
+
+@dataclass
+class RunOptions:
+    engine: str = "sglang"
+    batch_sizes: tuple[int, ...] = (1,)
+    input_len: int = 4096
+    output_len: int = 512
+    repeat: int = 1
+    warmup: bool = True
+    seed: int = 0
+    launch_timeout_s: float = 3600.0  # loading a 1T-parameter model can take over 20 minutes
+    request_timeout_s: float = 300.0
+    profile: bool = True
+    profile_steps: int = 5
+    profile_with_stack: bool = False
+    profile_timeout_s: float = 900.0
+    engine_python: str = field(default_factory=lambda: os.environ.get("MOETRACE_ENGINE_PYTHON", sys.executable))
+    launch_prefix: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()
+    base_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    device: str = "auto"  # auto | cuda | cpu
+    model_path: str | None = None
+    max_model_len: int | None = None
+    gpu: str | None = None  # planner's GPU type; None = detect
+    skip_predicted: bool = True
+    mem_fraction: float | None = None
+    grace_s: float = 20.0
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        return "cuda" if shutil.which("nvidia-smi") else "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["batch_sizes"] = list(self.batch_sizes)
+        return d
+
+
+class Progress:
+    """Progress lines with elapsed time, on stderr. Quiet between updates on a non-terminal."""
+
+    def __init__(self, stream=None, every_s: float = 10.0):
+        self.stream = stream or sys.stderr
+        self.every_s = every_s
+        self.prefix = ""
+        self._last = 0.0
+
+    def step(self, text: str) -> None:
+        self._t0 = time.monotonic()
+        self._text = text
+        self._emit(f"{self.prefix}{text}")
+
+    def tick(self, elapsed: float, extra: str = "") -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._emit(f"{self.prefix}{self._text} ... {elapsed:.0f} s {extra}".rstrip())
+
+    def done(self, text: str) -> None:
+        self._emit(f"{self.prefix}{self._text}: {text} ({time.monotonic() - self._t0:.1f} s)")
+
+    def _emit(self, line: str) -> None:
+        self._last = time.monotonic()
+        print(line, file=self.stream, flush=True)
+
+
+def host_facts() -> dict[str, Any]:
+    facts: dict[str, Any] = {"hostname": socket.gethostname(), "platform": platform.platform(),
+                             "python": platform.python_version(), "cpus": os.cpu_count()}
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=30).stdout
+            facts["gpus"] = [dict(zip(("name", "memory", "driver"), (x.strip() for x in line.split(","))))
+                             for line in out.strip().splitlines()]
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return facts
+
+
+class _Job:
+    """A request in a background thread, cancellable (closing its stream aborts it)."""
+
+    def __init__(self, fn: Callable[[Callable[[int], None]], None], on_token: Callable[[int], None] | None):
+        self.error: BaseException | None = None
+        self.done = False
+        self._cancel = threading.Event()
+
+        def tok(n: int) -> None:
+            if on_token:
+                on_token(n)
+            if self._cancel.is_set():
+                raise _Cancelled()
+
+        def body() -> None:
+            try:
+                fn(tok)
+            except _Cancelled:
+                pass
+            except BaseException as e:  # reported to the caller through .error
+                self.error = e
+            finally:
+                self.done = True
+
+        self._t = threading.Thread(target=body, daemon=True)
+        self._t.start()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._t.join(timeout)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Session:
+    """A ready server, from the measurement's point of view."""
+
+    def __init__(self, engine: Engine, base_url: str, preset: Preset, opts: RunOptions,
+                 server: ServerProcess | None):
+        self.engine, self.base_url, self.preset, self.opts, self.server = engine, base_url.rstrip("/"), preset, opts, server
+        self.http = httpx.Client(timeout=opts.request_timeout_s)
+        self.vocab = int(preset.hf_config.get("vocab_size", 32000))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, *, batch: int, seed: int, max_tokens: int, input_len: int | None = None,
+                on_token: Callable[[int], None] | None = None):
+        prompts = random_prompts(batch=batch, input_len=input_len or self.opts.input_len, vocab_size=self.vocab,
+                                 seed=seed)
+        path, body, parse = self.engine.generate(prompts, max_tokens)
+        if "model" in body and body["model"] is None:
+            body["model"] = getattr(self, "served_model", None) or self.opts.model_path or self.preset.hf_id
+        return stream_batch(self.http, self.base_url + path, body, batch=batch, parse=parse,
+                            request_timeout_s=self.opts.request_timeout_s, on_token=on_token)
+
+    def run_async(self, seed: int, max_tokens: int, on_token: Callable[[int], None] | None) -> _Job:
+        return _Job(lambda tok: self.request(batch=1, seed=seed, max_tokens=max_tokens, on_token=tok), on_token)
+
+
+def _attempt_id(preset: Preset, config: Config) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{safe_name(preset.name, 40)}-{safe_name(config.name, 60)}-{uuid.uuid4().hex[:6]}"
+
+
+def workload_suffix(batch: int, input_len: int, output_len: int) -> str:
+    """Result keys are the spec's ``Model::config`` for the spec's workload; another
+    workload gets its own key so that it never overwrites the spec's numbers."""
+    if (batch, input_len, output_len) == DEFAULT_WORKLOAD:
+        return ""
+    return f"::bs{batch}_in{input_len}_out{output_len}"
+
+
+def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsStore, *,
+               progress: Progress | None = None, role: str = "primary",
+               plan: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run one config and commit one record per batch size (or one failure record).
+    Returns the committed records."""
+    progress = progress or Progress()
+    engine = get_engine(opts.engine)
+    attempt_id = _attempt_id(preset, config)
+    adir = store.attempt_dir(attempt_id)
+    rel = lambda p: str(Path(p).resolve().relative_to(store.root.resolve())) if p else None  # noqa: E731
+    log_path = adir / "server.log"
+    model_path = opts.model_path or preset.hf_id
+    device = opts.resolved_device()
+    phases: dict[str, float] = {}
+    base: dict[str, Any] = {
+        "schema": 1, "attempt_id": attempt_id, "model": preset.name, "config": config.name, "role": role,
+        "config_detail": config.to_dict(), "moetrace_version": __version__, "started_at": now_iso(),
+        "host": host_facts(), "options": opts.to_dict(), "attempt_dir": rel(adir), "phases": phases,
+        "engine": {"name": engine.name, "external": bool(opts.base_url), "model_path": model_path,
+                   "device": device},
+    }
+    if plan is not None:
+        base["plan"] = plan
+
+    def commit_failure(exc: BaseException, phase: str, server: ServerProcess | None) -> list[dict[str, Any]]:
+        code = server.exit_code() if server else getattr(exc, "exit_code", None)
+        log_text = tail(log_path) if log_path.exists() else ""
+        c = classify(exception=type(exc).__name__, message=str(exc), exit_code=code, log_text=log_text, phase=phase)
+        rec = dict(base, key=result_key(preset.name, config.name,
+                                        workload_suffix(opts.batch_sizes[0], opts.input_len, opts.output_len)),
+                   status="failure", finished_at=now_iso(),
+                   error={"type": c.error_type, "message": c.error_message, "evidence": c.evidence,
+                          "exception": type(exc).__name__, "exit_code": code, "phase": phase,
+                          "log_path": rel(log_path) if log_path.exists() else None})
+        rec["plan_check"] = plan_check(plan, "failure", c.error_type)
+        return [store.commit(rec)]
+
+    # Predicted not to fit: record without launching.
+    if plan and plan.get("verdict") == "will_not_fit" and opts.skip_predicted and not opts.base_url:
+        rec = dict(base, key=result_key(preset.name, config.name,
+                                        workload_suffix(opts.batch_sizes[0], opts.input_len, opts.output_len)),
+                   status="failure", finished_at=now_iso(), predicted=True,
+                   error={"type": "OOM", "message": plan.get("reason", "predicted not to fit"), "predicted": True,
+                          "phase": "plan"})
+        progress.step(f"{preset.name} {config.name}")
+        progress.done("skipped: predicted not to fit (use --no-skip-predicted to launch anyway)")
+        return [store.commit(rec)]
+
+    server: ServerProcess | None = None
+    session: Session | None = None
+    phase = "launch"
+    try:
+        if opts.base_url:
+            base_url = opts.base_url
+            base["engine"]["command"] = None
+        else:
+            server, base_url = _launch(engine, preset, config, opts, store, adir, log_path, model_path, device,
+                                       progress, base, phases)
+        session = Session(engine, base_url, preset, opts, server)
+        if opts.base_url and not engine.is_ready(session.http, session.base_url):
+            raise LaunchError(f"no ready server at {opts.base_url} ({engine.ready_path} did not answer 200)")
+        base["engine"]["server_info"] = engine.server_info(session.http, session.base_url)
+        base["engine"]["version"] = _engine_version(engine, opts, base["engine"]["server_info"])
+        if hasattr(engine, "model_name"):
+            session.served_model = engine.model_name(session.http, session.base_url)
+
+        if opts.warmup:
+            phase = "warmup"
+            progress.step(f"{preset.name} {config.name}: warm-up")
+            t = time.monotonic()
+            session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983, max_tokens=min(16, opts.output_len))
+            phases["warmup_s"] = time.monotonic() - t
+            progress.done("ok")
+
+        phase = "measure"
+        measured: list[tuple[int, dict[str, Any], list[dict[str, Any]]]] = []
+        t = time.monotonic()
+        for bs in opts.batch_sizes:
+            runs = []
+            for r in range(opts.repeat):
+                progress.step(f"{preset.name} {config.name}: measure bs={bs} run {r + 1}/{opts.repeat}")
+                flushed = engine.flush_cache(session.http, session.base_url)
+                traces = _guard_server(lambda: session.request(batch=bs, seed=opts.seed + 7919 * r + bs,
+                                                               max_tokens=opts.output_len), server, session)
+                m = run_metrics(traces, input_len=opts.input_len, output_len=opts.output_len)
+                m["cache_flushed"] = flushed
+                runs.append({"metrics": m, "token_times": [tr.token_times for tr in traces]})
+                progress.done(f"latency {m['latency_s']:.2f} s, TTFT {m['ttft_ms']:.1f} ms, "
+                              f"ITL {m.get('itl_ms', float('nan')):.2f} ms")
+            agg = aggregate_runs([x["metrics"] for x in runs])
+            measured.append((bs, agg, runs))
+        phases["measure_s"] = time.monotonic() - t
+
+        profile: dict[str, Any] = {"enabled": opts.profile}
+        if opts.profile:
+            phase = "profile"
+            t = time.monotonic()
+            profile = _profile(engine, session, preset, config, opts, adir, progress, rel)
+            phases["profile_s"] = time.monotonic() - t
+    except KeyboardInterrupt as e:
+        _stop(server, phases, base)
+        commit_failure(e, phase, server)
+        raise
+    except MoetraceError as e:
+        _stop(server, phases, base)
+        return commit_failure(e, phase, server)
+    except Exception as e:  # an unexpected bug must cost one config, not the sweep
+        _stop(server, phases, base)
+        return commit_failure(e, phase, server)
+    finally:
+        if session:
+            session.close()
+    _stop(server, phases, base)
+
+    out = []
+    for bs, agg, runs in measured:
+        rec = dict(base, key=result_key(preset.name, config.name,
+                                        workload_suffix(bs, opts.input_len, opts.output_len)),
+                   status="success", finished_at=now_iso(),
+                   workload={"batch_size": bs, "input_len": opts.input_len, "output_len": opts.output_len,
+                             "repeat": opts.repeat, "seed": opts.seed},
+                   metrics=agg, runs=runs, profile=profile,
+                   log_path=rel(log_path) if log_path.exists() else None,
+                   plan_check=plan_check(plan, "success", None))
+        _add_floors(rec, plan)
+        out.append(store.commit(rec))
+    return out
+
+
+def plan_check(plan: dict[str, Any] | None, status: str, error_type: str | None) -> str | None:
+    """Does a real outcome agree with the planner's prediction? (None without a plan.)"""
+    if not plan:
+        return None
+    verdict = plan.get("verdict")
+    if status == "success" and verdict == "will_not_fit":
+        return "contradicted: predicted not to fit, but it ran"
+    if status == "failure" and error_type == "OOM" and verdict in ("fits", "tight"):
+        return f"contradicted: predicted to fit ({verdict}), failed with OOM"
+    return "agrees" if status == "success" or error_type == "OOM" else "not a memory outcome"
+
+
+def _add_floors(rec: dict[str, Any], plan: dict[str, Any] | None) -> None:
+    """Floors from the plan and efficiency = floor / measured, into the metrics."""
+    if not plan:
+        return
+    m = rec["metrics"]
+    for floor_key, measured_key, eff_key in (("itl_floor_ms", "itl_ms", "itl_efficiency"),
+                                             ("ttft_floor_ms", "ttft_ms", "ttft_efficiency")):
+        floor = plan.get(floor_key)
+        if isinstance(floor, (int, float)):
+            m[floor_key] = floor
+            if m.get(measured_key):
+                m[eff_key] = floor / m[measured_key]
+
+
+def _engine_version(engine: Engine, opts: RunOptions, info: dict[str, Any]) -> str | None:
+    for key in ("server_info", "version"):
+        v = info.get(key)
+        if isinstance(v, dict) and v.get("version"):
+            return str(v["version"])
+    if opts.base_url:
+        return None
+    return engine.version(opts.engine_python, list(opts.launch_prefix))
+
+
+def _launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, store: ResultsStore, adir: Path,
+            log_path: Path, model_path: str, device: str, progress: Progress, base: dict[str, Any],
+            phases: dict[str, float]) -> tuple[ServerProcess, str]:
+    if opts.port is not None and not port_is_free(opts.port, opts.host):
+        raise LaunchError(f"port {opts.port} on {opts.host} is already in use; choose another --port "
+                          "or leave it out to use a free one")
+    attempts = 1 if opts.port is not None else 3  # a free port can be taken between choice and bind
+    for attempt in range(attempts):
+        port = opts.port or free_port(opts.host)
+        spec = LaunchSpec(preset=preset, config=config, model_path=model_path, port=port, host=opts.host,
+                          python=opts.engine_python, prefix=list(opts.launch_prefix), extra_args=list(opts.extra_args),
+                          profile_dir=(adir / "profiler_raw") if opts.profile else None,
+                          profile_with_stack=opts.profile_with_stack, device=device,
+                          max_model_len=opts.max_model_len)
+        cmd = engine.command(spec)
+        env = dict(os.environ, **engine.environment(spec))
+        base["engine"]["command"] = cmd
+        base["engine"]["env"] = engine.environment(spec)
+        server = ServerProcess(cmd, log_path=log_path, env=env, port=port, host=opts.host,
+                               registry=store.root / "running", label=f"{preset.name} {config.name}",
+                               grace_s=opts.grace_s)
+        progress.step(f"{preset.name} {config.name}: launching {engine.name} on port {port}")
+        t = time.monotonic()
+        server.start()
+        base_url = f"http://{opts.host}:{port}"
+        probe_http = httpx.Client(timeout=5.0)
+        try:
+            server.wait_ready(lambda: engine.is_ready(probe_http, base_url), timeout_s=opts.launch_timeout_s,
+                              on_wait=progress.tick)
+        except LaunchError:
+            server.stop()
+            if attempt + 1 < attempts and "ddress already in use" in tail(log_path, 20_000):
+                continue
+            raise
+        except BaseException:
+            server.stop()
+            raise
+        finally:
+            probe_http.close()
+        phases["launch_s"] = time.monotonic() - t
+        progress.done("ready")
+        return server, base_url
+    raise AssertionError("unreachable")
+
+
+def _guard_server(fn: Callable[[], Any], server: ServerProcess | None, session: Session) -> Any:
+    """Run a request; if it fails and the server turns out dead or unhealthy, say so
+    (a ServerError with the log) rather than blaming the stream."""
+    before = server.alive_pids() if server else set()
+    try:
+        return fn()
+    except MoetraceError as e:
+        if server is None:
+            raise
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            code = server.exit_code()
+            if code is not None:
+                raise ServerDied(f"engine exited with code {code} during the request ({e})",
+                                 log_path=server.log_path, exit_code=code) from e
+            lost = before - server.alive_pids()
+            if lost:
+                raise ServerDied(f"engine process(es) {sorted(lost)} died during the request ({e})",
+                                 log_path=server.log_path) from e
+            time.sleep(0.25)
+        raise
+
+
+def _stop(server: ServerProcess | None, phases: dict[str, float], base: dict[str, Any]) -> None:
+    if server is None or server.stop_report is not None:
+        return
+    t = time.monotonic()
+    rep = server.stop()
+    phases["stop_s"] = time.monotonic() - t
+    base["engine"]["stop"] = rep.to_dict()
+    if rep.survivors:
+        print(f"WARNING: engine processes {rep.survivors} survived SIGKILL; see {server.log_path}", file=sys.stderr)
+
+
+def _profile(engine: Engine, session: Session, preset: Preset, config: Config, opts: RunOptions, adir: Path,
+             progress: Progress, rel: Callable[[Any], str | None]) -> dict[str, Any]:
+    """Capture extend and decode traces; a failure here is recorded, and the numbers kept."""
+    raw = adir / "profiler_raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    progress.step(f"{preset.name} {config.name}: profiling {opts.profile_steps} steps per stage")
+    req = ProfileRequest(
+        out_dir=raw, steps=opts.profile_steps, with_stack=opts.profile_with_stack, input_len=opts.input_len,
+        run=lambda seed, max_tokens, on_token: session.request(batch=1, seed=opts.seed + 31 * seed,
+                                                              max_tokens=max_tokens, on_token=on_token),
+        run_async=lambda seed, max_tokens, on_token: session.run_async(opts.seed + 31 * seed, max_tokens, on_token),
+        expected_ranks=config.tp, timeout_s=opts.profile_timeout_s)
+    out: dict[str, Any] = {"enabled": True, "steps": opts.profile_steps}
+    try:
+        files = engine.capture_profile(session.http, session.base_url, req)
+    except (MoetraceError, httpx.HTTPError) as e:
+        progress.done(f"failed: {e}")
+        out["error"] = f"{type(e).__name__}: {e}"
+        return out
+    traces_dir = adir / "traces"
+    stages: dict[str, list[Path]] = {}
+    for stage in ("extend", "decode"):
+        stages[stage] = file_traces(files.get(stage, []), traces_dir, model=preset.name, config=config.name,
+                                    stage=stage)
+        out[stage] = rel(stages[stage][0]) if stages[stage] else None
+        out[f"{stage}_all"] = [rel(p) for p in stages[stage]]
+    leftover = [p for p in raw.rglob("*") if p.is_file()]
+    out["other_files"] = [rel(p) for p in leftover]
+    out["breakdown"], out["analysis_error"] = _breakdowns(stages)
+    progress.done(f"{len(stages['extend'])} extend and {len(stages['decode'])} decode trace files")
+    return out
+
+
+def _breakdowns(stages: dict[str, list[Path]]) -> tuple[dict[str, Any], str | None]:
+    """Short per-stage time breakdown from the rank-0 trace of each stage (analyzer)."""
+    try:
+        from .traces.analyze import analyze_trace, short_breakdown
+    except ImportError as e:  # analyzer not available: keep traces, say why
+        return {}, f"analyzer unavailable: {e}"
+    out: dict[str, Any] = {}
+    errors = []
+    for stage, files in stages.items():
+        ranked = [f for f in files if "rank" in f.name]
+        if not ranked:
+            continue
+        try:
+            out[stage] = short_breakdown(analyze_trace(ranked[0]))
+        except Exception as e:  # a trace the analyzer cannot read must not cost the result
+            errors.append(f"{stage}: {type(e).__name__}: {e}")
+    return out, "; ".join(errors) or None

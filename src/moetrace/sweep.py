@@ -1,0 +1,147 @@
+"""The sweep: (preset, configs) pairs -> plan -> one run per config through an
+executor -> the spec's tables. A failed config is recorded and the sweep goes on;
+a fallback runs only when its primary failed."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+from .engines.process import reap_orphans
+from .matrix import Config
+from .presets import Preset
+from .report.tables import append_step_summary, config_table, full_report
+from .results.store import ResultsStore, result_key
+from .runner import Progress, RunOptions, run_config, workload_suffix
+
+__all__ = ["Job", "Executor", "LocalExecutor", "plan_jobs", "run_sweep", "plan_for"]
+
+
+@dataclass
+class Job:
+    preset: Preset
+    config: Config
+    plan: dict[str, Any] | None = None
+    index: int = 0
+    total: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"[{self.index}/{self.total}] {self.preset.name} {self.config.name}"
+
+
+def plan_for(preset: Preset, config: Config, opts: RunOptions) -> dict[str, Any] | None:
+    """The planner's verdict and floors for this config, when a GPU type is known.
+    Tiny checkpoints on the CPU engine have no GPU to plan for."""
+    gpu = opts.gpu
+    if gpu is None:
+        if opts.resolved_device() != "cuda":
+            return None
+        from .plan.hardware import detect_gpu
+        gpu = detect_gpu()
+        if gpu is None:
+            return None
+    from .plan import plan_config
+    p = plan_config(preset, config, gpu=gpu, batch=opts.batch_sizes[0], input_len=opts.input_len,
+                    output_len=opts.output_len, mem_fraction=opts.mem_fraction, engine=opts.engine)
+    return p.to_dict()
+
+
+def plan_jobs(targets: Iterable[tuple[Preset, list[Config]]], opts: RunOptions, store: ResultsStore, *,
+              skip_succeeded: bool = False, only_failed: bool = False,
+              note: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[Job]:
+    success, failure = store.views() if (skip_succeeded or only_failed) else ({}, {})
+    jobs: list[Job] = []
+    for preset, configs in targets:
+        for c in configs:
+            keys = [result_key(preset.name, c.name, workload_suffix(bs, opts.input_len, opts.output_len))
+                    for bs in opts.batch_sizes]
+            if skip_succeeded and all(k in success for k in keys):
+                note(f"skip {preset.name} {c.name}: already succeeded (--skip-succeeded)")
+                continue
+            if only_failed and not any(k in failure for k in keys):
+                note(f"skip {preset.name} {c.name}: not in failures (--only-failed)")
+                continue
+            jobs.append(Job(preset, c, plan_for(preset, c, opts)))
+    for i, j in enumerate(jobs, 1):
+        j.index, j.total = i, len(jobs)
+    return jobs
+
+
+class Executor(Protocol):
+    def execute(self, jobs: list[Job], opts: RunOptions, store: ResultsStore, progress: Progress,
+                on_done: Callable[[Job, list[dict[str, Any]]], None]) -> None: ...
+
+
+def run_job(job: Job, opts: RunOptions, store: ResultsStore, progress: Progress) -> list[dict[str, Any]]:
+    """One config and, when it failed and has one, its fallback."""
+    progress.prefix = f"[{job.index}/{job.total}] "
+    recs = run_config(job.preset, job.config.without_fallback(), opts, store, progress=progress, plan=job.plan)
+    if job.config.fallback and any(r["status"] == "failure" for r in recs):
+        fb = job.config.fallback
+        progress.step(f"{job.preset.name} {job.config.name} failed; running fallback {fb.name}")
+        progress.done("starting")
+        recs += run_config(job.preset, fb, opts, store, progress=progress, role="fallback",
+                           plan=plan_for(job.preset, fb, opts))
+    return recs
+
+
+@dataclass
+class LocalExecutor:
+    """Runs the jobs one after another in this process (the default)."""
+
+    def execute(self, jobs, opts, store, progress, on_done) -> None:
+        for job in jobs:
+            on_done(job, run_job(job, opts, store, progress))
+
+
+@dataclass
+class SweepOutcome:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    report: str = ""
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.records if r["status"] == "failure")
+
+
+def print_record(rec: dict[str, Any], store: ResultsStore, out=sys.stdout) -> None:
+    from .results.store import failure_entry, success_entry
+    if rec["status"] == "success":
+        print("\n" + config_table(success_entry(rec), base=store.root) + "\n", file=out, flush=True)
+    else:
+        e = failure_entry(rec)
+        log = f" (log: {store.root / e['log_path']})" if e.get("log_path") else ""
+        print(f"\n{rec['model']} ({rec['config']}): FAILED [{e['error_type']}] {e['error_message']}{log}\n",
+              file=out, flush=True)
+
+
+def run_sweep(jobs: list[Job], opts: RunOptions, store: ResultsStore, *, executor: Executor | None = None,
+              progress: Progress | None = None, out=sys.stdout, extra_columns: tuple[str, ...] = ()) -> SweepOutcome:
+    progress = progress or Progress()
+    reap_orphans(store.root / "running", log=lambda s: print(s, file=sys.stderr))
+    outcome = SweepOutcome()
+
+    def on_done(job: Job, recs: list[dict[str, Any]]) -> None:
+        outcome.records.extend(recs)
+        for r in recs:
+            print_record(r, store, out)
+
+    (executor or LocalExecutor()).execute(jobs, opts, store, progress, on_done)
+    success, failure = store.views()
+    outcome.report = full_report(success, failure, base=store.root, extra=extra_columns)
+    print(outcome.report, file=out, flush=True)
+    append_step_summary(outcome.report)
+    return outcome
+
+
+def tiny_preset(preset: Preset, cache: Path) -> Preset:
+    """The tiny random-weight variant of a preset, generated once into ``cache``."""
+    from .presets import preset_from_checkpoint
+    from .tiny import write_tiny_checkpoint
+    d = cache / preset.slug
+    if not (d / "config.json").is_file() or not (d / "moetrace.json").is_file():
+        write_tiny_checkpoint(preset, d)
+    return preset_from_checkpoint(d)

@@ -1,0 +1,96 @@
+"""Failure classification on real samples: SGLang messages written from engines.md
+(tests/data/sglang_doc_logs/README.md) and vLLM CPU startup failures recorded from
+real runs (tests/data/logs/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moetrace.results.classify import MAX_MESSAGE, classify
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+SGL = DATA / "sglang_doc_logs"
+
+
+@pytest.mark.parametrize("name,cls,needle", [
+    ("kv_pool_no_room.log", "OOM", "Not enough memory. Please try to increase --mem-fraction-static"),
+    ("cuda_graph_oom.log", "OOM", "Capture cuda graph failed: CUDA out of memory"),
+    ("torch_oom.log", "OOM", "torch.OutOfMemoryError: CUDA out of memory"),
+    ("bad_backend.log", "UnsupportedConfig", "invalid choice: 'tritonx'"),
+    ("scheduler_exception.log", "ServerError", "AssertionError: req_to_token_pool is inconsistent"),
+])
+def test_sglang_documented_failures(name, cls, needle):
+    log = (SGL / name).read_text()
+    exit_code = 2 if "invalid choice" in log else 1
+    c = classify(exception="LaunchError", message="engine exited before it was ready", exit_code=exit_code,
+                 log_text=log, phase="launch")
+    assert c.error_type == cls
+    assert needle in c.error_message
+    assert len(c.error_message) <= MAX_MESSAGE
+    assert not c.error_message.startswith("[launch] Traceback")
+
+
+def test_the_decisive_line_not_the_traceback_head():
+    log = (SGL / "torch_oom.log").read_text()
+    c = classify(exception="LaunchError", exit_code=1, log_text=log)
+    assert "Traceback" not in c.error_message and "sigquit" not in c.error_message
+
+
+def test_timeouts_interrupts_and_bad_streams_are_our_own_judgement():
+    assert classify(exception="LaunchTimeout", message="not ready after 60 s").error_type == "Timeout"
+    assert classify(exception="RequestTimeout", message="no data").error_type == "Timeout"
+    assert classify(exception="KeyboardInterrupt").error_type == "Interrupted"
+    c = classify(exception="BenchmarkFailure", message="stream ended after 3 of 512 tokens", log_text="x")
+    assert c.error_type == "BenchmarkFailure" and "3 of 512" in c.error_message
+
+
+def test_a_hang_that_logged_an_oom_is_an_oom():
+    log = (SGL / "torch_oom.log").read_text()
+    assert classify(exception="LaunchTimeout", log_text=log).error_type == "OOM"
+
+
+@pytest.mark.parametrize("line,cls", [
+    ("RuntimeError: NCCL error in: ../torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:1970, unhandled system "
+     "error (run with NCCL_DEBUG=INFO for details), NCCL version 2.21.5", "NCCLError"),
+    ("RuntimeError: CUDA error: an illegal memory access was encountered", "CUDAError"),
+    ("/bin/sh: 1: python3: command not found", "LaunchError"),
+    ("ModuleNotFoundError: No module named 'sglang'", "LaunchError"),
+    ("OSError: [Errno 98] error while attempting to bind on address ('127.0.0.1', 30000): address already in use",
+     "LaunchError"),
+])
+def test_other_classes(line, cls):
+    assert classify(exception="LaunchError", exit_code=1, log_text=f"INFO start\n{line}\n").error_type == cls
+
+
+def test_server_death_without_known_cause_is_server_error():
+    c = classify(exception="ServerDied", message="engine exited with code -9 during the request", exit_code=-9,
+                 log_text="INFO: serving\n")
+    assert c.error_type == "ServerError" and "-9" in c.error_message
+
+
+def test_unknown():
+    assert classify(exception="WeirdThing", message="?").error_type == "Unknown"
+
+
+def test_message_is_clipped():
+    c = classify(exception="BenchmarkFailure", message="x" * 2000)
+    assert len(c.error_message) == MAX_MESSAGE
+
+
+VLLM_LOGS = DATA / "logs"
+
+
+@pytest.mark.skipif(not (VLLM_LOGS / "README.md").exists(), reason="recorded vLLM logs not present")
+@pytest.mark.parametrize("name,cls", [
+    ("vllm_cpu_oom_gpu_mem_util.log", "OOM"),
+    ("vllm_cpu_bad_arg.log", "LaunchError"),
+    ("vllm_cpu_missing_model.log", "ModelLoadError"),
+    ("vllm_cpu_bad_checkpoint.log", "ModelLoadError"),
+])
+def test_vllm_cpu_recorded_failures(name, cls):
+    log = (VLLM_LOGS / name).read_text()
+    c = classify(exception="LaunchError", message="engine exited before it was ready", exit_code=1,
+                 log_text=log, phase="launch")
+    assert c.error_type == cls, c
