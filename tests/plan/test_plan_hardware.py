@@ -26,6 +26,7 @@ def test_table_matches_engines_md():
     ("NVIDIA H200, 143771 MiB\nNVIDIA H200, 143771 MiB", "h200"),
     ("NVIDIA B200, 183359 MiB", "b200"),
     ("NVIDIA H100 PCIe, 81559 MiB", None),
+    ("NVIDIA H200 NVL, 143771 MiB", None),
     ("NVIDIA A100-SXM4-80GB, 81920 MiB", None),
     ("", None),
 ])

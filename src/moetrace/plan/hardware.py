@@ -86,10 +86,10 @@ def parse_nvidia_smi(text: str) -> str | None:
         if not line:
             continue
         name = line.split(",")[0].upper()
-        if "H200" in name:
+        if "H200" in name and "NVL" not in name:
             return "h200"
         if "H100" in name and "PCIE" not in name and "NVL" not in name:
-            return "h100"   # SXM; PCIe / NVL parts have other bandwidths: not in the table
+            return "h100"   # SXM only: PCIe and NVL parts have other bandwidths and peaks
         if "B200" in name:
             return "b200"
         return None
