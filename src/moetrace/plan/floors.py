@@ -42,7 +42,7 @@ class CommModel:
     """Per-collective latency: ``base_us + per_peer_us * (tp - 1)`` within a node, plus
     ``internode_us`` when the group spans nodes; ``fixed_us`` replaces the model when set.
     Defaults fit SGLang's custom all-reduce on H100 for 0.5-32 KB messages (SGLang PR #2904:
-    3.7-4.5 us at TP2/TP4, 5.7-7.8 us at TP8, no CUDA graph). Link bandwidth is the GPU's
+    3.7-4.8 us at TP2/TP4, 5.7-7.8 us at TP8, no CUDA graph). Link bandwidth is the GPU's
     NVLink per direction, or ``internode_gbps`` across nodes."""
     base_us: float = 3.5
     per_peer_us: float = 0.5
