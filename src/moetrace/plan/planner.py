@@ -17,7 +17,6 @@ weights, peak activations and KV cache; the rest must hold context and CUDA grap
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
