@@ -1,0 +1,625 @@
+"""Tiny random-weight checkpoints of the presets' architectures.
+
+``write_tiny_checkpoint(preset, out_dir)`` writes a Hugging Face style checkpoint
+directory (``config.json``, ``model.safetensors``, ``tokenizer.json``,
+``tokenizer_config.json``, ``generation_config.json``, ``moetrace.json``) of a
+scaled-down variant of the preset's model: the same ``architectures`` and
+``model_type``, the same attention kind (GQA or MLA), the same router kind, with
+few layers, experts and little width. The CPU build of an engine can serve it, so
+the harness can be exercised end to end without the real weights.
+
+``tiny_hf_config(hf_config)`` is the pure part: the real config in, the tiny config
+out (every real key kept, sizes scaled down). ``tensor_specs(config)`` lists the
+tensors a loader expects for a config, with the names and shapes of the real
+checkpoints (checked against vLLM 0.32's model code; see docs/tiny.md).
+
+Only numpy and ``tokenizers`` are needed (no torch, no transformers): the
+safetensors file is written here directly (the format is an 8-byte header length,
+a JSON header, raw little-endian data), with bf16 and fp8-e4m3 conversion in numpy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+__all__ = [
+    "TinyError",
+    "TensorSpec",
+    "family_of",
+    "tiny_hf_config",
+    "tensor_specs",
+    "write_tiny_checkpoint",
+    "build_tokenizer",
+    "write_safetensors",
+    "read_safetensors_header",
+    "SPECIAL_TOKENS",
+    "TINY_PRECISIONS",
+]
+
+
+class TinyError(ValueError):
+    """An architecture or option the tiny generator cannot handle; the message says why."""
+
+
+# Architectures this module knows, by the config's first ``architectures`` entry.
+_FAMILIES = {
+    "Qwen3MoeForCausalLM": "qwen3_moe",
+    "DeepseekV3ForCausalLM": "deepseek_v3",  # DeepSeek-V3.x and Kimi-K2 (model_type kimi_k2)
+    "Glm4MoeForCausalLM": "glm4_moe",
+    "MiniMaxM2ForCausalLM": "minimax_m2",
+}
+
+# The tiny sizes. Width is a multiple of 128 everywhere an fp8 128x128 block
+# quantization has to tile it. MLA keeps kv_lora_rank 512 + qk_rope_head_dim 64:
+# vLLM's CPU MLA kernel compiles only for a 576-wide latent cache.
+_COMMON = {
+    "hidden_size": 256,
+    "num_attention_heads": 8,
+    "vocab_size": 4096,
+    "max_position_embeddings": 32768,  # an upper bound: min(real, this)
+    "experts": 16,
+    "top_k": 4,
+    "moe_intermediate_size": 128,
+    "intermediate_size": 512,  # dense MLP width (MiniMax: mlp_intermediate_size)
+}
+
+# Generic override names -> the config key each family uses for them.
+_ALIASES = {
+    "hidden": "hidden_size",
+    "layers": "num_hidden_layers",
+    "vocab": "vocab_size",
+    "heads": "num_attention_heads",
+    "kv_heads": "num_key_value_heads",
+}
+
+TINY_PRECISIONS = ("bf16", "fp8", "int4")
+
+# Token strings of the tiny tokenizer's special tokens, in id order (ids 0..).
+SPECIAL_TOKENS = ("<unk>", "<|bos|>", "<|eos|>", "<|pad|>", "<|eot|>", "<|eom|>", "<|user|>", "<|assistant|>")
+_UNK, _BOS, _EOS, _PAD, _EOT, _EOM = 0, 1, 2, 3, 4, 5
+
+
+def family_of(hf_config: dict[str, Any]) -> str:
+    archs = hf_config.get("architectures") or []
+    for a in archs:
+        if a in _FAMILIES:
+            return _FAMILIES[a]
+    raise TinyError(
+        f"no tiny variant for architectures {archs!r} (model_type {hf_config.get('model_type')!r}); "
+        f"known: {', '.join(_FAMILIES)}"
+    )
+
+
+def _moe_keys(fam: str) -> tuple[str, str]:
+    """(experts key, per-expert width key) of a family."""
+    return {
+        "qwen3_moe": ("num_experts", "moe_intermediate_size"),
+        "deepseek_v3": ("n_routed_experts", "moe_intermediate_size"),
+        "glm4_moe": ("n_routed_experts", "moe_intermediate_size"),
+        "minimax_m2": ("num_local_experts", "intermediate_size"),
+    }[fam]
+
+
+def _remap_token_id(v: Any, tiny_id: int) -> Any:
+    if v is None:
+        return tiny_id
+    if isinstance(v, list):  # e.g. GLM's three end tokens: eos, eot, eom
+        ids = (tiny_id, _EOT, _EOM) if tiny_id == _EOS else (tiny_id,)
+        return [ids[i % len(ids)] for i in range(len(v))]
+    return tiny_id
+
+
+def tiny_hf_config(hf_config: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The tiny variant of a real Hugging Face config (pure: the input is not changed).
+
+    Every key of the real config is kept; sizes are scaled down, MTP layers are
+    dropped (``num_nextn_predict_layers`` 0, MiniMax ``use_mtp`` false),
+    ``auto_map`` is removed (no remote code ships with a tiny checkpoint: vLLM has
+    these architectures natively) and ``quantization_config`` is removed (a tiny
+    checkpoint is bf16 unless written with another precision by
+    ``write_tiny_checkpoint``). Token ids are those of the tiny tokenizer.
+
+    ``overrides`` are config keys (``hidden_size=128``, ``num_hidden_layers=4``) or
+    the generic names ``experts``, ``top_k``, ``dense_layers``, ``layers``,
+    ``hidden``, ``heads``, ``kv_heads``, ``vocab``, ``moe_width``; they are applied
+    last, so they win. ``None`` leaves a value as computed.
+    """
+    fam = family_of(hf_config)
+    real = hf_config
+    cfg = copy.deepcopy(hf_config)
+    ov = {k: v for k, v in overrides.items() if v is not None}
+
+    def take(name: str, default: Any) -> Any:
+        return ov.pop(name, default)
+
+    experts_key, width_key = _moe_keys(fam)
+    hidden = take("hidden", take("hidden_size", _COMMON["hidden_size"]))
+    heads = take("heads", take("num_attention_heads", _COMMON["num_attention_heads"]))
+    vocab = take("vocab", take("vocab_size", _COMMON["vocab_size"]))
+    experts = take("experts", take(experts_key, _COMMON["experts"]))
+    top_k = take("top_k", take("num_experts_per_tok", _COMMON["top_k"]))
+    moe_width = take("moe_width", take(width_key, _COMMON["moe_intermediate_size"]))
+    if vocab < len(SPECIAL_TOKENS) + 256:
+        raise TinyError(f"vocab_size {vocab} too small: the tiny tokenizer needs at least {len(SPECIAL_TOKENS) + 256}")
+    if not 1 <= top_k <= experts:
+        raise TinyError(f"top_k {top_k} must be between 1 and the number of experts {experts}")
+
+    cfg.pop("auto_map", None)
+    cfg.pop("quantization_config", None)
+    cfg["hidden_size"] = hidden
+    cfg["num_attention_heads"] = heads
+    cfg["vocab_size"] = vocab
+    cfg["num_experts_per_tok"] = top_k
+    cfg[experts_key] = experts
+    cfg[width_key] = moe_width
+    cfg["max_position_embeddings"] = take(
+        "max_position_embeddings", min(int(real.get("max_position_embeddings") or 8192), _COMMON["max_position_embeddings"])
+    )
+    rs = cfg.get("rope_scaling")
+    if isinstance(rs, dict) and rs.get("type", rs.get("rope_type")) == "yarn" and rs.get("original_max_position_embeddings"):
+        # YaRN's factor is the ratio of the two context lengths; keep it consistent
+        # with the shortened context (transformers warns otherwise).
+        rs["factor"] = max(1.0, cfg["max_position_embeddings"] / rs["original_max_position_embeddings"])
+    cfg["torch_dtype"] = "bfloat16"
+    cfg["tie_word_embeddings"] = bool(real.get("tie_word_embeddings", False))
+    for key, tid in (("bos_token_id", _BOS), ("eos_token_id", _EOS), ("pad_token_id", _PAD)):
+        if key in real:
+            cfg[key] = _remap_token_id(real[key], tid)
+
+    if fam in ("qwen3_moe", "glm4_moe", "minimax_m2"):  # GQA
+        cfg["num_key_value_heads"] = take("kv_heads", take("num_key_value_heads", max(1, heads // 4)))
+        cfg["head_dim"] = take("head_dim", 64)
+    if fam == "qwen3_moe":
+        layers = take("layers", take("num_hidden_layers", 2))
+        cfg["num_hidden_layers"] = layers
+        cfg["intermediate_size"] = take("intermediate_size", _COMMON["intermediate_size"])
+        if "max_window_layers" in real:
+            cfg["max_window_layers"] = layers
+        cfg["mlp_only_layers"] = [i for i in real.get("mlp_only_layers", []) if i < layers]
+    elif fam in ("deepseek_v3", "glm4_moe"):
+        dense = take("dense_layers", take("first_k_dense_replace", min(1, real.get("first_k_dense_replace", 0))))
+        layers = take("layers", take("num_hidden_layers", dense + 2))
+        cfg["first_k_dense_replace"] = dense
+        cfg["num_hidden_layers"] = layers
+        cfg["intermediate_size"] = take("intermediate_size", _COMMON["intermediate_size"])
+        cfg["num_nextn_predict_layers"] = 0
+        n_group = int(real.get("n_group") or 1)
+        # Keep group-limited routing where the real model has it, with >= 2 experts a
+        # group (noaux_tc scores a group by its top-2 experts).
+        while n_group > 1 and (experts % n_group or experts // n_group < 2):
+            n_group //= 2
+        cfg["n_group"] = take("n_group", n_group)
+        cfg["topk_group"] = take("topk_group", max(1, min(int(real.get("topk_group") or 1), cfg["n_group"])))
+    if fam == "deepseek_v3":  # MLA
+        cfg["num_key_value_heads"] = heads  # MLA configs carry kv heads == heads
+        cfg["q_lora_rank"] = take("q_lora_rank", 256 if real.get("q_lora_rank") is not None else None)
+        cfg["kv_lora_rank"] = take("kv_lora_rank", 512)
+        cfg["qk_rope_head_dim"] = take("qk_rope_head_dim", 64)
+        cfg["qk_nope_head_dim"] = take("qk_nope_head_dim", 64)
+        cfg["v_head_dim"] = take("v_head_dim", 64)
+    if fam == "minimax_m2":
+        layers = take("layers", take("num_hidden_layers", 2))
+        cfg["num_hidden_layers"] = layers
+        cfg["rotary_dim"] = take("rotary_dim", cfg["head_dim"] * real.get("rotary_dim", 64) // real.get("head_dim", 128))
+        cfg["mlp_intermediate_size"] = take("mlp_intermediate_size", _COMMON["intermediate_size"])
+        if "attn_type_list" in real:
+            cfg["attn_type_list"] = (list(real["attn_type_list"]) * layers)[:layers]
+        cfg["use_mtp"] = False
+        cfg["num_mtp_modules"] = 0
+        if "shared_intermediate_size" in real:
+            cfg["shared_intermediate_size"] = 0 if not real["shared_intermediate_size"] else moe_width
+
+    cfg.update(ov)  # anything else: raw config keys, applied as given
+    if fam in ("deepseek_v3", "glm4_moe") and cfg["first_k_dense_replace"] > cfg["num_hidden_layers"]:
+        raise TinyError("first_k_dense_replace exceeds num_hidden_layers")
+    return cfg
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    kind: str  # "linear" (quantizable), "router", "embed", "norm", "bias", "ebias"
+    module: str = ""  # the Linear module of a linear/bias tensor ("model.layers.0.self_attn.q_proj")
+    expert: bool = False  # a routed expert's weight (int4 in Kimi-K2)
+
+
+def _linear(prefix: str, out: int, inp: int, *, bias: bool = False, expert: bool = False) -> list[TensorSpec]:
+    s = [TensorSpec(f"{prefix}.weight", (out, inp), "linear", prefix, expert)]
+    if bias:
+        s.append(TensorSpec(f"{prefix}.bias", (out,), "bias", prefix))
+    return s
+
+
+def _norm(name: str, n: int) -> TensorSpec:
+    return TensorSpec(f"{name}.weight", (n,), "norm")
+
+
+def _mlp(prefix: str, hidden: int, width: int, names=("gate_proj", "up_proj", "down_proj"), expert=False):
+    g, u, d = names
+    return (
+        _linear(f"{prefix}.{g}", width, hidden, expert=expert)
+        + _linear(f"{prefix}.{u}", width, hidden, expert=expert)
+        + _linear(f"{prefix}.{d}", hidden, width, expert=expert)
+    )
+
+
+def tensor_specs(cfg: dict[str, Any]) -> list[TensorSpec]:
+    """The tensors of a checkpoint of this (tiny) config, in the real checkpoints'
+    names and shapes, in a fixed order. MTP layers are not included."""
+    fam = family_of(cfg)
+    H = cfg["hidden_size"]
+    V = cfg["vocab_size"]
+    nh = cfg["num_attention_heads"]
+    specs: list[TensorSpec] = [TensorSpec("model.embed_tokens.weight", (V, H), "embed")]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        specs += [_norm(f"{p}.input_layernorm", H), _norm(f"{p}.post_attention_layernorm", H)]
+        a = f"{p}.self_attn"
+        if fam == "deepseek_v3":
+            nope, rope, vd = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+            kvr, qr = cfg["kv_lora_rank"], cfg.get("q_lora_rank")
+            if qr is None:
+                specs += _linear(f"{a}.q_proj", nh * (nope + rope), H)
+            else:
+                specs += _linear(f"{a}.q_a_proj", qr, H) + [_norm(f"{a}.q_a_layernorm", qr)]
+                specs += _linear(f"{a}.q_b_proj", nh * (nope + rope), qr)
+            specs += _linear(f"{a}.kv_a_proj_with_mqa", kvr + rope, H) + [_norm(f"{a}.kv_a_layernorm", kvr)]
+            specs += _linear(f"{a}.kv_b_proj", nh * (nope + vd), kvr)
+            specs += _linear(f"{a}.o_proj", H, nh * vd)
+        else:
+            hd, nkv = cfg["head_dim"], cfg["num_key_value_heads"]
+            bias = bool(cfg.get("attention_bias", False)) if fam == "glm4_moe" else False
+            specs += _linear(f"{a}.q_proj", nh * hd, H, bias=bias)
+            specs += _linear(f"{a}.k_proj", nkv * hd, H, bias=bias)
+            specs += _linear(f"{a}.v_proj", nkv * hd, H, bias=bias)
+            specs += _linear(f"{a}.o_proj", H, nh * hd)
+            if fam == "qwen3_moe" or (fam == "glm4_moe" and cfg.get("use_qk_norm")):
+                specs += [_norm(f"{a}.q_norm", hd), _norm(f"{a}.k_norm", hd)]
+            elif fam == "minimax_m2":  # per-layer qk-norm over all heads at once
+                specs += [_norm(f"{a}.q_norm", nh * hd), _norm(f"{a}.k_norm", nkv * hd)]
+        specs += _ffn_specs(cfg, fam, i, p, H)
+    specs.append(_norm("model.norm", H))
+    if not cfg.get("tie_word_embeddings"):
+        specs.append(TensorSpec("lm_head.weight", (V, H), "embed"))
+    return specs
+
+
+def _is_moe_layer(cfg: dict[str, Any], fam: str, i: int) -> bool:
+    if fam == "qwen3_moe":
+        step = cfg.get("decoder_sparse_step", 1) or 1
+        return i not in cfg.get("mlp_only_layers", []) and cfg["num_experts"] > 0 and (i + 1) % step == 0
+    if fam in ("deepseek_v3", "glm4_moe"):
+        return i >= cfg["first_k_dense_replace"] and i % (cfg.get("moe_layer_freq", 1) or 1) == 0
+    return True  # minimax_m2: every layer
+
+
+def _ffn_specs(cfg: dict[str, Any], fam: str, i: int, p: str, H: int) -> list[TensorSpec]:
+    if not _is_moe_layer(cfg, fam, i):
+        return _mlp(f"{p}.mlp", H, cfg["intermediate_size"])
+    experts_key, width_key = _moe_keys(fam)
+    E, W = cfg[experts_key], cfg[width_key]
+    if fam == "minimax_m2":
+        m = f"{p}.block_sparse_moe"
+        s = [TensorSpec(f"{m}.gate.weight", (E, H), "router")]
+        if cfg.get("use_routing_bias"):
+            s.append(TensorSpec(f"{m}.e_score_correction_bias", (E,), "ebias"))
+        for e in range(E):
+            s += _mlp(f"{m}.experts.{e}", H, W, names=("w1", "w3", "w2"), expert=True)
+        return s
+    m = f"{p}.mlp"
+    s = [TensorSpec(f"{m}.gate.weight", (E, H), "router")]
+    if fam == "glm4_moe" or cfg.get("topk_method") == "noaux_tc":
+        s.append(TensorSpec(f"{m}.gate.e_score_correction_bias", (E,), "ebias"))
+    for e in range(E):
+        s += _mlp(f"{m}.experts.{e}", H, W, expert=True)
+    if fam == "qwen3_moe":
+        sw = cfg.get("shared_expert_intermediate_size") or 0
+        if sw:
+            s += _mlp(f"{m}.shared_expert", H, sw) + _linear(f"{m}.shared_expert_gate", 1, H)
+    elif cfg.get("n_shared_experts"):
+        s += _mlp(f"{m}.shared_experts", H, W * cfg["n_shared_experts"])
+    return s
+
+
+# ---------------------------------------------------------------- number formats
+
+def _to_bf16_bits(x):
+    """float32 array -> uint16 bf16 bit patterns, rounded to nearest even."""
+    import numpy as np
+
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
+    return (rounded >> np.uint32(16)).astype(np.uint16)
+
+
+def _e4m3_table():
+    """The non-negative finite float8_e4m3fn values, indexed by code 0..126."""
+    import numpy as np
+
+    codes = np.arange(127)
+    exp, man = codes >> 3, codes & 7
+    sub = man / 8.0 * 2.0**-6
+    norm = (1 + man / 8.0) * 2.0 ** (exp - 7)
+    return np.where(exp == 0, sub, norm)
+
+
+def _to_e4m3_bits(x):
+    """float32 array -> uint8 float8_e4m3fn codes (round to nearest, saturating at 448)."""
+    import numpy as np
+
+    table = _e4m3_table()
+    a = np.minimum(np.abs(x.astype(np.float64)), 448.0)
+    hi = np.clip(np.searchsorted(table, a), 1, 126)
+    lo = hi - 1
+    code = np.where(np.abs(table[hi] - a) < np.abs(a - table[lo]), hi, lo).astype(np.uint8)
+    return code | (np.signbit(x).astype(np.uint8) << np.uint8(7)) * (code > 0)
+
+
+def _e4m3_to_float(codes):
+    import numpy as np
+
+    table = np.append(_e4m3_table(), np.nan)
+    mag = table[codes & 0x7F]
+    return np.where(codes & 0x80, -mag, mag)
+
+
+_DTYPES = {"BF16": 2, "F32": 4, "F8_E4M3": 1, "I32": 4, "I64": 8, "F16": 2}
+
+
+def write_safetensors(path: Path, tensors: Iterable[tuple[str, str, tuple[int, ...], bytes]], metadata: dict[str, str] | None = None) -> None:
+    """Write ``(name, dtype, shape, raw little-endian bytes)`` tensors as one safetensors
+    file, in the given order (so the bytes are reproducible)."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    chunks, offset = [], 0
+    for name, dtype, shape, data in tensors:
+        n = _DTYPES[dtype] * math.prod(shape)
+        if len(data) != n:
+            raise TinyError(f"{name}: {len(data)} bytes for {dtype}{list(shape)}, want {n}")
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        chunks.append(data)
+        offset += n
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for c in chunks:
+            f.write(c)
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n))
+
+
+# ---------------------------------------------------------------- tokenizer
+
+def _merge_alphabet() -> list[str]:
+    from tokenizers import pre_tokenizers
+
+    alphabet = set(pre_tokenizers.ByteLevel.alphabet())
+    chars = ["\u0120"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    chars += [chr(c) for c in range(ord("A"), ord("Z") + 1)] + [chr(c) for c in range(ord("0"), ord("9") + 1)]
+    assert all(c in alphabet for c in chars)
+    return chars
+
+
+def build_tokenizer(vocab_size: int):
+    """A byte-level BPE tokenizer of exactly ``vocab_size`` tokens, built offline:
+    the special tokens (ids 0..7), the 256 byte symbols, then two-symbol merges of
+    space/letters/digits. Any text encodes; ids decode to text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    byte_syms = sorted(pre_tokenizers.ByteLevel.alphabet(), key=lambda c: ord(c))
+    vocab: dict[str, int] = {}
+    for t in SPECIAL_TOKENS + tuple(byte_syms):
+        vocab[t] = len(vocab)
+    chars = _merge_alphabet()
+    merges: list[tuple[str, str]] = []
+    want = vocab_size - len(vocab)
+    if want < 0:
+        raise TinyError(f"vocab_size {vocab_size} below {len(vocab)}")
+    for a in chars:
+        for b in chars:
+            if len(merges) == want:
+                break
+            merges.append((a, b))
+            vocab[a + b] = len(vocab)
+    i = 0
+    while len(vocab) < vocab_size:  # beyond 63*63 two-symbol merges: three-symbol ones
+        a, b = merges[i // len(chars)][0] + merges[i // len(chars)][1], chars[i % len(chars)]
+        if a + b not in vocab:
+            merges.append((a, b))
+            vocab[a + b] = len(vocab)
+        i += 1
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    assert tok.get_vocab_size() == vocab_size, (tok.get_vocab_size(), vocab_size)
+    return tok
+
+
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>' if m['role'] in ['user', 'assistant'] else '' }}"
+    "{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _tokenizer_config(max_len: int) -> dict[str, Any]:
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": SPECIAL_TOKENS[_BOS],
+        "eos_token": SPECIAL_TOKENS[_EOS],
+        "pad_token": SPECIAL_TOKENS[_PAD],
+        "unk_token": SPECIAL_TOKENS[_UNK],
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": max_len,
+        "chat_template": _CHAT_TEMPLATE,
+    }
+
+
+# ---------------------------------------------------------------- weights
+
+def _rng(seed: int, name: str):
+    import numpy as np
+
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def _values(spec: TensorSpec, seed: int):
+    """float32 values of one tensor; each tensor has its own stream, so a tensor's
+    values depend only on the seed and its name."""
+    import numpy as np
+
+    r = _rng(seed, spec.name)
+    if spec.kind == "norm":
+        return (1.0 + 0.05 * r.standard_normal(spec.shape)).astype(np.float32)
+    if spec.kind == "ebias":
+        return (0.01 * r.standard_normal(spec.shape)).astype(np.float32)
+    if spec.kind == "bias":
+        return (0.02 * r.standard_normal(spec.shape)).astype(np.float32)
+    std = 0.02 if spec.kind in ("embed", "router") else 1.0 / math.sqrt(spec.shape[-1])
+    return (std * r.standard_normal(spec.shape)).astype(np.float32)
+
+
+def _fp8_block(w, block: tuple[int, int], ue8m0: bool):
+    """Block-quantize a 2-D float32 weight to e4m3 with one float32 scale a block
+    (``weight_scale_inv``: dequantized = fp8 value * scale)."""
+    import numpy as np
+
+    bn, bk = block
+    n, k = w.shape
+    sn, sk = -(-n // bn), -(-k // bk)
+    pad = np.zeros((sn * bn, sk * bk), np.float32)
+    pad[:n, :k] = w
+    blocks = np.abs(pad.reshape(sn, bn, sk, bk)).max(axis=(1, 3))
+    scale = np.maximum(blocks, 1e-12) / 448.0
+    if ue8m0:  # power-of-two scales (DeepSeek-V3.1's scale_fmt)
+        scale = np.exp2(np.ceil(np.log2(scale)))
+    scale = scale.astype(np.float32)
+    full = np.repeat(np.repeat(scale, bn, axis=0), bk, axis=1)[:n, :k]
+    return _to_e4m3_bits(w / full), scale
+
+
+def _int4_pack(w, group: int):
+    """Symmetric int4 group quantization, compressed-tensors 'pack-quantized' layout:
+    weight_packed int32 [out, in/8] (8 nibbles a word, first in the low bits, stored
+    as value+8), weight_scale [out, in/group]."""
+    import numpy as np
+
+    n, k = w.shape
+    if k % group or k % 8:
+        raise TinyError(f"int4 packing needs the input width {k} to be a multiple of {group} and 8")
+    g = w.reshape(n, k // group, group)
+    scale = (np.maximum(np.abs(g).max(axis=2), 1e-12) / 7.0).astype(np.float32)
+    q = np.clip(np.rint(g / scale[:, :, None]), -8, 7).astype(np.int32).reshape(n, k)
+    u = (q + 8).astype(np.uint32).reshape(n, k // 8, 8)
+    packed = np.zeros((n, k // 8), np.uint32)
+    for j in range(8):
+        packed |= u[:, :, j] << np.uint32(4 * j)
+    return packed.view(np.int32), scale
+
+
+def _quant_plan(real_cfg: dict[str, Any], precision: str, fam: str) -> dict[str, Any] | None:
+    """The tiny quantization_config for a precision (None: plain bf16)."""
+    if precision == "bf16":
+        return None
+    q = copy.deepcopy(real_cfg.get("quantization_config") or {})
+    if precision == "fp8":
+        if q.get("quant_method") != "fp8":
+            q = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]}
+        return q
+    if precision == "int4":
+        if q.get("quant_method") != "compressed-tensors":
+            raise TinyError("int4 tiny checkpoints follow the real model's compressed-tensors config; this model has none")
+        return q
+    raise TinyError(f"unknown precision {precision!r}; use one of {', '.join(TINY_PRECISIONS)}")
+
+
+def _fp8_skip(spec: TensorSpec, q: dict[str, Any]) -> bool:
+    skip = q.get("modules_to_not_convert") or q.get("ignored_layers") or []
+    parts = spec.module.split(".")
+    return any(s in parts or spec.module.endswith(s) for s in skip)
+
+
+def _encode(specs: list[TensorSpec], seed: int, q: dict[str, Any] | None):
+    """Yield (name, dtype, shape, bytes) of every tensor, quantized as ``q`` says."""
+    import numpy as np
+
+    method = (q or {}).get("quant_method")
+    for spec in specs:
+        w = _values(spec, seed)
+        if spec.kind == "ebias":
+            yield spec.name, "F32", spec.shape, w.astype("<f4").tobytes()
+            continue
+        if spec.kind == "linear" and method == "fp8" and not _fp8_skip(spec, q):
+            block = tuple(q.get("weight_block_size") or (128, 128))
+            codes, scale = _fp8_block(w, block, q.get("scale_fmt") == "ue8m0")
+            yield spec.name, "F8_E4M3", spec.shape, codes.tobytes()
+            yield spec.module + ".weight_scale_inv", "F32", scale.shape, scale.astype("<f4").tobytes()
+            continue
+        if spec.kind == "linear" and method == "compressed-tensors" and spec.expert:
+            grp = q["config_groups"]["group_0"]["weights"]["group_size"]
+            packed, scale = _int4_pack(w, grp)
+            yield spec.module + ".weight_packed", "I32", packed.shape, packed.astype("<i4").tobytes()
+            yield spec.module + ".weight_scale", "BF16", scale.shape, _to_bf16_bits(scale).astype("<u2").tobytes()
+            yield spec.module + ".weight_shape", "I64", (2,), np.array(spec.shape, "<i8").tobytes()
+            continue
+        yield spec.name, "BF16", spec.shape, _to_bf16_bits(w).astype("<u2").tobytes()
+
+
+def _native_precision(preset_precision: str) -> str:
+    return preset_precision if preset_precision in TINY_PRECISIONS else "bf16"
+
+
+def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, precision: str = "bf16", **overrides: Any) -> Path:
+    """Write the tiny checkpoint of ``preset`` (a ``moetrace.presets.Preset``) into
+    ``out_dir`` (created; existing files of the same names are replaced) and return it.
+
+    ``precision``: ``"bf16"`` (default; what every tiny variant loads with in vLLM CPU
+    0.32), ``"native"`` (the preset's own precision: fp8 128x128 blocks for
+    DeepSeek-V3.1 and MiniMax-M2, compressed-tensors int4 experts for Kimi-K2), or one
+    of ``fp8``/``int4`` explicitly. ``overrides`` go to ``tiny_hf_config``. The output
+    depends only on the preset's config, the seed, the precision and the overrides.
+    """
+    out = Path(out_dir)
+    if precision == "native":
+        precision = _native_precision(preset.precision)
+    cfg = tiny_hf_config(preset.hf_config, **overrides)
+    fam = family_of(cfg)
+    q = _quant_plan(preset.hf_config, precision, fam)
+    if q is not None:
+        cfg["quantization_config"] = q
+    specs = tensor_specs(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_safetensors(out / "model.safetensors", _encode(specs, seed, q), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    gen = {"bos_token_id": _BOS, "eos_token_id": cfg.get("eos_token_id", _EOS), "do_sample": False}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    tok = build_tokenizer(cfg["vocab_size"])
+    tok.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(cfg["max_position_embeddings"]), indent=2) + "\n")
+    meta = {
+        "name": f"{preset.name}-tiny",
+        "precision": precision,
+        "tiny_of": preset.name,
+        "matrix": [[1, 1, ["auto"]]],
+        "seed": seed,
+    }
+    (out / "moetrace.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
