@@ -22,3 +22,86 @@ def store(tmp_path):
 
 def pytest_report_header(config):
     return [f"python: {sys.executable}"]
+
+
+# ----------------------------------------------------------------------------- the real engine
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+ENGINE_ARGS = ["--engine-arg=--gpu-memory-utilization=0.15", "--max-model-len", "8192"]
+SWEEP_MODELS = ["Qwen3-235B", "DeepSeek-V3.1"]
+
+
+def engine_python() -> str | None:
+    """The vLLM CPU engine's interpreter (scripts/setup.sh --engine builds .venv-engine)."""
+    p = os.environ.get("MOETRACE_ENGINE_PYTHON") or str(ROOT / ".venv-engine" / "bin" / "python")
+    return p if Path(p).exists() else None
+
+
+def require_engine() -> str:
+    p = engine_python()
+    if p is None:
+        msg = "the vLLM CPU engine is not installed (run scripts/setup.sh --engine)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return p
+
+
+def moetrace(*args: str, check: bool = False, timeout: float = 1200, env: dict | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real moetrace CLI as a user would."""
+    exe = str(Path(sys.executable).with_name("moetrace"))
+    cmd = [exe, *args] if Path(exe).exists() else [sys.executable, "-m", "moetrace.cli", *args]
+    full_env = dict(os.environ, **(env or {}))
+    if engine_python():
+        full_env.setdefault("MOETRACE_ENGINE_PYTHON", engine_python())
+    cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"moetrace {' '.join(args)} exited {cp.returncode}\n{cp.stdout}\n{cp.stderr}")
+    return cp
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """Tiny checkpoints, generated once per test session by `moetrace tiny`."""
+    d = tmp_path_factory.mktemp("tiny")
+    return d
+
+
+@dataclass
+class SweepRun:
+    results: Path
+    tiny_dir: Path
+    outputs: list[subprocess.CompletedProcess]
+
+    @property
+    def stdout(self) -> str:
+        return "\n".join(o.stdout for o in self.outputs)
+
+
+@pytest.fixture(scope="session")
+def cpu_sweep(tmp_path_factory, tiny_dir) -> SweepRun:
+    """One real sweep on the vLLM CPU engine, shared by every test that needs results.
+
+    In order, into one results directory:
+    1. DeepSeek-V3.1-tiny TP1_auto with too much memory asked for: a real startup OOM
+       (later removed from failures by the sweep's success of the same key);
+    2. the sweep of the tiny Qwen3-235B and DeepSeek-V3.1 matrices (TP1 auto and triton,
+       TP2 EP2 auto): successes with extend and decode traces, and triton rejected on CPU
+       (UnsupportedConfig);
+    3. Qwen3-235B-tiny TP1_auto again with too much memory: an OOM after a success,
+       which must not overwrite it.
+    """
+    require_engine()
+    results = tmp_path_factory.mktemp("cpu_sweep") / "results"
+    common = ["--results", str(results), "--tiny", "--tiny-dir", str(tiny_dir)]
+    oom = ["--engine-arg=--gpu-memory-utilization=0.95", "--max-model-len", "8192", "--no-profile"]
+    outs = [
+        moetrace("run", "DeepSeek-V3.1", "-c", "TP1_auto", *common, *oom),
+        moetrace("sweep", *SWEEP_MODELS, *common, *ENGINE_ARGS, "--profile-steps", "3", "--show", "breakdown"),
+        moetrace("run", "Qwen3-235B", "-c", "TP1_auto", *common, *oom),
+    ]
+    return SweepRun(results, tiny_dir, outs)

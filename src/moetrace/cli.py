@@ -73,6 +73,7 @@ RUN_OPTIONS: list[Callable] = [
     click.option("--launch-prefix", default="", help="words put before the engine command, e.g. 'docker exec sgl'"),
     click.option("--engine-arg", "engine_args", multiple=True,
                  help="extra engine argument, repeatable: --engine-arg=--mem-fraction-static=0.85"),
+    click.option("--engine-env", "engine_env", multiple=True, help="KEY=VALUE for the engine's environment"),
     click.option("--base-url", default=None, help="measure a server that is already running; launch nothing"),
     click.option("--host", default="127.0.0.1", show_default=True, help="address the engine binds"),
     click.option("--port", type=int, default=None, help="engine port [default: a free one]"),
@@ -133,7 +134,8 @@ def _options(kw: dict[str, Any]) -> RunOptions:
         profile=not kw["no_profile"], profile_steps=kw["profile_steps"],
         profile_with_stack=kw["profile_with_stack"], profile_timeout_s=kw["profile_timeout"],
         engine_python=kw["engine_python"], launch_prefix=tuple(shlex.split(kw["launch_prefix"])),
-        extra_args=tuple(_split_engine_args(kw["engine_args"])), base_url=kw["base_url"], host=kw["host"],
+        extra_args=tuple(_split_engine_args(kw["engine_args"])), engine_env=tuple(_env_pairs(kw["engine_env"])),
+        base_url=kw["base_url"], host=kw["host"],
         port=kw["port"], model_path=kw["model_path"], max_model_len=kw["max_model_len"], gpu=kw["gpu"],
         skip_predicted=not kw["no_skip_predicted"], mem_fraction=kw["mem_fraction"])
 
@@ -146,6 +148,16 @@ def _split_engine_args(args: Sequence[str]) -> list[str]:
             out += [k, v]
         else:
             out += shlex.split(a)
+    return out
+
+
+def _env_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep or not k.isidentifier():
+            raise ValueError(f"--engine-env {it!r}: expected KEY=VALUE")
+        out.append((k, v))
     return out
 
 

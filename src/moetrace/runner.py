@@ -60,6 +60,7 @@ class RunOptions:
     engine_python: str = field(default_factory=lambda: os.environ.get("MOETRACE_ENGINE_PYTHON", sys.executable))
     launch_prefix: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = ()
+    engine_env: tuple[tuple[str, str], ...] = ()  # extra environment for the engine, e.g. NCCL settings
     base_url: str | None = None
     host: str = "127.0.0.1"
     port: int | None = None
@@ -380,9 +381,10 @@ def _launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, st
                           profile_with_stack=opts.profile_with_stack, device=device,
                           max_model_len=opts.max_model_len)
         cmd = engine.command(spec)
-        env = dict(os.environ, **engine.environment(spec))
+        extra_env = {**engine.environment(spec), **dict(opts.engine_env)}
+        env = dict(os.environ, **extra_env)
         base["engine"]["command"] = cmd
-        base["engine"]["env"] = engine.environment(spec)
+        base["engine"]["env"] = extra_env
         server = ServerProcess(cmd, log_path=log_path, env=env, port=port, host=opts.host,
                                registry=store.root / "running", label=f"{preset.name} {config.name}",
                                grace_s=opts.grace_s)

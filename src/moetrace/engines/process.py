@@ -34,7 +34,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Could a server listen on this port now? (SO_REUSEADDR, as servers set it, so that
+    connections of the previous server lingering in TIME_WAIT do not count.)"""
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -50,6 +50,17 @@ def parse_completion_chunk(obj: dict[str, Any], state: dict[str, Any]) -> Iterab
             yield TokenEvent(int(ch.get("index", 0)), n, fin)
 
 
+def cpu_thread_binding(ranks: int) -> str:
+    """Split this process's CPUs among ``ranks`` CPU workers: '0-3|4-7'. vLLM's automatic
+    binding wants one NUMA node per worker and refuses TP > 1 on a one-node machine
+    ('Not enough allowed NUMA nodes to bind threads', tests/data/logs/vllm_cpu_tp2_numa.log)."""
+    import os
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    per = max(1, len(cpus) // ranks)
+    groups = [cpus[i * per:(i + 1) * per] or cpus[-1:] for i in range(ranks)]
+    return "|".join(f"{g[0]}-{g[-1]}" if len(g) > 1 else str(g[0]) for g in groups)
+
+
 @register("vllm")
 class VLLM(Engine):
     moe_backends = VLLM_MOE_BACKENDS
@@ -87,7 +98,10 @@ class VLLM(Engine):
 
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
         # /reset_prefix_cache is served only in dev mode; no other dev endpoint is used.
-        return {"VLLM_SERVER_DEV_MODE": "1"}
+        env = {"VLLM_SERVER_DEV_MODE": "1"}
+        if spec.device == "cpu" and spec.config.tp > 1:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding(spec.config.tp)
+        return env
 
     def generate(self, prompts: list[list[int]], max_tokens: int):
         body = {"model": None, "prompt": prompts if len(prompts) > 1 else prompts[0], "max_tokens": max_tokens,

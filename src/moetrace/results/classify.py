@@ -39,7 +39,8 @@ _LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
                 r"|Insufficient memory|Cannot allocate memory|MemoryError"),
         # A rejected argument: a choice the engine does not offer, an unsupported combination.
         ("UnsupportedConfig", r"error: argument [^:]+: invalid choice"),
-        ("UnsupportedConfig", r"(?i)\bis not supported\b|\bnot supported (?:for|on|with|yet)\b|NotImplementedError"),
+        ("UnsupportedConfig", r"(?i)\bis not supported\b|\bnot supported (?:for|on|with|yet)\b|NotImplementedError"
+                              r"|does not support (?:the|this|current)|Not enough allowed NUMA nodes"),
         # A command the engine cannot take at all, or no engine.
         ("LaunchError", r"error: unrecognized arguments|error: the following arguments are required"),
         ("LaunchError", r"No module named '?(?:sglang|vllm)\b|ModuleNotFoundError|command not found"),
@@ -107,11 +108,15 @@ def _find(log_lines: list[str]) -> tuple[str, str] | None:
     return None
 
 
+# Lines that only wrap a cause reported above them.
+_WRAPPERS = re.compile(r"See root cause above|Received sigquit|^File |^Traceback")
+
+
 def _generic_line(log_lines: list[str]) -> str | None:
     for pat in _GENERIC:
         for line in reversed(log_lines):
             text = _strip_prefix(line)
-            if pat.search(text) and not text.startswith("File "):
+            if pat.search(text) and not _WRAPPERS.search(text):
                 return text
     return None
 
