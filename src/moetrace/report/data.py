@@ -1,0 +1,460 @@
+"""The report data layer: saved attempt records -> flat rows and chart data.
+
+Pure: no I/O except :func:`load`, which reads a results directory through the
+store. ``html``, ``plots``, ``export`` and ``compare`` all read what this module
+returns, so a number means the same thing in every output.
+
+- :class:`Row`: one attempt (success or failure), flattened.
+- :func:`current`: the rows behind the store's two views (last success per key;
+  last failure of a key with no later success), by the store's own rules.
+- :func:`bar_chart`: one metric of one model as groups (TP/EP) of bars (one per
+  MoE backend), with the spread over repetitions when there are any.
+- :func:`breakdowns`: the extend/decode time breakdown per config, for stacked bars.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..matrix import parse_config_name
+
+__all__ = ["Metric", "METRICS", "CHART_METRICS", "Row", "load", "rows_from_records", "current",
+           "by_model", "bar_chart", "BarChart", "Bar", "breakdowns", "Breakdown", "trace_files",
+           "config_sort_key", "group_label", "workload_label", "run_values", "NoResults", "DEFAULT_WORKLOAD",
+           "METRIC", "backend_order", "backend_colors", "category_colors", "fmt_value", "nice_ticks", "spread",
+           "row_from_record"]
+
+DEFAULT_WORKLOAD = (1, 4096, 512)
+
+
+class NoResults(ValueError):
+    """A directory that holds no results (bad input for every report command)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str          # key in a record's ``metrics``
+    label: str        # short name for a chart title or a table header
+    unit: str         # "s", "ms", "tok/s", "%" (efficiency is stored as a fraction)
+    better: str       # "lower" | "higher"
+
+    @property
+    def header(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    def scale(self, v: float | None) -> float | None:
+        """The stored value in this metric's display unit (fractions become percent)."""
+        if v is None:
+            return None
+        return 100.0 * v if self.unit == "%" else v
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("latency_s", "Latency", "s", "lower"),
+    Metric("ttft_ms", "TTFT", "ms", "lower"),
+    Metric("itl_ms", "ITL", "ms", "lower"),
+    Metric("itl_p50_ms", "ITL p50", "ms", "lower"),
+    Metric("itl_p90_ms", "ITL p90", "ms", "lower"),
+    Metric("itl_p99_ms", "ITL p99", "ms", "lower"),
+    Metric("input_throughput_tok_per_s", "Input throughput", "tok/s", "higher"),
+    Metric("output_throughput_tok_per_s", "Output throughput", "tok/s", "higher"),
+    Metric("itl_floor_ms", "ITL floor", "ms", "lower"),
+    Metric("ttft_floor_ms", "TTFT floor", "ms", "lower"),
+    Metric("itl_efficiency", "ITL efficiency", "%", "higher"),
+    Metric("ttft_efficiency", "TTFT efficiency", "%", "higher"),
+)
+METRIC = {m.key: m for m in METRICS}
+#: the per-config charts of the HTML report and of ``plot``, in order
+CHART_METRICS = ("latency_s", "ttft_ms", "itl_ms", "output_throughput_tok_per_s", "input_throughput_tok_per_s")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One attempt record, flattened. Paths are relative to the results directory."""
+
+    seq: int
+    key: str
+    model: str
+    config: str
+    status: str
+    tp: int | None = None
+    ep: int | None = None
+    backend: str | None = None
+    quantization: str | None = None
+    nodes: int | None = None
+    batch_size: int | None = None
+    input_len: int | None = None
+    output_len: int | None = None
+    repeat: int | None = None
+    engine: str | None = None
+    engine_version: str | None = None
+    device: str | None = None
+    finished_at: str | None = None
+    attempt_id: str | None = None
+    record_path: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    runs: tuple[dict[str, float], ...] = ()          # per-repetition metrics
+    breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
+    profile_extend: str | None = None
+    profile_decode: str | None = None
+    traces: dict[str, tuple[str, ...]] = field(default_factory=dict)  # stage -> all trace files
+    profile_error: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_phase: str | None = None
+    error_evidence: str | None = None
+    log_path: str | None = None
+    predicted: bool = False
+    imported: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    def value(self, key: str) -> float | None:
+        v = self.metrics.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    @property
+    def group(self) -> str:
+        return group_label(self)
+
+    @property
+    def workload(self) -> tuple[int | None, int | None, int | None]:
+        return (self.batch_size, self.input_len, self.output_len)
+
+
+# ------------------------------------------------------------------ records -> rows
+_WORKLOAD_RE = re.compile(r"::bs(\d+)_in(\d+)_out(\d+)$")
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def row_from_record(rec: dict[str, Any]) -> Row:
+    detail = rec.get("config_detail") or {}
+    config = str(rec.get("config", ""))
+    tp, ep, nodes, backend, quant = (_int(detail.get("tp")), _int(detail.get("ep")), _int(detail.get("nodes")),
+                                     _str(detail.get("backend")), _str(detail.get("quantization")))
+    if tp is None:  # an imported legacy record: only the name says it
+        try:
+            c = parse_config_name(config)
+            tp, ep, nodes, backend, quant = c.tp, c.ep, c.nodes, c.backend, c.quantization
+        except ValueError:
+            pass
+    w = rec.get("workload") or {}
+    key = str(rec.get("key") or f"{rec.get('model')}::{config}")
+    bs, il, ol = _int(w.get("batch_size")), _int(w.get("input_len")), _int(w.get("output_len"))
+    if bs is None:  # failures carry no workload: the key's suffix does, or the spec's default
+        wm = _WORKLOAD_RE.search(key)
+        bs, il, ol = (int(wm[1]), int(wm[2]), int(wm[3])) if wm else (None, None, None)
+        if wm is None and rec.get("status") != "success":
+            opts = rec.get("options") or {}
+            sizes = opts.get("batch_sizes") or [None]
+            bs, il, ol = _int(sizes[0]), _int(opts.get("input_len")), _int(opts.get("output_len"))
+    metrics = {k: float(v) for k, v in (rec.get("metrics") or {}).items() if _num(v) is not None}
+    runs = tuple({k: float(v) for k, v in (r.get("metrics") or {}).items() if _num(v) is not None}
+                 for r in (rec.get("runs") or []) if isinstance(r, dict))
+    prof = rec.get("profile") or {}
+    traces: dict[str, tuple[str, ...]] = {}
+    for stage in ("extend", "decode"):
+        files = prof.get(f"{stage}_all") or ([prof[stage]] if prof.get(stage) else [])
+        if files:
+            traces[stage] = tuple(str(f) for f in files if f)
+    breakdown = {}
+    for stage, cats in (prof.get("breakdown") or {}).items():
+        if isinstance(cats, dict):
+            clean = {str(c): float(v) for c, v in cats.items() if _num(v) is not None}
+            if clean:
+                breakdown[str(stage)] = clean
+    err = rec.get("error") or {}
+    evidence = err.get("evidence")
+    if isinstance(evidence, (list, tuple)):
+        evidence = "\n".join(str(x) for x in evidence)
+    engine = rec.get("engine") or {}
+    return Row(
+        seq=int(rec.get("seq") or 0), key=key, model=str(rec.get("model", "")), config=config,
+        status=str(rec.get("status", "failure")), tp=tp, ep=ep or (1 if tp else None), backend=backend,
+        quantization=quant, nodes=nodes or (1 if tp else None), batch_size=bs, input_len=il, output_len=ol,
+        repeat=_int(w.get("repeat") or metrics.get("repeat")), engine=_str(engine.get("name")),
+        engine_version=_str(engine.get("version")), device=_str(engine.get("device")),
+        finished_at=_str(rec.get("finished_at")), attempt_id=_str(rec.get("attempt_id")),
+        record_path=_str(rec.get("record_path")), metrics=metrics, runs=runs, breakdown=breakdown,
+        profile_extend=_str(prof.get("extend")), profile_decode=_str(prof.get("decode")), traces=traces,
+        profile_error=_str(prof.get("error") or prof.get("analysis_error")),
+        error_type=_str(err.get("type")) if rec.get("status") != "success" else None,
+        error_message=_str(err.get("message")) if rec.get("status") != "success" else None,
+        error_phase=_str(err.get("phase")), error_evidence=_str(evidence),
+        log_path=_str(err.get("log_path") or rec.get("log_path")),
+        predicted=bool(rec.get("predicted") or err.get("predicted")), imported=bool(rec.get("imported")))
+
+
+def rows_from_records(records: Iterable[dict[str, Any]]) -> list[Row]:
+    return [row_from_record(r) for r in records]
+
+
+def load(root: str | os.PathLike[str], *, warn=None) -> list[Row]:
+    """Every attempt of a results directory, in commit order.
+
+    A directory with only the spec's two JSON files (written before records existed,
+    e.g. by the original trace scripts) is read from those, without writing anything.
+    Raises :class:`NoResults` when there is nothing to read."""
+    from ..results.store import FAILURE_FILE, RECORDS, SUCCESS_FILE, ResultsStore, _legacy_record
+    root = Path(root)
+    if not root.is_dir():
+        raise NoResults(f"{root} is not a results directory (it does not exist)")
+    if not (root / RECORDS).is_dir() and not (root / SUCCESS_FILE).exists() and not (root / FAILURE_FILE).exists():
+        raise NoResults(f"{root} holds no results (no {RECORDS}/ and no {SUCCESS_FILE})")
+    store = ResultsStore(root, warn=warn)
+    records = store.records()
+    if not records:
+        success, failure = store.views()
+        seq = 0
+        for status, view in (("failure", failure), ("success", success)):
+            for key, e in view.items():
+                seq += 1
+                records.append(dict(_legacy_record(key, e, status), seq=seq))
+    if not records:
+        raise NoResults(f"{root} holds no results yet")
+    return rows_from_records(records)
+
+
+def current(rows: Sequence[Row]) -> tuple[dict[str, Row], dict[str, Row]]:
+    """(success, failure) rows keyed like the store's views, by the store's rules: a
+    re-run updates a key, a success removes it from failures, and a failure never
+    replaces a success."""
+    success: dict[str, Row] = {}
+    failure: dict[str, Row] = {}
+    for r in sorted(rows, key=lambda r: r.seq):
+        if r.ok:
+            success[r.key] = r
+            failure.pop(r.key, None)
+        else:
+            failure[r.key] = r
+    return success, failure
+
+
+# ------------------------------------------------------------------ ordering and labels
+def config_sort_key(r: Row) -> tuple:
+    return (r.tp if r.tp is not None else 1 << 30, r.ep or 1, r.nodes or 1, r.quantization or "",
+            r.backend or "", r.config, tuple(x if x is not None else -1 for x in r.workload))
+
+
+def group_label(r: Row) -> str:
+    """The TP/EP group a config's bar stands in (quantization and nodes too, when set)."""
+    if r.tp is None:
+        return r.config
+    parts = [f"TP{r.tp}"]
+    if (r.ep or 1) > 1:
+        parts.append(f"EP{r.ep}")
+    if (r.nodes or 1) > 1:
+        parts.append(f"{r.nodes} nodes")
+    if r.quantization:
+        parts.append(r.quantization)
+    return " ".join(parts)
+
+
+def workload_label(w: tuple[int | None, int | None, int | None]) -> str:
+    bs, il, ol = w
+    if bs is None:
+        return "workload unknown"
+    return f"batch {bs}, {il} in / {ol} out tokens"
+
+
+def by_model(rows: Iterable[Row]) -> dict[str, list[Row]]:
+    """Rows per model (models sorted), configs in TP/EP/backend order."""
+    out: dict[str, list[Row]] = {}
+    for r in rows:
+        out.setdefault(r.model, []).append(r)
+    return {m: sorted(out[m], key=config_sort_key) for m in sorted(out)}
+
+
+def backend_order(rows: Iterable[Row]) -> list[str]:
+    """Every backend, 'auto' first: one colour per backend across a whole report."""
+    seen = {r.backend or "?" for r in rows}
+    return sorted(seen, key=lambda b: (b != "auto", b))
+
+
+# ------------------------------------------------------------------ chart data
+def run_values(r: Row, key: str) -> list[float]:
+    """The metric's value in each repetition (empty without per-run metrics)."""
+    return [float(m[key]) for m in r.runs if _num(m.get(key)) is not None]
+
+
+@dataclass(frozen=True)
+class Bar:
+    group: str
+    backend: str
+    config: str
+    key: str
+    value: float
+    lo: float | None = None     # spread over repetitions (min), when repeated
+    hi: float | None = None
+    marks: tuple[tuple[str, float], ...] = ()   # extra points drawn on the bar, e.g. ("p50", 3.1)
+    n: int = 1                  # repetitions
+
+
+@dataclass(frozen=True)
+class BarChart:
+    title: str
+    metric: Metric
+    groups: tuple[str, ...]
+    backends: tuple[str, ...]
+    bars: tuple[Bar, ...]
+    reference: float | None = None   # a horizontal line (100 % for efficiency)
+
+    @property
+    def ymax(self) -> float:
+        vals = [b.hi if b.hi is not None else b.value for b in self.bars]
+        vals += [v for b in self.bars for _, v in b.marks]
+        if self.reference is not None:
+            vals.append(self.reference)
+        return max(vals, default=0.0)
+
+
+def bar_chart(rows: Sequence[Row], key: str, *, title: str | None = None) -> BarChart | None:
+    """One metric for successful rows of one model and workload: bars grouped by
+    TP/EP, one per backend. ITL gets its p50 and p99 as marks. None when no row
+    has the metric."""
+    metric = METRIC[key]
+    bars = []
+    for r in sorted(rows, key=config_sort_key):
+        v = metric.scale(r.value(key))
+        if v is None:
+            continue
+        runs = [metric.scale(x) for x in run_values(r, key)]
+        lo, hi = (min(runs), max(runs)) if len(runs) > 1 else (None, None)
+        if lo is None and r.value(f"{key}_min") is not None and r.value(f"{key}_max") is not None:
+            lo, hi = metric.scale(r.value(f"{key}_min")), metric.scale(r.value(f"{key}_max"))
+        marks: tuple[tuple[str, float], ...] = ()
+        if key == "itl_ms":
+            marks = tuple((lbl, r.value(k)) for lbl, k in (("p50", "itl_p50_ms"), ("p99", "itl_p99_ms"))
+                          if r.value(k) is not None)
+        bars.append(Bar(group=r.group, backend=r.backend or "?", config=r.config, key=r.key, value=v, lo=lo,
+                        hi=hi, marks=marks, n=max(len(r.runs), int(r.value("repeat") or 1))))
+    if not bars:
+        return None
+    groups = tuple(dict.fromkeys(b.group for b in bars))
+    backends = tuple(b for b in backend_order(rows) if any(x.backend == b for x in bars))
+    ref = 100.0 if metric.unit == "%" else None
+    return BarChart(title=title or metric.header, metric=metric, groups=groups, backends=backends,
+                    bars=tuple(bars), reference=ref)
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    stage: str
+    categories: tuple[str, ...]                           # legend order (largest overall first)
+    configs: tuple[tuple[str, str, dict[str, float]], ...]  # (config, key, {category: percent})
+
+
+def breakdowns(rows: Sequence[Row]) -> list[Breakdown]:
+    """Per stage (extend, decode), the time share of each category per config."""
+    out = []
+    for stage in ("extend", "decode"):
+        items = [(r.config, r.key, r.breakdown[stage]) for r in sorted(rows, key=config_sort_key)
+                 if r.breakdown.get(stage)]
+        if not items:
+            continue
+        totals: dict[str, float] = {}
+        for _, _, cats in items:
+            for c, v in cats.items():
+                totals[c] = totals.get(c, 0.0) + v
+        cats_order = tuple(sorted(totals, key=lambda c: (c in ("other", "idle"), -totals[c], c)))
+        out.append(Breakdown(stage=stage, categories=cats_order, configs=tuple(items)))
+    return out
+
+
+def trace_files(r: Row) -> list[tuple[str, str]]:
+    """(stage, path) of every trace file of an attempt, relative to the results directory."""
+    return [(stage, p) for stage in ("extend", "decode") for p in r.traces.get(stage, ())]
+
+
+def spread(values: Sequence[float]) -> float | None:
+    """Relative spread (max - min) / median of repeated values; None with fewer than two."""
+    if len(values) < 2:
+        return None
+    med = statistics.median(values)
+    return (max(values) - min(values)) / abs(med) if med else None
+
+
+# ------------------------------------------------------------------ presentation helpers shared by html and plots
+#: Okabe-Ito, distinguishable with colour-blindness; fixed colours for the common backends
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+_FIXED_BACKENDS = {"auto": 0, "triton": 1, "triton_kernel": 2, "deep_gemm": 3}
+CATEGORY_PALETTE = ("#4E79A7", "#F28E2B", "#59A14F", "#E15759", "#76B7B2", "#EDC948", "#B07AA1", "#FF9DA7",
+                    "#9C755F", "#BAB0AC")
+
+
+def backend_colors(backends: Iterable[str]) -> dict[str, str]:
+    """One colour per backend, stable across a report and its figures."""
+    out: dict[str, str] = {}
+    used = set()
+    rest = []
+    for b in backends:
+        if b in _FIXED_BACKENDS:
+            out[b] = PALETTE[_FIXED_BACKENDS[b]]
+            used.add(_FIXED_BACKENDS[b])
+        else:
+            rest.append(b)
+    free = [i for i in range(len(PALETTE)) if i not in used] or list(range(len(PALETTE)))
+    for j, b in enumerate(rest):
+        out[b] = PALETTE[free[j % len(free)]]
+    return out
+
+
+def category_colors(categories: Iterable[str]) -> dict[str, str]:
+    """One colour per breakdown category ('other' and 'idle' grey)."""
+    out: dict[str, str] = {}
+    i = 0
+    for c in categories:
+        if c in out:
+            continue
+        if c in ("other", "idle"):
+            out[c] = "#BAB0AC" if c == "other" else "#DDDDDD"
+        else:
+            out[c] = CATEGORY_PALETTE[i % (len(CATEGORY_PALETTE) - 1)]
+            i += 1
+    return out
+
+
+def fmt_value(v: float | None) -> str:
+    """A number for a label: three significant digits, thousands grouped."""
+    if v is None:
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if v == 0:
+        return "0"
+    return f"{v:.3g}"
+
+
+def nice_ticks(vmax: float, n: int = 5) -> list[float]:
+    """Round tick values from 0 to at least vmax."""
+    if not vmax or vmax <= 0 or not math.isfinite(vmax):
+        return [0.0, 1.0]
+    raw = vmax / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    ticks = [0.0]
+    while ticks[-1] < vmax - 1e-12 * vmax:
+        ticks.append(round(ticks[-1] + step, 12))
+    return ticks
