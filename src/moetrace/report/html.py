@@ -1,0 +1,411 @@
+"""``moetrace report``: one self-contained HTML file, re-rendered from saved records.
+
+Everything is inline: CSS, the charts as SVG drawn here in Python, and a short
+script that only marks the page as loaded (``<body data-report-status="ok">``) or
+records a script error, which the browser test reads. A Content-Security-Policy
+forbids every network fetch, so the page opens offline and stays that way.
+
+Every text that comes from a record (model and config names, error messages, log
+lines, paths) goes through :func:`esc`.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import os
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import quote
+
+from .data import (CHART_METRICS, METRIC, Bar, BarChart, Breakdown, Row, backend_colors, backend_order, bar_chart,
+                   breakdowns, by_model, category_colors, current, fmt_value, nice_ticks, trace_files,
+                   workload_label)
+
+__all__ = ["render_html", "write_html", "esc", "svg_bar_chart", "svg_breakdown", "log_excerpt"]
+
+PERFETTO_NOTE = (
+    "To open a trace, go to https://ui.perfetto.dev in a browser and drag the file onto the page "
+    "(or use “Open trace file”). The UI runs locally in the browser: the file is not uploaded. "
+    "Files ending in .json.gz open as they are; chrome://tracing opens them too. "
+    "The links below are relative to this report, so keep it inside (or next to) the results directory.")
+
+
+def esc(text: object) -> str:
+    """Text (from a record, a file, a name) made safe for HTML and SVG text and attributes."""
+    return _html.escape("" if text is None else str(text), quote=True)
+
+
+# ------------------------------------------------------------------ SVG charts
+W, H = 520, 280
+ML, MR, MT, MB = 62, 14, 30, 52  # margins: left (y labels), right, top (title), bottom (group labels)
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: max(1, n - 1)] + "…"
+
+
+def svg_bar_chart(chart: BarChart, colors: dict[str, str], tips: dict[str, str] | None = None) -> str:
+    """Grouped bars: one group per TP/EP, one bar per backend in its colour, a whisker
+    for the spread over repetitions, marks for extra points (ITL p50, p99), and a
+    dashed reference line (100 % for efficiency)."""
+    tips = tips or {}
+    pw, ph = W - ML - MR, H - MT - MB
+    ticks = nice_ticks(chart.ymax * 1.08 if chart.ymax > 0 else 1.0)
+    top = ticks[-1]
+    y = lambda v: MT + ph - (v / top) * ph if top else MT + ph  # noqa: E731
+    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
+           f'role="img" aria-label="{esc(chart.title)}">',
+           f'<text class="title" x="{ML}" y="18">{esc(chart.title)}</text>']
+    for t in ticks:
+        out.append(f'<line class="grid" x1="{ML}" x2="{ML + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}"/>'
+                   f'<text class="tick" x="{ML - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{esc(fmt_value(t))}</text>')
+    out.append(f'<line class="axis" x1="{ML}" x2="{ML}" y1="{MT}" y2="{MT + ph}"/>'
+               f'<line class="axis" x1="{ML}" x2="{ML + pw}" y1="{MT + ph}" y2="{MT + ph}"/>')
+    gw = pw / max(1, len(chart.groups))
+    for gi, g in enumerate(chart.groups):
+        gbars = [b for b in chart.bars if b.group == g]
+        bw = min(44.0, gw * 0.8 / max(1, len(gbars)))
+        x0 = ML + gi * gw + (gw - bw * len(gbars)) / 2
+        for bi, b in enumerate(gbars):
+            x = x0 + bi * bw
+            out.append(_bar(b, x + 1, bw - 2, y, MT + ph, colors.get(b.backend, "#888"), chart, tips.get(b.key)))
+        out.append(f'<text class="group" x="{ML + gi * gw + gw / 2:.1f}" y="{MT + ph + 18}" '
+                   f'text-anchor="middle">{esc(_clip(g, int(gw / 6.5)))}<title>{esc(g)}</title></text>')
+    if chart.reference is not None:
+        out.append(f'<line class="ref" x1="{ML}" x2="{ML + pw}" y1="{y(chart.reference):.1f}" '
+                   f'y2="{y(chart.reference):.1f}"/>')
+    if any(b.marks for b in chart.bars):
+        out.append(f'<g class="marks-legend" transform="translate({ML},{H - 12})">'
+                   '<circle cx="4" cy="-4" r="3.5" class="mark-p50"/><text x="12" y="0">p50</text>'
+                   '<path d="M40,-1 l4,-7 l4,7 z" class="mark-p99"/><text x="52" y="0">p99</text>'
+                   '<text x="84" y="0">bar: mean</text></g>')
+    if any(b.lo is not None for b in chart.bars):
+        out.append(f'<text class="note" x="{W - MR}" y="{H - 2}" text-anchor="end">whiskers: min–max over '
+                   'repetitions</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _bar(b: Bar, x: float, w: float, y, base: float, color: str, chart: BarChart, extra_tip: str | None) -> str:
+    unit = chart.metric.unit
+    tip = f"{b.config}: {fmt_value(b.value)} {unit}"
+    if b.lo is not None:
+        tip += f" (min {fmt_value(b.lo)}, max {fmt_value(b.hi)}, {b.n} runs)"
+    for lbl, v in b.marks:
+        tip += f", {lbl} {fmt_value(v)} {unit}"
+    if extra_tip:
+        tip += f"; {extra_tip}"
+    top = y(b.value)
+    parts = [f'<g class="bar-group"><title>{esc(tip)}</title>',
+             f'<rect class="bar" x="{x:.1f}" y="{top:.1f}" width="{max(w, 1):.1f}" height="{max(base - top, 0.5):.1f}" '
+             f'fill="{color}"/>']
+    cx = x + w / 2
+    if b.lo is not None and b.hi is not None:
+        parts.append(f'<path class="whisker" d="M{cx:.1f},{y(b.lo):.1f}V{y(b.hi):.1f}M{cx - 4:.1f},{y(b.lo):.1f}'
+                     f'h8M{cx - 4:.1f},{y(b.hi):.1f}h8"/>')
+    for lbl, v in b.marks:
+        if lbl == "p99":
+            parts.append(f'<path class="mark-p99" d="M{cx - 4:.1f},{y(v) + 3:.1f} l4,-7 l4,7 z"/>')
+        else:
+            parts.append(f'<circle class="mark-p50" cx="{cx:.1f}" cy="{y(v):.1f}" r="3.5"/>')
+    label_y = min(top, y(b.hi) if b.hi is not None else top) - 4
+    parts.append(f'<text class="value" x="{cx:.1f}" y="{max(label_y, MT - 2):.1f}" text-anchor="middle">'
+                 f'{esc(fmt_value(b.value))}</text></g>')
+    return "".join(parts)
+
+
+def svg_breakdown(bd: Breakdown, colors: dict[str, str]) -> str:
+    """Stacked horizontal bars: one bar per config, the share of each category of the
+    stage's time; a legend below."""
+    lw = 150  # config labels
+    row_h, pw = 26, W - lw - MR
+    n = len(bd.configs)
+    per_line = 4
+    legend_lines = (len(bd.categories) + per_line - 1) // per_line
+    h = MT + n * row_h + 26 + legend_lines * 16 + 6
+    out = [f'<svg class="chart breakdown" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {h}" width="{W}" '
+           f'height="{h}" role="img" aria-label="{esc(bd.stage)} time breakdown">',
+           f'<text class="title" x="{lw}" y="18">{esc(bd.stage.capitalize())}: share of time (%)</text>']
+    for i, (config, _key, cats) in enumerate(bd.configs):
+        yy = MT + i * row_h
+        out.append(f'<text class="group" x="{lw - 6}" y="{yy + row_h / 2 + 4:.1f}" text-anchor="end">'
+                   f'{esc(_clip(config, 22))}<title>{esc(config)}</title></text>')
+        total = sum(cats.values()) or 1.0
+        scale = pw / max(100.0, total)
+        x = float(lw)
+        for c in bd.categories:
+            v = cats.get(c)
+            if not v:
+                continue
+            w = v * scale
+            out.append(f'<rect class="bar seg" x="{x:.1f}" y="{yy + 3}" width="{max(w, 0.5):.1f}" '
+                       f'height="{row_h - 6}" fill="{colors.get(c, "#888")}"><title>{esc(f"{config} {c}: {v:.1f}%")}'
+                       '</title></rect>')
+            if w > 34:
+                out.append(f'<text class="seg-label" x="{x + w / 2:.1f}" y="{yy + row_h / 2 + 4:.1f}" '
+                           f'text-anchor="middle">{v:.0f}%</text>')
+            x += w
+    axis_y = MT + n * row_h + 2
+    for t in (0, 25, 50, 75, 100):
+        xx = lw + t * pw / 100
+        out.append(f'<line class="grid" x1="{xx:.1f}" x2="{xx:.1f}" y1="{MT}" y2="{axis_y}"/>'
+                   f'<text class="tick" x="{xx:.1f}" y="{axis_y + 12}" text-anchor="middle">{t}</text>')
+    for j, c in enumerate(bd.categories):
+        lx = 8 + (j % per_line) * ((W - 16) / per_line)
+        ly = axis_y + 30 + (j // per_line) * 16
+        out.append(f'<rect x="{lx:.1f}" y="{ly - 9}" width="10" height="10" fill="{colors.get(c, "#888")}"/>'
+                   f'<text class="legend" x="{lx + 14:.1f}" y="{ly}">{esc(_clip(c, 20))}<title>{esc(c)}</title></text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+# ------------------------------------------------------------------ files
+def log_excerpt(root: Path, rel: str | None, lines: int = 40, max_bytes: int = 256 * 1024) -> str | None:
+    """The last lines of a saved log (None when there is none)."""
+    if not rel:
+        return None
+    p = root / rel
+    try:
+        with open(p, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return None
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _href(root: Path, rel: str, out_dir: Path) -> str:
+    target = os.path.relpath((root / rel).resolve(), out_dir.resolve())
+    return quote(Path(target).as_posix(), safe="/._-~")
+
+
+# ------------------------------------------------------------------ page
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:24px auto;
+max-width:1120px;padding:0 16px;color:#222;background:#fff}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:20px;margin:32px 0 8px;border-bottom:2px solid #ddd;padding-bottom:4px}
+h3{font-size:16px;margin:20px 0 6px}.muted{color:#666}
+table{border-collapse:collapse;margin:8px 0 12px;font-size:13px}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;vertical-align:top}
+th{background:#f4f4f4}td.l,th.l{text-align:left}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{border:1px solid #eee;background:#fff}
+svg text{font-family:system-ui,"DejaVu Sans",sans-serif;fill:#333}svg .title{font-size:13px;font-weight:600}
+svg .tick,svg .legend,svg .note,svg .marks-legend text{font-size:10px;fill:#555}svg .group{font-size:11px}
+svg .value{font-size:10px}svg .seg-label{font-size:10px;fill:#fff}
+svg .grid{stroke:#eee}svg .axis{stroke:#999}svg .ref{stroke:#444;stroke-dasharray:4 3}
+svg .whisker{stroke:#222;stroke-width:1.2;fill:none}svg .mark-p50{fill:#fff;stroke:#222;stroke-width:1.2}
+svg .mark-p99{fill:#222}svg .bar-group:hover .bar{opacity:.8}
+.legendbar span{display:inline-block;margin-right:14px}.sw{display:inline-block;width:11px;height:11px;
+margin-right:4px;vertical-align:-1px}
+pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:8px;overflow:auto;max-height:360px;font-size:12px;
+white-space:pre-wrap;word-break:break-word}
+.cls{font-weight:600;color:#a00}.note{background:#fffbe6;border:1px solid #eedc82;padding:8px 10px}
+nav a{margin-right:12px}
+"""
+
+SCRIPT = """
+(function(){
+  var errors = [];
+  window.addEventListener('error', function(e){
+    errors.push(String(e.message || e));
+    document.body.setAttribute('data-report-status', 'error: ' + errors.join('; '));
+  });
+  function ready(){
+    var charts = document.querySelectorAll('svg.chart'), drawn = 0;
+    for (var i = 0; i < charts.length; i++) {
+      if (charts[i].querySelector('.bar')) { drawn++; }
+    }
+    document.body.setAttribute('data-charts', drawn + '/' + charts.length);
+    if (!errors.length) { document.body.setAttribute('data-report-status', 'ok'); }
+  }
+  if (document.readyState === 'loading') { document.addEventListener('DOMContentLoaded', ready); } else { ready(); }
+})();
+"""
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+
+def _legend(backends: Sequence[str], colors: dict[str, str]) -> str:
+    items = "".join(f'<span><i class="sw" style="background:{colors[b]}"></i>{esc(b)}</span>' for b in backends)
+    return f'<p class="legendbar">MoE backend: {items}</p>'
+
+
+def _num_cell(v: float | None) -> str:
+    return f"<td>{esc(fmt_value(v))}</td>"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+SUMMARY_COLUMNS = (("latency_s", "Latency (s)"), ("ttft_ms", "TTFT (ms)"), ("itl_ms", "ITL (ms)"),
+                   ("itl_p50_ms", "ITL p50 (ms)"), ("itl_p99_ms", "ITL p99 (ms)"),
+                   ("input_throughput_tok_per_s", "Input (tok/s)"), ("output_throughput_tok_per_s", "Output (tok/s)"))
+
+
+def _summary_table(rows: Sequence[Row]) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for _, h in SUMMARY_COLUMNS)
+    out = [f'<table><tr><th class="l">config</th><th class="l">backend</th><th>runs</th>{head}'
+           '<th>ITL floor (ms)</th><th>ITL eff.</th><th>TTFT eff.</th></tr>']
+    for r in rows:
+        cells = "".join(_num_cell(r.value(k)) for k, _ in SUMMARY_COLUMNS)
+        out.append(f'<tr><td class="l">{esc(r.config)}</td><td class="l">{esc(r.backend or "?")}</td>'
+                   f'<td>{esc(r.repeat or 1)}</td>{cells}{_num_cell(r.value("itl_floor_ms"))}'
+                   f'<td>{_pct(r.value("itl_efficiency"))}</td><td>{_pct(r.value("ttft_efficiency"))}</td></tr>')
+    out.append("</table>")
+    return "".join(out)
+
+
+def _efficiency_tips(rows: Sequence[Row]) -> dict[str, str]:
+    tips = {}
+    for r in rows:
+        parts = []
+        for m, f in (("itl_ms", "itl_floor_ms"), ("ttft_ms", "ttft_floor_ms")):
+            if r.value(f) is not None and r.value(m) is not None:
+                parts.append(f"{METRIC[m].label} {fmt_value(r.value(m))} ms measured, floor {fmt_value(r.value(f))} ms")
+        if parts:
+            tips[r.key] = "; ".join(parts)
+    return tips
+
+
+def _model_section(idx: int, model: str, rows: Sequence[Row], colors: dict[str, str],
+                   cat_colors: dict[str, str]) -> str:
+    out = [f'<section class="model" id="model-{idx}"><h2>{esc(model)}</h2>']
+    workloads = list(dict.fromkeys(r.workload for r in rows))
+    for w in workloads:
+        wrows = [r for r in rows if r.workload == w]
+        out.append(f'<h3>{esc(workload_label(w))}</h3>')
+        out.append(_summary_table(wrows))
+        backends = [b for b in backend_order(wrows)]
+        out.append(_legend(backends, colors))
+        charts = [c for c in (bar_chart(wrows, k) for k in CHART_METRICS) if c is not None]
+        out.append('<div class="charts">' + "".join(svg_bar_chart(c, colors) for c in charts) + "</div>")
+        out.append("<h3>Efficiency against the planner's floor</h3>")
+        eff = [c for c in (bar_chart(wrows, k) for k in ("itl_efficiency", "ttft_efficiency")) if c is not None]
+        if eff:
+            out.append('<p class="muted">Efficiency = the planner\'s roofline floor ÷ the measured value '
+                       '(100% = at the floor; the dashed line).</p>')
+            tips = _efficiency_tips(wrows)
+            out.append('<div class="charts">' + "".join(svg_bar_chart(c, colors, tips) for c in eff) + "</div>")
+        else:
+            out.append('<p class="muted">No planner floor in these records (the planner computes floors for '
+                       'GPU runs; CPU runs and runs without a plan have none).</p>')
+        out.append("<h3>Extend and decode time breakdown</h3>")
+        bds = breakdowns(wrows)
+        if bds:
+            out.append('<div class="charts">' + "".join(svg_breakdown(b, cat_colors) for b in bds) + "</div>")
+        else:
+            errs = sorted({r.profile_error for r in wrows if r.profile_error})
+            why = f" ({'; '.join(errs)})" if errs else ""
+            out.append(f'<p class="muted">No trace breakdown in these records{esc(why)}.</p>')
+    out.append("</section>")
+    return "".join(out)
+
+
+def _failures(root: Path, failure: dict[str, Row], success: dict[str, Row], out_dir: Path) -> str:
+    if not failure:
+        return "<h2 id=\"failures\">Failures</h2><p>None.</p>"
+    out = ['<h2 id="failures">Failures</h2>',
+           '<table><tr><th class="l">model</th><th class="l">config</th><th class="l">class</th>'
+           '<th class="l">phase</th><th class="l">message</th><th class="l">note</th></tr>']
+    rows = sorted(failure.values(), key=lambda r: (r.model, r.config, r.key))
+    for r in rows:
+        note = []
+        if r.key in success:
+            note.append("last attempt failed; the earlier success is kept")
+        if r.predicted:
+            note.append("predicted by the planner, not launched")
+        out.append(f'<tr><td class="l">{esc(r.model)}</td><td class="l">{esc(r.config)}</td>'
+                   f'<td class="l cls">{esc(r.error_type or "Unknown")}</td><td class="l">{esc(r.error_phase or "-")}'
+                   f'</td><td class="l">{esc(r.error_message or "")}</td><td class="l">{esc("; ".join(note))}</td></tr>')
+    out.append("</table>")
+    for r in rows:
+        excerpt = log_excerpt(root, r.log_path)
+        if not excerpt and not r.error_evidence:
+            continue
+        log_link = (f' — <a href="{esc(_href(root, r.log_path, out_dir))}">{esc(r.log_path)}</a>'
+                    if r.log_path and (root / r.log_path).exists() else "")
+        out.append(f'<details><summary>{esc(r.model)} {esc(r.config)}: <span class="cls">{esc(r.error_type)}</span>'
+                   f' — log excerpt{log_link}</summary>')
+        if r.error_evidence:
+            out.append(f"<p>Lines the classifier matched:</p><pre>{esc(r.error_evidence)}</pre>")
+        if excerpt:
+            out.append(f"<p>Last lines of the log:</p><pre>{esc(excerpt)}</pre>")
+        out.append("</details>")
+    return "".join(out)
+
+
+def _traces(root: Path, rows: Sequence[Row], success: dict[str, Row], out_dir: Path) -> str:
+    with_traces = [r for r in rows if trace_files(r)]
+    out = ['<h2 id="traces">Traces</h2>', f'<p class="note">{esc(PERFETTO_NOTE)}</p>']
+    if not with_traces:
+        out.append("<p>No traces in these records.</p>")
+        return "".join(out)
+    current_seqs = {r.seq for r in success.values()}
+    out.append('<table><tr><th class="l">model</th><th class="l">config</th><th class="l">stage</th>'
+               '<th class="l">trace file</th><th class="l">attempt</th></tr>')
+    for r in sorted(with_traces, key=lambda r: (r.model, r.config, -r.seq)):
+        state = "" if r.seq in current_seqs else " (superseded by a later attempt)"
+        for stage, path in trace_files(r):
+            if (root / path).exists():
+                link = f'<a href="{esc(_href(root, path, out_dir))}">{esc(path)}</a>'
+            else:
+                link = f"{esc(path)} <span class=\"muted\">(file missing)</span>"
+            out.append(f'<tr><td class="l">{esc(r.model)}</td><td class="l">{esc(r.config)}</td>'
+                       f'<td class="l">{esc(stage)}</td><td class="l">{link}</td>'
+                       f'<td class="l">{esc(r.attempt_id or "")}{esc(state)}</td></tr>')
+    out.append("</table>")
+    return "".join(out)
+
+
+def render_html(rows: Sequence[Row], *, root: Path, out_dir: Path, title: str = "moetrace report") -> str:
+    """The whole page, from the rows of a results directory (see :func:`data.load`)."""
+    root, out_dir = Path(root), Path(out_dir)
+    success, failure = current(rows)
+    models = by_model(success.values())
+    all_models = sorted({r.model for r in rows})
+    colors = backend_colors(backend_order(rows))
+    cat_colors = category_colors(c for r in rows for stage in ("extend", "decode")
+                                 for c in sorted(r.breakdown.get(stage, {}), key=lambda c: -r.breakdown[stage][c]))
+    last = max((r.finished_at or "" for r in rows), default="")
+    versions: dict[str, set[str]] = {}
+    for r in rows:
+        if r.engine:
+            versions.setdefault(r.engine, set()).update([r.engine_version] if r.engine_version else [])
+    engines = [f"{e} {', '.join(sorted(v))}".strip() for e, v in sorted(versions.items())]
+    nav = "".join(f'<a href="#model-{i}">{esc(m)}</a>' for i, m in enumerate(models))
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>",
+        '<body data-report-status="pending">',
+        f"<h1>{esc(title)}</h1>",
+        f'<p class="muted">Results: {esc(root)} — {len(rows)} attempt records, {len(success)} successful keys, '
+        f'{len(failure)} failing keys, {len(all_models)} models; last record {esc(last or "-")}'
+        f'{"; engines: " + esc(", ".join(engines)) if engines else ""}.</p>',
+        f'<nav>{nav}<a href="#failures">Failures</a><a href="#traces">Traces</a></nav>',
+        '<p class="muted">Bars: median over repetitions; hover a bar for its numbers. '
+        'Groups: tensor/expert parallelism; colours: MoE backend.</p>',
+    ]
+    if not models:
+        parts.append("<h2>Results</h2><p>No successful results.</p>")
+    for i, (m, mrows) in enumerate(models.items()):
+        parts.append(_model_section(i, m, mrows, colors, cat_colors))
+    parts.append(_failures(root, failure, success, out_dir))
+    parts.append(_traces(root, rows, success, out_dir))
+    parts.append(f"<script>{SCRIPT}</script></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_html(rows: Sequence[Row], *, root: Path, out: Path, title: str = "moetrace report") -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = render_html(rows, root=root, out_dir=out.parent, title=title)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
