@@ -216,7 +216,8 @@ def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | 
     if kw["dry_run"]:
         _print_dry_run(jobs, opts, store)
         return
-    _check_engine(opts)
+    if any(not (j.plan and j.plan.get("verdict") == "will_not_fit" and opts.skip_predicted) for j in jobs):
+        _check_engine(opts)  # only when something will be launched
     try:
         outcome = run_sweep(jobs, opts, store, extra_columns=tuple(kw["extra_columns"]))
     except KeyboardInterrupt:
@@ -266,7 +267,11 @@ def sweep(models: Sequence[str], **kw: Any) -> None:
 
 def script_main(model: str, configs: Sequence[Any], argv: Sequence[str] | None = None) -> None:
     """Entry point of the spec's per-model scripts: their CONFIGS list, the CLI's options."""
-    parse_matrix(configs)  # fail on a malformed CONFIGS before anything else
+    try:
+        parse_matrix(configs)  # fail on a malformed CONFIGS before anything else
+    except ConfigError as e:
+        BadInput(f"CONFIGS in {Path(sys.argv[0]).name}: {e}").show()
+        sys.exit(2)
 
     @click.command(help=f"{model}: run the CONFIGS list of this script. Options as `moetrace run`.")
     @run_options
@@ -316,6 +321,56 @@ def results_rebuild(results: str) -> None:
     s, f = store.rebuild()
     click.echo(f"rebuilt {store.success_path} ({len(s)} entries) and {store.failure_path} ({len(f)} entries) "
                f"from {len(store.records())} records")
+
+
+# ---------------------------------------------------------------- plan
+def _gpu_arg(gpu: str | None, custom: str | None):
+    from .plan import custom_gpu, detect_gpu
+    if gpu == "custom" or custom:
+        if not custom:
+            raise ValueError("--gpu custom needs --custom-gpu MEM_GIB,HBM_TBPS,BF16_TFLOPS[,FP8_TFLOPS]")
+        try:
+            nums = [float(x) for x in custom.split(",")]
+        except ValueError:
+            raise ValueError(f"--custom-gpu {custom!r}: expected numbers MEM_GIB,HBM_TBPS,BF16_TFLOPS[,FP8_TFLOPS]") \
+                from None
+        if len(nums) not in (3, 4):
+            raise ValueError(f"--custom-gpu {custom!r}: expected 3 or 4 numbers")
+        return custom_gpu(*nums)
+    return gpu or detect_gpu() or "h200"
+
+
+@main.command()
+@click.argument("models", nargs=-1)
+@click.option("--gpu", default=None, help="h100, h200, b200 or custom [default: this machine's, else h200]")
+@click.option("--custom-gpu", default=None, help="MEM_GIB,HBM_TBPS,BF16_TFLOPS[,FP8_TFLOPS] for --gpu custom")
+@click.option("--gpus-per-node", type=int, default=8, show_default=True)
+@click.option("--mem-fraction", type=float, default=None, help="engine memory fraction [default: the engine's]")
+@click.option("--engine", type=click.Choice(["sglang", "vllm"]), default="sglang", show_default=True)
+@click.option("--config", "-c", "config_names", multiple=True, help="plan only these configs")
+@click.option("--batch-size", "-b", type=int, default=1, show_default=True)
+@click.option("--input-len", type=int, default=4096, show_default=True)
+@click.option("--output-len", type=int, default=512, show_default=True)
+@click.option("--detail", is_flag=True, help="also the weights per part of the model")
+@click.option("--check", is_flag=True, help="the planner's accuracy over all recorded outcomes")
+@results_option
+@_bad_input
+def plan(models, gpu, custom_gpu, gpus_per_node, mem_fraction, engine, config_names, batch_size, input_len,
+         output_len, detail, check, results) -> None:
+    """Will each config fit, and what is the hardware's floor for its latencies?"""
+    from .plan import format_accuracy, format_plan_table, plan_config, planner_accuracy
+    if check:
+        click.echo(format_accuracy(planner_accuracy(_store(results).records())))
+        return
+    g = _gpu_arg(gpu, custom_gpu)
+    plans = []
+    for m in models or [p.name for p in all_presets()]:
+        preset = get_preset(m)
+        configs = [parse_config_name(n) for n in config_names] if config_names else parse_matrix(preset.matrix)
+        plans += [plan_config(preset, c, gpu=g, batch=batch_size, input_len=input_len, output_len=output_len,
+                              mem_fraction=mem_fraction, engine=engine, gpus_per_node=gpus_per_node)
+                  for c in configs]
+    click.echo(format_plan_table(plans, detail=detail))
 
 
 # ---------------------------------------------------------------- tiny

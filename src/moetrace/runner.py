@@ -331,29 +331,21 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
 
 
 def plan_check(plan: dict[str, Any] | None, status: str, error_type: str | None) -> str | None:
-    """Does a real outcome agree with the planner's prediction? (None without a plan.)"""
+    """A line when the real outcome contradicts the planner's prediction, else None."""
     if not plan:
         return None
-    verdict = plan.get("verdict")
-    if status == "success" and verdict == "will_not_fit":
-        return "contradicted: predicted not to fit, but it ran"
-    if status == "failure" and error_type == "OOM" and verdict in ("fits", "tight"):
-        return f"contradicted: predicted to fit ({verdict}), failed with OOM"
-    return "agrees" if status == "success" or error_type == "OOM" else "not a memory outcome"
+    from .plan.check import contradiction
+    return contradiction(plan, status, error_type)
 
 
 def _add_floors(rec: dict[str, Any], plan: dict[str, Any] | None) -> None:
-    """Floors from the plan and efficiency = floor / measured, into the metrics."""
+    """The planner's floors and efficiency = floor / measured, into the metrics."""
     if not plan:
         return
+    from .plan import floor_fields
     m = rec["metrics"]
-    for floor_key, measured_key, eff_key in (("itl_floor_ms", "itl_ms", "itl_efficiency"),
-                                             ("ttft_floor_ms", "ttft_ms", "ttft_efficiency")):
-        floor = plan.get(floor_key)
-        if isinstance(floor, (int, float)):
-            m[floor_key] = floor
-            if m.get(measured_key):
-                m[eff_key] = floor / m[measured_key]
+    m.update({k: v for k, v in floor_fields(plan, itl_ms=m.get("itl_ms"), ttft_ms=m.get("ttft_ms")).items()
+              if v is not None})
 
 
 def _engine_version(engine: Engine, opts: RunOptions, info: dict[str, Any]) -> str | None:

@@ -1,0 +1,61 @@
+"""Metrics are pure functions of token arrival stamps."""
+
+from __future__ import annotations
+
+import pytest
+
+from moetrace.bench.metrics import RequestTrace, aggregate_runs, percentile, run_metrics
+from moetrace.bench.prompts import random_prompts
+from moetrace.errors import BenchmarkFailure
+
+
+def _trace(ttft: float, itl: float, n: int) -> RequestTrace:
+    return RequestTrace([ttft + i * itl for i in range(n)], "length")
+
+
+def test_spec_seed_example_is_reproduced():
+    # The spec's example row: 4096 in, 512 out, latency 7.59 s, 15933.87 / 69.81 tok/s.
+    ttft = 4096 / 15933.87
+    itl = (7.59 - ttft) / 511
+    m = run_metrics([_trace(ttft, itl, 512)], input_len=4096, output_len=512)
+    assert round(m["latency_s"], 2) == 7.59
+    assert round(m["input_throughput_tok_per_s"], 2) == 15933.87
+    # output throughput as SGLang: B * output_len / (latency - TTFT)
+    assert m["output_throughput_tok_per_s"] == pytest.approx(512 / (7.59 - ttft))
+    # ITL is the measured mean gap (not 1000/throughput)
+    assert m["itl_ms"] == pytest.approx(itl * 1000)
+    assert m["itl_p50_ms"] == pytest.approx(itl * 1000)
+
+
+def test_batch_uses_last_first_token_and_pooled_gaps():
+    a = RequestTrace([0.10, 0.11, 0.12], "length")
+    b = RequestTrace([0.12, 0.15, 0.18], "length")
+    m = run_metrics([a, b], input_len=100, output_len=3)
+    assert m["ttft_ms"] == pytest.approx(120)
+    assert m["latency_s"] == pytest.approx(0.18)
+    assert m["input_throughput_tok_per_s"] == pytest.approx(2 * 100 / 0.12)
+    assert m["itl_ms"] == pytest.approx((10 + 10 + 30 + 30) / 4)
+
+
+def test_short_stream_is_a_failure_not_a_number():
+    with pytest.raises(BenchmarkFailure, match="request 1: stream ended after 2 of 3 tokens"):
+        run_metrics([_trace(0.1, 0.01, 3), _trace(0.1, 0.01, 2)], input_len=10, output_len=3)
+
+
+def test_percentile_matches_numpy_linear():
+    v = sorted([1.0, 2.0, 3.0, 4.0, 10.0])
+    assert percentile(v, 50) == 3.0 and percentile(v, 90) == pytest.approx(7.6) and percentile(v, 100) == 10.0
+
+
+def test_repeats_are_medians_with_spread():
+    runs = [{"latency_s": x, "itl_ms": y} for x, y in ((1.0, 5.0), (3.0, 7.0), (2.0, 6.0))]
+    agg = aggregate_runs(runs)
+    assert agg == {"repeat": 3, "latency_s": 2.0, "latency_s_min": 1.0, "latency_s_max": 3.0,
+                   "itl_ms": 6.0, "itl_ms_min": 5.0, "itl_ms_max": 7.0}
+
+
+def test_prompts_are_seeded_and_in_range():
+    a = random_prompts(batch=2, input_len=50, vocab_size=1000, seed=3)
+    assert a == random_prompts(batch=2, input_len=50, vocab_size=1000, seed=3)
+    assert a != random_prompts(batch=2, input_len=50, vocab_size=1000, seed=4)
+    assert all(10 <= t < 990 for p in a for t in p) and a[0] != a[1]

@@ -1,0 +1,126 @@
+"""End to end, for real: the `cpu_sweep` fixture (tests/conftest.py) drove the real
+vLLM CPU server through the real CLI. These tests check what it left behind against
+the spec's rules."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import psutil
+import pytest
+
+from moetrace.report.tables import SPEC_COLUMNS
+
+pytestmark = pytest.mark.engine
+
+Q, D = "Qwen3-235B-tiny", "DeepSeek-V3.1-tiny"
+SUCCESS_KEYS = {f"{m}::{c}" for m in (Q, D) for c in ("TP1_auto", "TP2_EP2_auto")}
+
+
+def _views(run):
+    return (json.loads((run.results / "success_results.json").read_text()),
+            json.loads((run.results / "failure_results.json").read_text()))
+
+
+def _records(run):
+    return [json.loads(p.read_text()) for p in sorted((run.results / "records").glob("*.json"))]
+
+
+def test_successes_have_the_spec_shape_and_real_numbers(cpu_sweep):
+    success, _ = _views(cpu_sweep)
+    assert set(success) == SUCCESS_KEYS, cpu_sweep.stdout
+    for key, e in success.items():
+        assert e["model"] + "::" + e["config"] == key
+        assert (e["batch_size"], e["input_len"], e["output_len"]) == (1, 4096, 512)
+        for k in ("latency_s", "input_throughput_tok_per_s", "output_throughput_tok_per_s", "itl_ms"):
+            assert isinstance(e[k], float) and e[k] > 0 and round(e[k], 2) == e[k]
+        assert e["ttft_ms"] / 1000 < e["latency_s"]
+        assert e["output_tokens"] == 512
+        assert e["itl_p50_ms"] <= e["itl_p99_ms"]
+
+
+def test_traces_of_both_stages_are_linked_and_hold_only_their_stage(cpu_sweep):
+    success, _ = _views(cpu_sweep)
+    for e in success.values():
+        for stage, want, other in (("extend", r"execute_context_[1-9]", r"generation_[1-9]"),
+                                   ("decode", r"generation_[1-9]", r"execute_context_[1-9]")):
+            path = cpu_sweep.results / e[f"profile_{stage}"]
+            assert path.is_file() and f"__{stage}__rank0" in path.name
+            steps = [ev["name"] for ev in json.loads(gzip.open(path).read())["traceEvents"]
+                     if str(ev.get("name", "")).startswith("execute_context")]
+            working = [s for s in steps if re.search(want, s) or re.search(other, s)]
+            assert working and all(re.search(want, s) and not re.search(other, s) for s in working), steps[:5]
+
+
+def test_backend_rejected_by_the_engine_is_unsupported_config(cpu_sweep):
+    _, failure = _views(cpu_sweep)
+    for m in (Q, D):
+        f = failure[f"{m}::TP1_triton"]
+        assert f["error_type"] == "UnsupportedConfig"
+        assert "TRITON does not support" in f["error_message"] and "cpu" in f["error_message"]
+        assert (cpu_sweep.results / f["log_path"]).is_file()
+
+
+def test_real_startup_oom_after_success_keeps_the_success(cpu_sweep):
+    success, failure = _views(cpu_sweep)
+    f = failure[f"{Q}::TP1_auto"]
+    assert f["error_type"] == "OOM"
+    assert "memory" in f["error_message"].lower()
+    assert f"{Q}::TP1_auto" in success
+    assert "last attempt failed, earlier success kept" in cpu_sweep.outputs[2].stdout
+
+
+def test_success_removed_the_earlier_oom_from_failures(cpu_sweep):
+    _, failure = _views(cpu_sweep)
+    assert f"{D}::TP1_auto" not in failure
+    first = [r for r in _records(cpu_sweep) if r["key"] == f"{D}::TP1_auto"]
+    assert [r["status"] for r in first] == ["failure", "success"]
+    assert first[0]["error"]["type"] == "OOM"
+
+
+def test_every_attempt_is_recorded_with_its_command_versions_and_phases(cpu_sweep):
+    recs = _records(cpu_sweep)
+    assert len(recs) == 8  # 1 OOM + 2 models x 3 configs + 1 OOM
+    for r in recs:
+        assert r["engine"]["name"] == "vllm" and r["engine"]["command"][:3][1:] == ["-m", "vllm.entrypoints.openai.api_server"]
+        assert r["moetrace_version"] and r["host"]["hostname"]
+        assert (cpu_sweep.results / r["attempt_dir"] / "server.log").is_file()
+        assert r["phases"].get("stop_s") is not None
+        assert r["engine"]["stop"]["survivors"] == [] and r["engine"]["stop"]["port_free"] is True
+        if r["status"] == "success":
+            assert r["engine"]["version"] == "0.32.0"
+            assert len(r["runs"][0]["token_times"][0]) == 512
+            assert r["phases"]["launch_s"] > 0 and r["phases"]["measure_s"] > 0
+
+
+def test_results_rebuild_reproduces_the_views(cpu_sweep, tmp_path):
+    import shutil
+    from tests.conftest import moetrace
+    copy = tmp_path / "copy"
+    shutil.copytree(cpu_sweep.results, copy)
+    before = [(copy / n).read_text() for n in ("success_results.json", "failure_results.json")]
+    (copy / "success_results.json").unlink()
+    out = moetrace("results", "rebuild", "--results", str(copy), check=True)
+    assert "rebuilt" in out.stdout
+    assert [(copy / n).read_text() for n in ("success_results.json", "failure_results.json")] == before
+
+
+def test_tables_printed(cpu_sweep):
+    out = cpu_sweep.outputs[1].stdout
+    header = "| " + " | ".join(SPEC_COLUMNS) + " |"
+    assert out.count(header) == 4  # one per successful config
+    assert f"{Q} (TP1_auto)" in out and "## Failures" in out and "✓ Successful: 4" in out
+    assert re.search(r"\| 1 \| 4096 \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \[trace\]\(", out)
+
+
+def test_no_engine_process_is_left_behind(cpu_sweep):
+    assert not list((cpu_sweep.results / "running").iterdir())
+    leftovers = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if str(cpu_sweep.tiny_dir) in cmd:
+            leftovers.append((p.pid, cmd[:200]))
+    assert leftovers == []

@@ -1,0 +1,123 @@
+"""Every CLI error path: one line naming the problem, exit code 2, no traceback.
+Plus the commands that need no engine (models, dry-run, plan, summary)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import moetrace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _err(cp):
+    assert cp.returncode == 2, (cp.returncode, cp.stdout, cp.stderr)
+    assert "Traceback" not in cp.stderr
+    lines = [line for line in cp.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, cp.stderr
+    return lines[0]
+
+
+def test_unknown_model(tmp_path):
+    assert "unknown model 'NoSuch'" in _err(moetrace("run", "NoSuch", "-r", str(tmp_path), "--dry-run"))
+
+
+def test_malformed_config_name(tmp_path):
+    assert "config name 'EP2_TP8'" in _err(moetrace("run", "GLM-4.6", "-c", "EP2_TP8", "-r", str(tmp_path)))
+
+
+def test_ep_must_divide_tp(tmp_path):
+    assert "ep=3 must divide tp=8" in _err(moetrace("run", "GLM-4.6", "-c", "TP8_EP3_auto", "-r", str(tmp_path)))
+
+
+def test_backend_the_engine_does_not_accept(tmp_path):
+    line = _err(moetrace("run", "GLM-4.6", "-c", "TP8_EP2_tritonx", "-r", str(tmp_path), "--engine", "sglang"))
+    assert "'tritonx' is not accepted by sglang; valid: auto" in line
+
+
+def test_unwritable_results_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    line = _err(moetrace("run", "GLM-4.6", "-r", str(blocker / "results"), "--dry-run"))
+    assert "is not writable" in line and str(blocker) in line
+
+
+def test_missing_engine(tmp_path):
+    line = _err(moetrace("run", "GLM-4.6", "-r", str(tmp_path), "--engine", "sglang",
+                         "--engine-python", sys.executable, "--no-skip-predicted"))
+    assert "engine 'sglang' is not installed" in line
+
+
+def test_engine_python_that_does_not_exist(tmp_path):
+    line = _err(moetrace("run", "GLM-4.6", "-r", str(tmp_path), "--engine-python", "/no/such/python"))
+    assert "/no/such/python" in line
+
+
+def test_bad_numbers(tmp_path):
+    assert "input length must be at least 1" in _err(moetrace("run", "GLM-4.6", "--input-len", "0", "-r", str(tmp_path)))
+    assert "KEY=VALUE" in _err(moetrace("run", "GLM-4.6", "--engine-env", "nope", "-r", str(tmp_path)))
+
+
+def test_malformed_configs_list_in_a_script(tmp_path):
+    script = tmp_path / "trace_x.py"
+    script.write_text(f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
+                      "from moetrace.cli import script_main\n"
+                      "script_main('GLM-4.6', [(8, 3, ['auto'])])\n")
+    cp = __import__("subprocess").run([sys.executable, str(script), "--dry-run"], capture_output=True, text=True)
+    assert cp.returncode == 2 and "ep=3 must divide tp=8" in cp.stderr and "Traceback" not in cp.stderr
+
+
+def test_spec_scripts_dry_run_print_every_config(tmp_path):
+    import subprocess
+    for script, n in (("trace_qwen3_235b.py", 4), ("trace_minimax_m2.py", 6), ("trace_glm_46.py", 2)):
+        cp = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--dry-run", "--engine", "sglang",
+                             "-r", str(tmp_path)], capture_output=True, text=True)
+        assert cp.returncode == 0, cp.stderr
+        assert cp.stdout.count("-m sglang.launch_server") == n
+
+
+def test_dry_run_shows_plan_and_exact_commands(tmp_path):
+    cp = moetrace("run", "DeepSeek-V3.1", "--dry-run", "--engine", "sglang", "--gpu", "h200", "-r", str(tmp_path))
+    assert cp.returncode == 0, cp.stderr
+    assert "[1/4] DeepSeek-V3.1 TP4_auto  plan: will_not_fit" in cp.stdout
+    assert "--tp 8 --ep 2 --moe-runner-backend triton" in cp.stdout
+    assert "'{\"enable_multithread_load\": true}'" in cp.stdout
+    assert not list((tmp_path / "records").glob("*.json"))
+
+
+def test_models_lists_presets():
+    cp = moetrace("models", check=True)
+    assert "| Kimi-K2-Thinking | moonshotai/Kimi-K2-Thinking | 1026.4B |" in cp.stdout
+
+
+def test_plan_matches_the_spec_notes():
+    cp = moetrace("plan", "--gpu", "h200", check=True)
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in cp.stdout.splitlines()
+            if line.startswith("| ") and "_" in line}
+    for model in ("DeepSeek-V3.1", "Qwen3-Coder-480B"):
+        assert "will not fit" in rows[(model, "TP4_auto")]
+    for model in ("Qwen3-235B", "Qwen3-Coder-480B", "DeepSeek-V3.1", "MiniMax-M2", "Kimi-K2-Thinking", "GLM-4.6"):
+        assert "| fits |" in rows[(model, "TP8_EP2_auto")]
+
+
+def test_predicted_oom_is_recorded_without_launching(tmp_path):
+    # The engine's Python has no vLLM: launching anything would fail. Nothing is launched.
+    cp = moetrace("sweep", "DeepSeek-V3.1", "-c", "TP4_auto", "--gpu", "h200", "-r", str(tmp_path / "p"),
+                  "--engine", "vllm", "--engine-python", sys.executable)
+    assert cp.returncode == 0, cp.stderr
+    failure = json.loads((tmp_path / "p" / "failure_results.json").read_text())
+    f = failure["DeepSeek-V3.1::TP4_auto"]
+    assert f["error_type"] == "OOM" and f["predicted"] is True and "GiB" in f["error_message"]
+    assert "predicted by the planner, not launched" in cp.stdout
+    assert not list((tmp_path / "p" / "attempts").glob("*/server.log"))
+
+
+def test_summary_and_table_on_empty_results(tmp_path):
+    assert "✓ Successful: 0" in moetrace("summary", "-r", str(tmp_path), check=True).stdout
+    assert "no successful results" in moetrace("table", "-r", str(tmp_path), check=True).stdout

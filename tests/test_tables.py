@@ -1,0 +1,56 @@
+"""The spec's tables, cell by cell."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from moetrace.report.tables import config_table, failure_table, full_report, model_tables, summary_lines
+
+E = {"model": "Qwen3-235B", "config": "TP8_EP2_auto", "batch_size": 1, "input_len": 4096, "latency_s": 7.59,
+     "input_throughput_tok_per_s": 15933.87, "output_throughput_tok_per_s": 69.81, "itl_ms": 14.32,
+     "profile_extend": "attempts/a/traces/x extend.gz", "profile_decode": None,
+     "breakdown": {"decode": {"moe": 41.0, "attention": 22.0, "communication": 18.0, "idle": 6.0, "other": 13.0}}}
+
+
+def _rows(md: str) -> list[list[str]]:
+    """Cells of each table line, split on unescaped pipes (as GitHub renders them)."""
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+            for line in md.splitlines() if line.startswith("|")]
+
+
+def test_config_table_cells():
+    t = config_table(E, base=Path("res"))
+    assert t.splitlines()[0] == "Qwen3-235B (TP8_EP2_auto)"
+    header, sep, row = _rows(t)
+    assert header == ["batch size", "input len", "latency (s)", "input throughput (tok/s)",
+                      "output throughput (tok/s)", "ITL (ms)", "profile (extend)", "profile (decode)"]
+    assert set(sep) == {"---"}
+    assert row == ["1", "4096", "7.59", "15933.87", "69.81", "14.32",
+                   "[trace](res/attempts/a/traces/x%20extend.gz)", "-"]
+
+
+def test_extra_columns_and_grouping():
+    other = dict(E, config="TP4_auto", latency_s=9.0)
+    t = model_tables({"a": E, "b": other}, extra=("breakdown",))
+    rows = _rows(t)
+    assert rows[0][0] == "config" and rows[0][-1] == "decode breakdown"
+    assert [r[0] for r in rows[2:]] == ["TP4_auto", "TP8_EP2_auto"]  # TP order
+    assert rows[3][-1] == "moe 41%, attention 22%, communication 18%, other 13%"
+    assert t.startswith("### Qwen3-235B")
+
+
+def test_failures_and_summary():
+    f = {"Qwen3-235B::TP8_EP2_auto": {"model": "Qwen3-235B", "config": "TP8_EP2_auto", "error_type": "OOM",
+                                      "error_message": "CUDA out of memory | x", "log_path": "attempts/b/server.log"},
+         "DeepSeek-V3.1::TP4_auto": {"model": "DeepSeek-V3.1", "config": "TP4_auto", "error_type": "OOM",
+                                     "error_message": "predicted", "predicted": True}}
+    s = {"Qwen3-235B::TP8_EP2_auto": E}
+    rows = _rows(failure_table(f, s))
+    assert rows[2] == ["DeepSeek-V3.1", "TP4_auto", "OOM", "predicted", "-", "predicted by the planner, not launched"]
+    assert rows[3][3] == "CUDA out of memory \\| x"
+    assert rows[3][5] == "last attempt failed, earlier success kept"
+    assert summary_lines(s, f).splitlines() == ["✓ Successful: 1", "⚠ Failed: 2",
+                                                "  (1 of the failed keys have an earlier success kept)"]
+    rep = full_report(s, f)
+    assert rep.index("## Results") < rep.index("## Failures") < rep.index("## Summary")
