@@ -158,28 +158,33 @@ class Failed(str):
 
 
 def paper_tables(rows: Sequence[Row], *, combined: bool = False, failures: bool = True) -> list[PaperTable]:
-    """The current results as tables: per model (or one combined), a row per config."""
+    """The current results as tables: per model (or one combined), a row per config.
+    Each table has the columns its own rows need (efficiency only with planner floors,
+    quantization and batch only when they vary)."""
     success, failure = current(rows)
     chosen = list(success.values()) + ([r for k, r in failure.items() if k not in success] if failures else [])
-    if not chosen:
-        return []
     models = by_model(chosen)
-    metrics = list(PAPER_METRICS)
-    if any(r.value("itl_efficiency") is not None for r in success.values()):
-        metrics.append("itl_efficiency")
-    if any(r.value("ttft_efficiency") is not None for r in success.values()):
-        metrics.append("ttft_efficiency")
-    quant = any(r.quantization for r in chosen)
-    workloads = {r.workload for r in chosen if r.ok}
+    if combined:
+        return [_paper_table(models, "All models", "tab:moetrace-all", model_col=True)] if models else []
+    return [_paper_table({m: mrows}, m, f"tab:moetrace-{_slug(m)}", model_col=False) for m, mrows in models.items()]
+
+
+def _paper_table(models: dict[str, list[Row]], title: str, label: str, *, model_col: bool) -> PaperTable:
+    rows = [r for mrows in models.values() for r in mrows]
+    ok = [r for r in rows if r.ok]
+    metrics = list(PAPER_METRICS) + [k for k in ("itl_efficiency", "ttft_efficiency")
+                                     if any(r.value(k) is not None for r in ok)]
+    quant = any(r.quantization for r in rows)
+    workloads = {r.workload for r in ok}
     multi_w = len(workloads) > 1
     text_cols: list[tuple[str, str]] = [("TP", ""), ("EP", ""), ("Backend", "")]
     if quant:
         text_cols.insert(2, ("Quant.", ""))
     if multi_w:
         text_cols.append(("Batch", ""))
-    repeats = sorted({r.repeat or 1 for r in success.values()})
-    stat = ("median of " + "/".join(str(x) for x in repeats) + " runs") if repeats != [1] else "one run"
-    wl = (f"{workload_label(next(iter(workloads)))}; " if len(workloads) == 1 else "")
+    repeats = sorted({r.repeat or 1 for r in ok})
+    stat = ("median of " + "/".join(str(x) for x in repeats) + " runs") if repeats not in ([1], []) else "one run"
+    wl = f"{workload_label(next(iter(workloads)))}; " if len(workloads) == 1 else ""
 
     def line(r: Row) -> list[Any]:
         cells: list[Any] = [r.tp if r.tp is not None else r.config, r.ep or 1]
@@ -194,20 +199,12 @@ def paper_tables(rows: Sequence[Row], *, combined: bool = False, failures: bool 
             cells.append(Failed(r.error_type or "failed"))
         return cells
 
-    def table(title: str, label: str, blocks: list[list[list[Any]]], model_col: bool) -> PaperTable:
-        header = ([("Model", "")] if model_col else []) + text_cols + [_header(k) for k in metrics]
-        n_text = len(text_cols) + (1 if model_col else 0)
-        align = "l" * n_text + "r" * len(metrics)
-        return PaperTable(title=title, caption=f"{title}: {wl}{stat}.", label=label, header=header, align=align,
-                          blocks=blocks, n_text=n_text)
-
-    if combined:
-        blocks = []
-        for m, mrows in models.items():
-            block = [[m if i == 0 else ""] + line(r) for i, r in enumerate(mrows)]
-            blocks.append(block)
-        return [table("All models", "tab:moetrace-all", blocks, True)]
-    return [table(m, f"tab:moetrace-{_slug(m)}", [[line(r) for r in mrows]], False) for m, mrows in models.items()]
+    blocks = [[([m if i == 0 else ""] if model_col else []) + line(r) for i, r in enumerate(mrows)]
+              for m, mrows in models.items()]
+    header = ([("Model", "")] if model_col else []) + text_cols + [_header(k) for k in metrics]
+    n_text = len(text_cols) + (1 if model_col else 0)
+    return PaperTable(title=title, caption=f"{title}: {wl}{stat}.", label=label, header=header,
+                      align="l" * n_text + "r" * len(metrics), blocks=blocks, n_text=n_text)
 
 
 def _slug(s: str) -> str:

@@ -168,6 +168,7 @@ def write_plots(rows: Sequence[Row], out_dir: Path, *, formats: Sequence[str] = 
                 for ax, bd in zip(axes.flat, bds):
                     _breakdown_ax(ax, bd, cat_colors)
                 cats = list(dict.fromkeys(c for bd in bds for c in bd.categories))
+                cats.sort(key=lambda c: c in ("other", "idle"))  # stable: the grey ones last
                 from matplotlib.patches import Patch
                 fig.legend(handles=[Patch(color=cat_colors[c], label=c) for c in cats], loc="lower center",
                            ncol=min(len(cats), 5), fontsize=8, frameon=False)
