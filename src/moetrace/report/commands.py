@@ -105,8 +105,8 @@ def export(results: str, fmt: str, out: str, combined: bool, no_failures: bool) 
 
 # ---------------------------------------------------------------- compare
 @click.command("compare")
-@click.argument("old", type=click.Path(file_okay=False))
-@click.argument("new", type=click.Path(file_okay=False))
+@click.argument("old")
+@click.argument("new")
 @click.option("--threshold", "-t", type=float, default=5.0, show_default=True,
               help="percent change in the worse direction that counts as a regression (beyond the noise band)")
 @click.option("--metric", "-m", "metrics", multiple=True, type=click.Choice(sorted(METRIC)),
