@@ -81,12 +81,21 @@ def test_now_failing_missing_new_and_fixed(tmp_path):
     assert c.now_failing == [("M::TP8_EP2_triton", "OOM")] and c.failed
     assert c.only_old == ["M::TP4_auto"] and c.only_new == ["M::TP16_auto"] and c.fixed == ["M::TP2_auto"]
     md = compare.render_markdown(c)
-    assert "fails in NEW (OOM)" in md and "Only in OLD" in md and "`M::TP16_auto`" in md
+    assert "its last attempt in NEW failed (OOM)" in md and "Only in OLD" in md and "`M::TP16_auto`" in md
     # missing keys fail the gate only when asked
     c2 = _cmp(tmp_path / "b", old[:1] + old[2:3], new[:1])
     assert not c2.failed and c2.only_old == ["M::TP4_auto"]
     c3 = _cmp(tmp_path / "c", old[:1] + old[2:3], new[:1], fail_on_missing=True)
     assert c3.failed and "missing from NEW" in compare.render_markdown(c3)
+
+
+def test_a_failure_after_a_success_in_new_is_a_regression(tmp_path):
+    fail = synthetic_record("M", "TP8_EP2_auto", "failure", ep=2, error={"type": "Timeout", "message": "hung"})
+    c = _cmp(tmp_path, [_ok()], [_ok(), fail])
+    assert c.now_failing == [("M::TP8_EP2_auto", "Timeout")] and c.failed
+    assert len(c.changes) == len(compare.DEFAULT_METRICS)  # the kept success is still compared
+    # the same state in OLD is not news
+    assert not _cmp(tmp_path / "b", [_ok(), fail], [_ok(), fail]).failed
 
 
 def test_markdown_is_a_valid_table(tmp_path):

@@ -99,3 +99,14 @@ def test_chromium_draws_the_synthetic_report(synthetic, tmp_path):
     # the 'auto' bars are drawn in their colour, the 'triton' ones in theirs
     assert count_colour(res.screenshot, hex_rgb(data.PALETTE[0])) > 3000
     assert count_colour(res.screenshot, hex_rgb(data.PALETTE[1])) > 500
+
+
+def test_log_excerpts_stay_inside_the_results_directory(tmp_path):
+    from moetrace.report.html import log_excerpt
+    root = tmp_path / "r"
+    (root / "attempts").mkdir(parents=True)
+    (root / "attempts" / "server.log").write_text("line\n" * 100 + "last line\n")
+    (tmp_path / "secret.txt").write_text("not for the report\n")
+    assert log_excerpt(root, "attempts/server.log", lines=2) == "line\nlast line"
+    assert log_excerpt(root, "../secret.txt") is None
+    assert log_excerpt(root, "attempts/none.log") is None and log_excerpt(root, None) is None

@@ -9,7 +9,7 @@ i.e. the change that two overlapping min-max ranges can explain. A change in the
 worse direction (slower latency/TTFT/ITL, lower throughput) is a **regression**
 when it exceeds the threshold *and* the noise band (the band is unknown without
 repetitions, so then the threshold alone decides). A key that succeeded in OLD and
-only fails in NEW is a regression too. Keys missing from NEW are listed, and count
+whose last attempt in NEW failed is a regression too. Keys missing from NEW are listed, and count
 only with ``fail_on_missing``.
 """
 
@@ -115,14 +115,14 @@ def compare_rows(old: Sequence[Row], new: Sequence[Row], *, threshold_pct: float
     cmp = Comparison(old=old_name, new=new_name, threshold_pct=threshold_pct, metrics=tuple(metrics),
                      fail_on_missing=fail_on_missing)
     for key in sorted(os_):
+        if key in nf and key not in of:  # NEW's last attempt failed (even with an earlier success kept)
+            cmp.now_failing.append((key, nf[key].error_type or "Unknown"))
         if key in ns:
             for k in metrics:
                 c = _change(os_[key], ns[key], METRIC[k], threshold_pct)
                 if c is not None:
                     cmp.changes.append(c)
-        elif key in nf:
-            cmp.now_failing.append((key, nf[key].error_type or "Unknown"))
-        else:
+        elif key not in nf:
             cmp.only_old.append(key)
     cmp.fixed = sorted(k for k in of if k not in os_ and k in ns)
     cmp.only_new = sorted(k for k in ns if k not in os_ and k not in of)
@@ -161,7 +161,7 @@ def render_markdown(cmp: Comparison) -> str:
             lines.append(f"- `{c.key}` {METRIC[c.metric].label}: {fmt_value(c.old)} → {fmt_value(c.new)} "
                          f"{METRIC[c.metric].unit} ({c.change_pct:+.1f}%{band})")
         for key, et in cmp.now_failing:
-            lines.append(f"- `{key}`: succeeded in OLD, fails in NEW ({et})")
+            lines.append(f"- `{key}`: succeeded in OLD, its last attempt in NEW failed ({et})")
         if cmp.fail_on_missing:
             for key in cmp.only_old:
                 lines.append(f"- `{key}`: succeeded in OLD, missing from NEW")

@@ -164,7 +164,9 @@ def log_excerpt(root: Path, rel: str | None, lines: int = 40, max_bytes: int = 2
     """The last lines of a saved log (None when there is none)."""
     if not rel:
         return None
-    p = root / rel
+    p = (root / rel).resolve()
+    if not p.is_relative_to(root.resolve()):  # a record names only files of its own results directory
+        return None
     try:
         with open(p, "rb") as f:
             f.seek(0, os.SEEK_END)
