@@ -25,10 +25,14 @@ from ..errors import ProfileError
 from ..traces.capture import snapshot, wait_for_files
 from .base import Engine, LaunchSpec, ProfileRequest, register
 
-# SGLang 0.5.23 --moe-runner-backend choices (tests/engines checks them against the parser).
+# SGLang 0.5.23's --moe-runner-backend choices, in its order (MOE_RUNNER_BACKEND_CHOICES in
+# sglang/srt/arg_groups/choices.py; SGLang plugins may add more). tests/engines/test_sglang_cmdline.py
+# asserts this equals the choices of the installed parser (scripts/setup-sglang-parser.sh).
 SGLANG_MOE_BACKENDS = (
-    "auto", "deep_gemm", "triton", "triton_kernel", "flashinfer_trtllm", "flashinfer_cutlass",
-    "flashinfer_mxfp4", "flashinfer_cutedsl", "cutlass",
+    "auto", "deep_gemm", "triton", "triton_kernel", "flashinfer_trtllm", "experimental_sgl_trtllm",
+    "flashinfer_trtllm_routed", "flashinfer_cutlass", "flashinfer_mxfp4", "flashinfer_cutedsl",
+    "flashinfer_megamoe", "cutlass", "aiter", "marlin", "humming", "experimental_sgl_marlin",
+    "lora_cutedsl", "lora_triton", "lora_marlin", "hpc_ops", "megamoe", "intel_xpu",
 )
 
 
