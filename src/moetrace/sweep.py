@@ -110,12 +110,12 @@ class SweepOutcome:
 def print_record(rec: dict[str, Any], store: ResultsStore, out=sys.stdout) -> None:
     from .results.store import failure_entry, success_entry
     if rec["status"] == "success":
-        print("\n" + config_table(success_entry(rec), base=store.root) + "\n", file=out, flush=True)
+        print("\n" + config_table(success_entry(rec), base=store.root) + "\n", file=out)
     else:
         e = failure_entry(rec)
         log = f" (log: {store.root / e['log_path']})" if e.get("log_path") else ""
-        print(f"\n{rec['model']} ({rec['config']}): FAILED [{e['error_type']}] {e['error_message']}{log}\n",
-              file=out, flush=True)
+        print(f"\n{rec['model']} ({rec['config']}): FAILED [{e['error_type']}] {e['error_message']}{log}\n", file=out)
+    print(f"record: {store.root / rec['record_path']}", file=out, flush=True)
 
 
 def run_sweep(jobs: list[Job], opts: RunOptions, store: ResultsStore, *, executor: Executor | None = None,
@@ -141,7 +141,13 @@ def tiny_preset(preset: Preset, cache: Path) -> Preset:
     """The tiny random-weight variant of a preset, generated once into ``cache``."""
     from .presets import preset_from_checkpoint
     from .tiny import write_tiny_checkpoint
+    import os
+    import shutil
     d = cache / preset.slug
-    if not (d / "config.json").is_file() or not (d / "moetrace.json").is_file():
-        write_tiny_checkpoint(preset, d)
+    if not (d / "moetrace.json").is_file():
+        tmp = cache / f".{preset.slug}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_tiny_checkpoint(preset, tmp)
+        shutil.rmtree(d, ignore_errors=True)
+        os.replace(tmp, d)  # all or nothing: a killed run never leaves half a checkpoint
     return preset_from_checkpoint(d)

@@ -205,6 +205,7 @@ class ServerProcess:
         _signal_group(self.proc.pid, signal.SIGTERM)
         for p in targets:
             _signal(p, signal.SIGTERM)
+            _signal(p, signal.SIGCONT)  # a stopped (hung) process must run to act on SIGTERM
         _, alive = psutil.wait_procs(targets, timeout=self.grace_s)
         if alive:
             rep.killed = sorted(p.pid for p in alive)

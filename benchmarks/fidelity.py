@@ -1,0 +1,183 @@
+"""Fidelity of moetrace's measurement (figures, no assertions).
+
+On one vLLM server (the CPU build serving a tiny checkpoint by default), for the same
+seeded token-id prompts:
+  1. moetrace's client: TTFT and median ITL per request, and its CPU cost per streamed token;
+  2. the server's own accounting: the deltas of its /metrics histograms
+     (vllm:time_to_first_token_seconds, vllm:inter_token_latency_seconds) over our requests;
+  3. a second, independent client: vLLM's own benchmark request function
+     (vllm.benchmarks.lib.endpoint_request_func.async_request_openai_completions), run in the
+     engine's Python on the same prompts.
+
+    .venv/bin/python benchmarks/fidelity.py [--requests 10] [--model-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from moetrace.bench.client import stream_batch  # noqa: E402
+from moetrace.bench.metrics import run_metrics  # noqa: E402
+from moetrace.bench.prompts import random_prompts  # noqa: E402
+from moetrace.engines.base import LaunchSpec  # noqa: E402
+from moetrace.engines.process import ServerProcess, free_port  # noqa: E402
+from moetrace.engines.vllm import VLLM  # noqa: E402
+from moetrace.matrix import Config  # noqa: E402
+from moetrace.presets import get_preset, preset_from_checkpoint  # noqa: E402
+from moetrace.sweep import tiny_preset  # noqa: E402
+
+VLLM_CLIENT = r"""
+import asyncio, json, sys
+import aiohttp
+from vllm.benchmarks.lib.endpoint_request_func import RequestFuncInput, async_request_openai_completions
+cfg = json.load(open(sys.argv[1]))
+async def main():
+    out = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
+        for p in cfg["prompts"]:
+            r = await async_request_openai_completions(RequestFuncInput(
+                prompt=p, api_url=cfg["url"], prompt_len=len(p), output_len=cfg["output_len"],
+                model=cfg["model"], ignore_eos=True), s)
+            out.append({"ok": r.success, "ttft": r.ttft, "itl": r.itl, "tokens": r.output_tokens, "err": r.error})
+    print(json.dumps(out))
+asyncio.run(main())
+"""
+
+
+def histogram(text: str, name: str) -> tuple[float, float, list[tuple[float, float]]]:
+    """(sum, count, cumulative buckets) of a Prometheus histogram, summed over label sets."""
+    total = count = 0.0
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(name + "_count"):
+            count += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(name + "_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if le == "+Inf" else float(le)] = \
+                buckets.get(float("inf") if le == "+Inf" else float(le), 0.0) + float(line.rsplit(" ", 1)[1])
+    return total, count, sorted(buckets.items())
+
+
+def hist_median(before, after) -> float | None:
+    """Median from bucket deltas, interpolated linearly within the bucket (Prometheus style)."""
+    b0 = dict(before[2])
+    deltas = [(le, c - b0.get(le, 0.0)) for le, c in after[2]]
+    n = deltas[-1][1] if deltas else 0
+    if not n:
+        return None
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in deltas:
+        if c >= n / 2:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((n / 2 - prev_c) / max(c - prev_c, 1e-12))
+        prev_le, prev_c = le, c
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=10)
+    ap.add_argument("--input-len", type=int, default=4096)
+    ap.add_argument("--output-len", type=int, default=512)
+    ap.add_argument("--model-dir", default=None, help="checkpoint (default: tiny Qwen3-235B)")
+    ap.add_argument("--engine-python", default=os.environ.get("MOETRACE_ENGINE_PYTHON",
+                                                             str(ROOT / ".venv-engine/bin/python")))
+    a = ap.parse_args()
+
+    preset = preset_from_checkpoint(Path(a.model_dir)) if a.model_dir else \
+        tiny_preset(get_preset("Qwen3-235B"), ROOT / ".cache" / "tiny")
+    eng = VLLM()
+    port = free_port()
+    spec = LaunchSpec(preset=preset, config=Config(1), model_path=preset.hf_id, port=port, python=a.engine_python,
+                      device="cpu", max_model_len=8192, extra_args=["--gpu-memory-utilization", "0.15"])
+    base = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.mkdtemp()) / "server.log"
+    prompts = [random_prompts(batch=1, input_len=a.input_len, vocab_size=int(preset.hf_config["vocab_size"]),
+                              seed=1000 + i)[0] for i in range(a.requests)]
+    with ServerProcess(eng.command(spec), log_path=log, env=dict(os.environ, **eng.environment(spec)),
+                       port=port) as sp, httpx.Client() as http:
+        sp.wait_ready(lambda: eng.is_ready(http, base), timeout_s=600)
+        model = eng.model_name(http, base)
+        # warm-up, not counted anywhere
+        _, body, parse = eng.generate([prompts[0][:256]], 16)
+        stream_batch(http, base + "/v1/completions", dict(body, model=model), batch=1, parse=parse,
+                     request_timeout_s=120)
+
+        m0 = http.get(base + "/metrics").text
+        ours, cpu_per_tok = [], []
+        for p in prompts:
+            eng.flush_cache(http, base)
+            _, body, parse = eng.generate([p], a.output_len)
+            c0 = time.process_time()
+            traces = stream_batch(http, base + "/v1/completions", dict(body, model=model), batch=1, parse=parse,
+                                  request_timeout_s=120)
+            cpu_per_tok.append((time.process_time() - c0) / traces[0].n_tokens)
+            ours.append(run_metrics(traces, input_len=a.input_len, output_len=a.output_len))
+        m1 = http.get(base + "/metrics").text
+
+        # the second client on the same prompts (its own requests, after ours)
+        cfg = Path(tempfile.mkdtemp()) / "cfg.json"
+        cfg.write_text(json.dumps({"prompts": prompts, "url": base + "/v1/completions", "model": model,
+                                   "output_len": a.output_len}))
+        for _ in prompts:
+            eng.flush_cache(http, base)
+        cp = subprocess.run([a.engine_python, "-c", VLLM_CLIENT, str(cfg)], capture_output=True, text=True)
+        theirs = json.loads(cp.stdout.strip().splitlines()[-1]) if cp.returncode == 0 else []
+        if cp.returncode:
+            print("vLLM client failed:", cp.stderr[-2000:])
+
+    ttft_s = histogram(m1, "vllm:time_to_first_token_seconds"), histogram(m0, "vllm:time_to_first_token_seconds")
+    itl_name = "vllm:inter_token_latency_seconds" if "vllm:inter_token_latency_seconds" in m1 \
+        else "vllm:time_per_output_token_seconds"
+    itl_s = histogram(m1, itl_name), histogram(m0, itl_name)
+    srv_ttft_mean = (ttft_s[0][0] - ttft_s[1][0]) / max(ttft_s[0][1] - ttft_s[1][1], 1)
+    srv_itl_mean = (itl_s[0][0] - itl_s[1][0]) / max(itl_s[0][1] - itl_s[1][1], 1)
+    srv_itl_median = hist_median(itl_s[1], itl_s[0])
+
+    our_ttft = statistics.median(m["ttft_ms"] for m in ours)
+    our_itl_med = statistics.median(m["itl_p50_ms"] for m in ours)
+    our_itl_mean = statistics.median(m["itl_ms"] for m in ours)
+    their_ttft = statistics.median(r["ttft"] * 1000 for r in theirs) if theirs else float("nan")
+    their_itl_med = statistics.median(statistics.median(r["itl"]) * 1000 for r in theirs if r["itl"]) \
+        if theirs else float("nan")
+    their_itl_mean = statistics.median(statistics.fmean(r["itl"]) * 1000 for r in theirs if r["itl"]) \
+        if theirs else float("nan")
+    cost_us = statistics.median(cpu_per_tok) * 1e6
+
+    def pct(a_: float, b: float) -> str:
+        return f"{100 * (a_ - b) / b:+.1f}%" if b and b == b else "n/a"
+
+    print(f"\nFidelity on vLLM {eng.version(a.engine_python)} (CPU), model {preset.name}, "
+          f"{a.requests} requests of {a.input_len} in / {a.output_len} out, host {os.uname().nodename} "
+          f"({os.cpu_count()} CPUs)\n")
+    print("| figure | moetrace | server /metrics | vLLM bench client | moetrace vs server |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| TTFT median / server mean (ms) | {our_ttft:.2f} | {srv_ttft_mean * 1000:.2f} | {their_ttft:.2f} | "
+          f"{pct(our_ttft, srv_ttft_mean * 1000)} |")
+    print(f"| ITL mean (ms) | {our_itl_mean:.3f} | {srv_itl_mean * 1000:.3f} | {their_itl_mean:.3f} | "
+          f"{pct(our_itl_mean, srv_itl_mean * 1000)} |")
+    srv_med = f"{srv_itl_median * 1000:.3f}" if srv_itl_median else "n/a"
+    print(f"| ITL median (ms) | {our_itl_med:.3f} | {srv_med} (bucket-interpolated) | {their_itl_med:.3f} | "
+          f"{pct(our_itl_med, srv_itl_median * 1000) if srv_itl_median else 'n/a'} |")
+    print(f"| client CPU per streamed token (us) | {cost_us:.1f} | | | {100 * cost_us / 1000 / our_itl_mean:.1f}% "
+          f"of ITL |")
+
+
+if __name__ == "__main__":
+    main()

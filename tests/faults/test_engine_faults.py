@@ -1,0 +1,192 @@
+"""Faults against the real vLLM CPU engine and moetrace's own processes: a crash, a
+hang or a kill costs one config at most, never a result, never a leftover server."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import ENGINE_ARGS, engine_python, moetrace, require_engine
+
+pytestmark = pytest.mark.engine
+MODEL = "Qwen3-235B"
+KEY = "Qwen3-235B-tiny::TP1_auto"
+
+
+def _cmd(results: Path, tiny_dir: Path, *extra: str) -> list[str]:
+    exe = str(Path(sys.executable).with_name("moetrace"))
+    return [exe, "run", MODEL, "--tiny", "--tiny-dir", str(tiny_dir), "-r", str(results), "--no-profile",
+            *ENGINE_ARGS, *extra]
+
+
+class Driver:
+    """moetrace in the background, its stderr followed line by line."""
+
+    def __init__(self, cmd: list[str]):
+        env = dict(os.environ, MOETRACE_ENGINE_PYTHON=engine_python() or "", PYTHONUNBUFFERED="1")
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.lines: list[str] = []
+
+    def wait_for(self, needle: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.p.stderr.readline()
+            if not line:
+                raise AssertionError(f"moetrace ended before {needle!r}:\n" + "".join(self.lines))
+            self.lines.append(line)
+            if needle in line:
+                return
+        raise AssertionError(f"{needle!r} not seen in {timeout} s")
+
+    def finish(self, timeout: float = 300) -> tuple[int, str, str]:
+        out, err = self.p.communicate(timeout=timeout)
+        return self.p.returncode, out, "".join(self.lines) + err
+
+
+def _engine_procs(tiny_dir: Path) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if str(tiny_dir) in " ".join(p.info["cmdline"] or []) and p.pid != os.getpid():
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+def _engine_tree(tiny_dir: Path) -> list[psutil.Process]:
+    procs = {}
+    for p in _engine_procs(tiny_dir):
+        procs[p.pid] = p
+        try:
+            for c in p.children(recursive=True):
+                procs[c.pid] = c
+        except psutil.Error:
+            pass
+    return list(procs.values())
+
+
+def _failures(results: Path) -> dict:
+    return json.loads((results / "failure_results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    require_engine()
+    moetrace("tiny", MODEL, "--out", str(tiny_dir / "qwen3-235b"), check=True)
+    return tiny_dir
+
+
+def test_engine_dies_mid_stream_then_sweep_goes_on(tiny, tmp_path):
+    res = tmp_path / "r"
+    d = Driver(_cmd(res, tiny, "-c", "TP1_auto", "-c", "TP2_EP2_auto", "--repeat", "40"))
+    d.wait_for("measure bs=1 run 3/40")
+    core = [p for p in _engine_tree(tiny) if "EngineCore" in " ".join(p.cmdline() or [p.name()])]
+    assert core, [p.cmdline() for p in _engine_tree(tiny)]
+    for p in core:
+        p.send_signal(signal.SIGKILL)
+    rc, out, err = d.finish(600)
+    assert rc == 0, err
+    f = _failures(res)[KEY]
+    assert f["error_type"] == "ServerError", f
+    assert f["phase"] == "measure" and (res / f["log_path"]).is_file()
+    success = json.loads((res / "success_results.json").read_text())
+    assert "Qwen3-235B-tiny::TP2_EP2_auto" in success, _failures(res)  # the next config ran
+    assert _engine_tree(tiny) == []
+
+
+def test_engine_hangs_is_a_timeout_and_the_group_is_killed(tiny, tmp_path):
+    res = tmp_path / "r"
+    d = Driver(_cmd(res, tiny, "--request-timeout", "4", "--repeat", "40"))
+    d.wait_for("measure bs=1 run 2/40")
+    for p in _engine_tree(tiny):
+        p.send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    rc, out, err = d.finish(300)
+    assert time.monotonic() - t0 < 60
+    f = _failures(res)[KEY]
+    assert f["error_type"] == "Timeout" and "no data from the server for 4 s" in f["error_message"]
+    assert _engine_tree(tiny) == []
+
+
+def test_engine_never_ready_times_out_at_the_launch_limit(tiny, tmp_path):
+    res = tmp_path / "r"
+    t0 = time.monotonic()
+    cp = subprocess.run(_cmd(res, tiny, "--launch-timeout", "5"), capture_output=True, text=True,
+                        env=dict(os.environ, MOETRACE_ENGINE_PYTHON=engine_python() or ""))
+    assert cp.returncode == 0, cp.stderr
+    assert time.monotonic() - t0 < 60
+    f = _failures(res)[KEY]
+    assert f["error_type"] == "Timeout" and "not ready after 5 s" in f["error_message"]
+    assert _engine_tree(tiny) == []
+
+
+def test_taken_port_is_a_clear_launch_error(tiny, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cp = subprocess.run(_cmd(tmp_path / "r", tiny, "--port", str(port)), capture_output=True, text=True,
+                            env=dict(os.environ, MOETRACE_ENGINE_PYTHON=engine_python() or ""))
+    f = _failures(tmp_path / "r")[KEY]
+    assert f["error_type"] == "LaunchError" and f"port {port}" in f["error_message"] and "in use" in f["error_message"]
+
+
+def test_ctrl_c_stops_cleanly_records_interrupted_leaves_no_server(tiny, tmp_path):
+    res = tmp_path / "r"
+    d = Driver(_cmd(res, tiny))
+    d.wait_for("launching vllm")
+    time.sleep(3)
+    assert _engine_tree(tiny)
+    d.p.send_signal(signal.SIGINT)
+    rc, out, err = d.finish(120)
+    assert rc == 130, err
+    assert _failures(res)[KEY]["error_type"] == "Interrupted"
+    assert _engine_tree(tiny) == []
+    assert not list((res / "running").iterdir())
+
+
+def test_sigkill_of_moetrace_twenty_times(tiny, tmp_path):
+    """moetrace SIGKILLed at random points of a two-config sweep, 20 times: every results file
+    parses, every record it reported is there, the next start stops the orphaned server, and
+    --skip-succeeded then completes the sweep."""
+    res = tmp_path / "r"
+    rng = random.Random(20)
+    # mostly early kills (launch, orphaned server), some late ones (measure, record)
+    waits = [rng.uniform(0.5, 8) for _ in range(16)] + [rng.uniform(30, 70) for _ in range(4)]
+    rng.shuffle(waits)
+    reaped = 0
+    reported: list[str] = []
+    for w in waits:
+        d = Driver(_cmd(res, tiny, "-c", "TP1_auto", "-c", "TP1_triton", "--skip-succeeded"))
+        time.sleep(w)
+        d.p.send_signal(signal.SIGKILL)
+        _, out, err = d.finish(60)
+        reaped += 1 if "leftover engine process" in err else 0
+        reported += [line.split("record: ", 1)[1] for line in out.splitlines() if line.startswith("record: ")]
+        for name in ("success_results.json", "failure_results.json"):
+            if (res / name).exists():
+                json.loads((res / name).read_text())
+        for rec in (res / "records").glob("*.json"):
+            json.loads(rec.read_text())
+    assert all(Path(r).is_file() for r in reported), reported
+    cp = subprocess.run(_cmd(res, tiny, "-c", "TP1_auto", "-c", "TP1_triton", "--skip-succeeded"),
+                        capture_output=True, text=True, env=dict(os.environ, MOETRACE_ENGINE_PYTHON=engine_python() or ""))
+    assert cp.returncode == 0, cp.stderr
+    success = json.loads((res / "success_results.json").read_text())
+    assert KEY in success
+    assert _failures(res)["Qwen3-235B-tiny::TP1_triton"]["error_type"] == "UnsupportedConfig"
+    assert _engine_tree(tiny) == [] and not list((res / "running").iterdir())
+    assert reaped >= 10  # most kills land while a server runs: the next start must stop it
+    print(f"\n20 SIGKILLs survived; {len(reported)} reported records present; {reaped} starts stopped orphans; "
+          f"{len(list((res / 'records').glob('*.json')))} records kept")
