@@ -1,6 +1,6 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the tests; CI runs it).
 SHELL := /bin/bash
-export MOETRACE_ENGINE_PYTHON ?= $(CURDIR)/.venv-engine/bin/python
+export MOETRACE_VLLM_PYTHON ?= $(CURDIR)/.venv-engine/bin/python
 
 .PHONY: demo test setup
 

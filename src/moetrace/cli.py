@@ -7,6 +7,7 @@ missing engine) prints one line naming the problem and exits 2.
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import subprocess
 import sys
@@ -68,8 +69,9 @@ RUN_OPTIONS: list[Callable] = [
     click.option("--profile-steps", type=int, default=5, show_default=True),
     click.option("--profile-with-stack", is_flag=True),
     click.option("--profile-timeout", type=float, default=900.0, show_default=True),
-    click.option("--engine-python", envvar="MOETRACE_ENGINE_PYTHON", default=sys.executable,
-                 help="Python interpreter of the engine's environment (or $MOETRACE_ENGINE_PYTHON)"),
+    click.option("--engine-python", default=None,
+                 help="Python interpreter of the engine's environment [default: $MOETRACE_SGLANG_PYTHON or "
+                      "$MOETRACE_VLLM_PYTHON for that engine, else $MOETRACE_ENGINE_PYTHON, else this Python]"),
     click.option("--launch-prefix", default="", help="words put before the engine command, e.g. 'docker exec sgl'"),
     click.option("--engine-arg", "engine_args", multiple=True,
                  help="extra engine argument, repeatable: --engine-arg=--mem-fraction-static=0.85"),
@@ -133,11 +135,17 @@ def _options(kw: dict[str, Any]) -> RunOptions:
         launch_timeout_s=kw["launch_timeout"], request_timeout_s=kw["request_timeout"],
         profile=not kw["no_profile"], profile_steps=kw["profile_steps"],
         profile_with_stack=kw["profile_with_stack"], profile_timeout_s=kw["profile_timeout"],
-        engine_python=kw["engine_python"], launch_prefix=tuple(shlex.split(kw["launch_prefix"])),
+        engine_python=_engine_python(engine, kw["engine_python"]), launch_prefix=tuple(shlex.split(kw["launch_prefix"])),
         extra_args=tuple(_split_engine_args(kw["engine_args"])), engine_env=tuple(_env_pairs(kw["engine_env"])),
         base_url=kw["base_url"], host=kw["host"],
         port=kw["port"], model_path=kw["model_path"], max_model_len=kw["max_model_len"], gpu=kw["gpu"],
         skip_predicted=not kw["no_skip_predicted"], mem_fraction=kw["mem_fraction"])
+
+
+def _engine_python(engine: str, given: str | None) -> str:
+    """An engine may live in its own environment; each engine can have its own variable."""
+    return (given or os.environ.get(f"MOETRACE_{engine.upper()}_PYTHON") or os.environ.get("MOETRACE_ENGINE_PYTHON")
+            or sys.executable)
 
 
 def _split_engine_args(args: Sequence[str]) -> list[str]:
@@ -201,7 +209,7 @@ def _targets(models: Sequence[str], config_names: Sequence[str], opts: RunOption
             parse_matrix(configs)  # duplicates
         else:
             configs = parse_matrix(matrix if matrix is not None else preset.matrix)
-        validate(configs, backends=engine.moe_backends, engine=opts.engine)
+        validate(configs, backends=engine.moe_backends, engine=opts.engine, quantizations=engine.quantizations)
         out.append((preset, configs))
     return out
 

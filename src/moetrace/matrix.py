@@ -144,8 +144,10 @@ def parse_config_name(name: str) -> Config:
     if i < len(parts) and parts[i].upper().startswith("N") and parts[i][1:].isdigit():
         nodes, i = int(parts[i][1:]), i + 1
     quant = None
-    if i < len(parts) and parts[i] in KNOWN_QUANTIZATIONS and i + 1 < len(parts):
-        quant, i = parts[i], i + 1
+    for j in range(len(parts) - 1, i, -1):  # longest known quantization, leaving a backend after it
+        if "_".join(parts[i:j]) in KNOWN_QUANTIZATIONS:
+            quant, i = "_".join(parts[i:j]), j
+            break
     backend = "_".join(parts[i:]) or "auto"
     cfg = Config(tp, ep, backend, quant, nodes)
     parse_matrix([cfg])  # shape checks
@@ -154,16 +156,31 @@ def parse_config_name(name: str) -> Config:
     return cfg
 
 
-KNOWN_QUANTIZATIONS = ("fp8", "fp4", "mxfp4", "nvfp4", "w8a8", "w4a8", "w4afp8", "int4", "int8", "awq", "gptq",
-                       "modelopt", "modelopt_fp8", "modelopt_fp4", "compressed-tensors", "bf16")
+# Names recognised as a quantization inside a config name (SGLang's --quantization choices and
+# vLLM's common ones); whether the chosen engine accepts one is checked by ``validate``.
+KNOWN_QUANTIZATIONS = frozenset((
+    "awq", "fp8", "mxfp8", "gptq", "gptq_marlin", "awq_marlin", "bitsandbytes", "gguf", "modelopt", "modelopt_fp8",
+    "modelopt_fp4", "nvfp4_online", "modelopt_mixed", "petit_nvfp4", "w8a8_int8", "w8a8_fp8", "moe_wna16",
+    "w4afp8", "mxfp4", "auto-round", "auto-round-int8", "compressed-tensors", "modelslim", "mxfp_w4a8", "quark",
+    "quark_int4fp8_moe", "quark_mxfp4", "mlx_q4", "mlx_q8", "unquant", "humming", "nvfp4", "fp4", "int4",
+    "int8", "bf16", "fbgemm_fp8", "experts_int8", "torchao", "inc", "ptpc_fp8", "fp_quant"))
 
 
-def validate(configs: Iterable[Config], *, backends: Iterable[str], engine: str) -> None:
-    """Engine-specific checks: every backend (and fallback backend) is one the engine accepts."""
+def validate(configs: Iterable[Config], *, backends: Iterable[str], engine: str,
+             quantizations: Iterable[str] | None = None) -> None:
+    """Engine-specific checks: every backend and quantization (of fallbacks too) is one the
+    engine accepts."""
     valid = list(backends)
+    quants = list(quantizations) if quantizations is not None else None
     for c in configs:
         for cc in (c, c.fallback):
-            if cc is not None and cc.backend not in valid:
+            if cc is None:
+                continue
+            if cc.backend not in valid:
                 raise ConfigError(
                     f"config {c.name}: MoE backend {cc.backend!r} is not accepted by {engine}; "
                     f"valid: {', '.join(valid)}")
+            if quants is not None and cc.quantization and cc.quantization not in quants:
+                raise ConfigError(
+                    f"config {c.name}: quantization {cc.quantization!r} is not accepted by {engine}; "
+                    f"valid: {', '.join(quants)}")

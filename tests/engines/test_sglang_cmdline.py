@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from moetrace.engines.base import LaunchSpec
-from moetrace.engines.sglang import SGLANG_MOE_BACKENDS, SGLang
+from moetrace.engines.sglang import SGLANG_MOE_BACKENDS, SGLANG_QUANTIZATIONS, SGLang
 from moetrace.matrix import Config, ConfigError, parse_matrix, validate
 from moetrace.presets import all_presets, get_preset
 
@@ -145,6 +145,10 @@ def test_parser_is_the_pinned_sglang(sglang):
 def test_moe_backends_equal_the_parsers_choices(sglang):
     assert tuple(sglang["moe_runner_backend_choices"]) == SGLANG_MOE_BACKENDS
     assert SGLang.moe_backends == SGLANG_MOE_BACKENDS
+
+
+def test_quantizations_equal_the_parsers_choices(sglang):
+    assert tuple(sglang["quantization_choices"]) == SGLANG_QUANTIZATIONS
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

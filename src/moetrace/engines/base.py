@@ -66,6 +66,7 @@ class ProfileRequest:
 class Engine(ABC):
     name: ClassVar[str]
     moe_backends: ClassVar[tuple[str, ...]]
+    quantizations: ClassVar[tuple[str, ...] | None] = None  # None: the engine's list is not checked
     ready_path: ClassVar[str]
 
     @abstractmethod

@@ -36,6 +36,15 @@ SGLANG_MOE_BACKENDS = (
 )
 
 
+# SGLang 0.5.23 --quantization choices (tests/engines checks them against the parser).
+SGLANG_QUANTIZATIONS = (
+    "awq", "fp8", "mxfp8", "gptq", "gptq_marlin", "awq_marlin", "bitsandbytes", "gguf", "modelopt", "modelopt_fp8",
+    "modelopt_fp4", "nvfp4_online", "modelopt_mixed", "petit_nvfp4", "w8a8_int8", "w8a8_fp8", "moe_wna16",
+    "w4afp8", "mxfp4", "auto-round", "auto-round-int8", "compressed-tensors", "modelslim", "mxfp_w4a8", "quark",
+    "quark_int4fp8_moe", "quark_mxfp4", "mlx_q4", "mlx_q8", "unquant", "humming",
+)
+
+
 def parse_generate_chunk(obj: dict[str, Any], state: dict[str, Any]) -> Iterable[TokenEvent]:
     """A native ``/generate`` stream chunk: ``meta_info.completion_tokens`` is cumulative per
     request (``index`` says which, for a batch); errors arrive as ``{"error": {...}}``."""
@@ -62,6 +71,7 @@ def parse_generate_chunk(obj: dict[str, Any], state: dict[str, Any]) -> Iterable
 @register("sglang")
 class SGLang(Engine):
     moe_backends = SGLANG_MOE_BACKENDS
+    quantizations = SGLANG_QUANTIZATIONS
     ready_path = "/health_generate"
     dist_names = ("sglang",)
 
