@@ -226,7 +226,9 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         base["plan"] = plan
 
     def commit_failure(exc: BaseException, phase: str, server: ServerProcess | None) -> list[dict[str, Any]]:
-        code = server.exit_code() if server else getattr(exc, "exit_code", None)
+        code = getattr(exc, "exit_code", None)
+        if code is None and server is not None:
+            code = server.exit_code_before_stop  # not the code of our own SIGTERM
         log_text = tail(log_path) if log_path.exists() else ""
         c = classify(exception=type(exc).__name__, message=str(exc), exit_code=code, log_text=log_text, phase=phase)
         rec = dict(base, key=result_key(preset.name, config.name,

@@ -41,6 +41,8 @@ __all__ = [
     "read_safetensors_header",
     "SPECIAL_TOKENS",
     "TINY_PRECISIONS",
+    "parse_overrides",
+    "vllm_cpu_blocker",
 ]
 
 
@@ -623,3 +625,45 @@ def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, pr
     }
     (out / "moetrace.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["experts=8", "rope_theta=1e6", "scoring_func=softmax"]`` -> overrides for
+    ``tiny_hf_config`` (values parsed as JSON where they parse, else kept as text)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise TinyError(f"override {item!r} is not KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key.strip()] = val
+    return out
+
+
+def vllm_cpu_blocker(cfg: dict[str, Any], *, amx: bool = False) -> str | None:
+    """Why vLLM's CPU build (0.32.0) cannot serve a checkpoint of this config, or None.
+
+    Known from running the six tiny variants (docs/tiny.md): the CPU MoE router
+    handles sigmoid scoring only through grouped top-k, which MiniMax-M2 does not
+    use; fp8 block-scaled linears and int4 MoE experts need AMX tiles (Sapphire
+    Rapids or newer); the CPU MLA kernel needs kv_lora_rank + qk_rope_head_dim == 576.
+    """
+    fam = family_of(cfg)
+    if fam == "minimax_m2" and cfg.get("scoring_func", "softmax") != "softmax":
+        return (
+            "vLLM CPU routes sigmoid-scored experts only via grouped top-k; MiniMax-M2's router "
+            "fails with AssertionError `assert self.scoring_func == \"softmax\"` (cpu_router.py)"
+        )
+    if fam == "deepseek_v3" and cfg.get("kv_lora_rank", 0) + cfg.get("qk_rope_head_dim", 0) != 576:
+        return "vLLM's CPU MLA kernel supports only kv_lora_rank + qk_rope_head_dim == 576"
+    q = cfg.get("quantization_config") or {}
+    if not amx and q.get("quant_method") == "fp8":
+        return "fp8 block-scaled linears on vLLM CPU need AMX tiles (CPUFp8BlockScaledMMKernel)"
+    if q.get("quant_method") == "compressed-tensors":
+        if not amx:
+            return "int4 MoE experts on vLLM CPU need AMX tiles (CPUExpertsInt4)"
+        if fam == "deepseek_v3":
+            return "vLLM CPU int4 MoE experts support only softmax/renormalize routing, not noaux_tc"
+    return None

@@ -87,6 +87,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.stop_report: StopReport | None = None
         self._known: dict[int, float] = {}  # pid -> create_time of every process seen in the tree
+        self.exit_code_before_stop: int | None = None  # how the engine ended by itself, if it did
 
     # ----- start
     def start(self) -> "ServerProcess":
@@ -199,6 +200,7 @@ class ServerProcess:
         if self.proc is None:
             self.stop_report = rep
             return rep
+        self.exit_code_before_stop = self.proc.poll()
         self._remember_tree()
         targets = self._alive_known()
         rep.signalled = sorted(p.pid for p in targets)

@@ -88,6 +88,13 @@ class VLLM(Engine):
                 host, _, port = spec.dist_init_addr.rpartition(":")
                 cmd += ["--master-addr", host, "--master-port", port]
             if spec.node_rank > 0:
+                # Ranks > 0 run `vllm serve --headless` (workers only, no API server). --headless is
+                # a `serve` flag: the OpenAI server module (the CPU build's entry point) parses it
+                # and ignores it, so those ranks use the `serve` entry point on every device.
+                mod = "vllm.entrypoints.openai.api_server"
+                if mod in cmd:
+                    i = cmd.index(mod)
+                    cmd[i:i + 1] = ["vllm.entrypoints.cli.main", "serve"]
                 cmd.append("--headless")
         if spec.profile_dir is not None:
             cmd += ["--profiler-config", json.dumps({
