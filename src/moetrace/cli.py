@@ -393,3 +393,13 @@ def tiny(model: str, out: str | None, seed: int) -> None:
     preset = get_preset(model)
     path = write_tiny_checkpoint(preset, Path(out or Path(".cache/tiny") / preset.slug), seed=seed)
     click.echo(str(path))
+
+
+# ---------------------------------------------------------------- reports, analysis
+def _register() -> None:
+    from .report.commands import compare, export, plot, report
+    for cmd in (report, export, compare, plot):
+        main.add_command(cmd)
+
+
+_register()
