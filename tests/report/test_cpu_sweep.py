@@ -43,6 +43,8 @@ def test_cpu_sweep_report_loads_in_chromium_without_errors_and_draws(real_result
         assert esc(m) in page
     for f in failure.values():
         assert f'cls">{esc(f["error_type"])}<' in page
+    if any((e.get("breakdown") or {}) for e in success.values()):  # the trace analyzer ran
+        assert 'class="chart breakdown"' in page
     # every trace file of every record is linked, relative to the report, and exists
     traces = {p for r in recs for st in ("extend", "decode") for p in (r.get("profile") or {}).get(f"{st}_all") or []}
     assert traces, "the sweep captured no trace"

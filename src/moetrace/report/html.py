@@ -126,6 +126,11 @@ def svg_breakdown(bd: Breakdown, colors: dict[str, str]) -> str:
     out = [f'<svg class="chart breakdown" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {h}" width="{W}" '
            f'height="{h}" role="img" aria-label="{esc(bd.stage)} time breakdown">',
            f'<text class="title" x="{lw}" y="18">{esc(bd.stage.capitalize())}: share of time (%)</text>']
+    axis_y = MT + n * row_h + 2
+    for t in (0, 25, 50, 75, 100):
+        xx = lw + t * pw / 100
+        out.append(f'<line class="grid" x1="{xx:.1f}" x2="{xx:.1f}" y1="{MT}" y2="{axis_y}"/>'
+                   f'<text class="tick" x="{xx:.1f}" y="{axis_y + 12}" text-anchor="middle">{t}</text>')
     for i, (config, _key, cats) in enumerate(bd.configs):
         yy = MT + i * row_h
         out.append(f'<text class="group" x="{lw - 6}" y="{yy + row_h / 2 + 4:.1f}" text-anchor="end">'
@@ -145,11 +150,6 @@ def svg_breakdown(bd: Breakdown, colors: dict[str, str]) -> str:
                 out.append(f'<text class="seg-label" x="{x + w / 2:.1f}" y="{yy + row_h / 2 + 4:.1f}" '
                            f'text-anchor="middle">{v:.0f}%</text>')
             x += w
-    axis_y = MT + n * row_h + 2
-    for t in (0, 25, 50, 75, 100):
-        xx = lw + t * pw / 100
-        out.append(f'<line class="grid" x1="{xx:.1f}" x2="{xx:.1f}" y1="{MT}" y2="{axis_y}"/>'
-                   f'<text class="tick" x="{xx:.1f}" y="{axis_y + 12}" text-anchor="middle">{t}</text>')
     for j, c in enumerate(bd.categories):
         lx = 8 + (j % per_line) * ((W - 16) / per_line)
         ly = axis_y + 30 + (j // per_line) * 16
