@@ -90,7 +90,7 @@ def cpu_sweep(tmp_path_factory, tiny_dir) -> SweepRun:
     1. DeepSeek-V3.1-tiny TP1_auto with too much memory asked for: a real startup OOM
        (later removed from failures by the sweep's success of the same key);
     2. the sweep of the tiny Qwen3-235B and DeepSeek-V3.1 matrices (TP1 auto and triton,
-       TP2 EP2 auto): successes with extend and decode traces, and triton rejected on CPU
+       TP2 auto): successes with extend and decode traces, and triton rejected on CPU
        (UnsupportedConfig);
     3. Qwen3-235B-tiny TP1_auto again with too much memory: an OOM after a success,
        which must not overwrite it.

@@ -589,6 +589,13 @@ def _native_precision(preset_precision: str) -> str:
     return preset_precision if preset_precision in TINY_PRECISIONS else "bf16"
 
 
+# What the CPU engine can run on a small machine: the spec's {auto, triton} at TP1 (triton is
+# refused by vLLM's CPU build: a real UnsupportedConfig), and TP2 (two CPU workers). TP2 with
+# expert parallelism segfaults in vLLM 0.32's CPU fused-MoE kernel
+# (tests/data/logs/vllm_cpu_tp2_ep2_segfault.log), so it is not in the default.
+TINY_MATRIX = [[1, 1, ["auto", "triton"]], [2, 1, ["auto"]]]
+
+
 def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, precision: str = "bf16", **overrides: Any) -> Path:
     """Write the tiny checkpoint of ``preset`` (a ``moetrace.presets.Preset``) into
     ``out_dir`` (created; existing files of the same names are replaced) and return it.
@@ -620,7 +627,7 @@ def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, pr
         "name": f"{preset.name}-tiny",
         "precision": precision,
         "tiny_of": preset.name,
-        "matrix": [[1, 1, ["auto"]]],
+        "matrix": TINY_MATRIX,
         "seed": seed,
     }
     (out / "moetrace.json").write_text(json.dumps(meta, indent=2) + "\n")

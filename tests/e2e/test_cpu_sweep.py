@@ -17,7 +17,7 @@ from moetrace.report.tables import SPEC_COLUMNS
 pytestmark = pytest.mark.engine
 
 Q, D = "Qwen3-235B-tiny", "DeepSeek-V3.1-tiny"
-SUCCESS_KEYS = {f"{m}::{c}" for m in (Q, D) for c in ("TP1_auto", "TP2_EP2_auto")}
+SUCCESS_KEYS = {f"{m}::{c}" for m in (Q, D) for c in ("TP1_auto", "TP2_auto")}
 
 
 def _views(run):

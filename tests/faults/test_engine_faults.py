@@ -89,7 +89,7 @@ def tiny(tiny_dir):
 
 def test_engine_dies_mid_stream_then_sweep_goes_on(tiny, tmp_path):
     res = tmp_path / "r"
-    d = Driver(_cmd(res, tiny, "-c", "TP1_auto", "-c", "TP2_EP2_auto", "--repeat", "40"))
+    d = Driver(_cmd(res, tiny, "-c", "TP1_auto", "-c", "TP2_auto", "--repeat", "40"))
     d.wait_for("measure bs=1 run 3/40")
     core = [p for p in _engine_tree(tiny) if "EngineCore" in " ".join(p.cmdline() or [p.name()])]
     assert core, [p.cmdline() for p in _engine_tree(tiny)]
@@ -101,7 +101,7 @@ def test_engine_dies_mid_stream_then_sweep_goes_on(tiny, tmp_path):
     assert f["error_type"] == "ServerError", f
     assert f["phase"] == "measure" and (res / f["log_path"]).is_file()
     success = json.loads((res / "success_results.json").read_text())
-    assert "Qwen3-235B-tiny::TP2_EP2_auto" in success, _failures(res)  # the next config ran
+    assert "Qwen3-235B-tiny::TP2_auto" in success, _failures(res)  # the next config ran
     assert _engine_tree(tiny) == []
 
 

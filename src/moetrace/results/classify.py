@@ -40,14 +40,16 @@ _LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         # A rejected argument: a choice the engine does not offer, an unsupported combination.
         ("UnsupportedConfig", r"error: argument [^:]+: invalid choice"),
         ("UnsupportedConfig", r"(?i)\bis not supported\b|\bnot supported (?:for|on|with|yet)\b|NotImplementedError"
-                              r"|does not support (?:the|this|current)|Not enough allowed NUMA nodes"),
+                              r"|does not support (?:the|this|current)|Not enough allowed NUMA nodes"
+                              r"|Failed to find a kernel that can implement|No \w+ MoE backend supports"),
         # A command the engine cannot take at all, or no engine.
         ("LaunchError", r"error: unrecognized arguments|error: the following arguments are required"),
         ("LaunchError", r"No module named '?(?:sglang|vllm)\b|ModuleNotFoundError|command not found"),
         ("LaunchError", r"Address already in use|address already in use"),
         # Checkpoint problems.
         ("ModelLoadError", r"KeyError: '[^']*(?:layers|weight|bias|experts)[^']*'"),
-        ("ModelLoadError", r"SafetensorError|safetensors_rust|Error while deserializing header"),
+        ("ModelLoadError", r"SafetensorError|safetensors_rust|Error while deserializing header"
+                           r"|Following weights were not initialized from checkpoint"),
         ("ModelLoadError", r"does not appear to have a file named|Can't load (?:the )?(?:configuration|tokenizer)"
                            r"|Repository Not Found|is not a local folder and is not a valid model identifier"
                            r"|Invalid repository ID or local directory|HFValidationError|"
@@ -57,6 +59,9 @@ _LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
                       r"|NCCL WARN|Watchdog caught collective operation timeout"),
         ("CUDAError", r"CUDA error|illegal memory access|device-side assert|CUBLAS_STATUS_|cudaErrorLaunchFailure"
                       r"|no CUDA-capable device is detected|Found no NVIDIA driver"),
+        # A crashed engine process (a segfault in a kernel, a worker killed by a signal).
+        ("ServerError", r"died unexpectedly \(exit code: -?\d+\)|Segfault encountered|Segmentation fault"
+                        r"|Fatal Python error"),
     )
 )
 
@@ -99,17 +104,30 @@ def _strip_prefix(line: str) -> str:
     return line.strip()
 
 
+def _with_continuation(log_lines: list[str], i: int) -> str:
+    """The matched line, plus the next lines when it ends with ':' (a list of reasons follows)."""
+    text = _strip_prefix(log_lines[i])
+    j = i + 1
+    while text.endswith(":") and j < len(log_lines) and j <= i + 3:
+        nxt = _strip_prefix(log_lines[j])
+        if not nxt:
+            break
+        text = f"{text} {nxt}"
+        j += 1
+    return text
+
+
 def _find(log_lines: list[str]) -> tuple[str, str] | None:
     for cls, pat in _LOG_RULES:
         # Last match wins within a rule: the final, decisive occurrence (after retries, warnings).
-        for line in reversed(log_lines):
-            if pat.search(line):
-                return cls, _strip_prefix(line)
+        for i in range(len(log_lines) - 1, -1, -1):
+            if pat.search(log_lines[i]):
+                return cls, _with_continuation(log_lines, i)
     return None
 
 
 # Lines that only wrap a cause reported above them.
-_WRAPPERS = re.compile(r"See root cause above|Received sigquit|^File |^Traceback")
+_WRAPPERS = re.compile(r"See root cause above|See stack trace for root cause|Received sigquit|^File |^Traceback")
 
 
 def _generic_line(log_lines: list[str]) -> str | None:
