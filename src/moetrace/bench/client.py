@@ -96,4 +96,8 @@ def stream_batch(http: httpx.Client, url: str, body: dict[str, Any], *, batch: i
         raise BenchmarkFailure(f"connection broke after {received} tokens: {type(e).__name__}: {e}") from None
     if not done:
         raise BenchmarkFailure(f"stream ended without [DONE] after {received} tokens")
+    usage = state.get("usage") or {}
+    if isinstance(usage.get("completion_tokens"), int) and usage["completion_tokens"] != received:
+        raise BenchmarkFailure(f"stream carried {received} tokens but the server's usage says "
+                               f"{usage['completion_tokens']}")
     return traces
