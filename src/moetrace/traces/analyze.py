@@ -1,0 +1,382 @@
+"""Analyze engine traces: steps, time per category, device idle, top kernels or ops, unmatched names.
+
+Library use::
+
+    from moetrace.traces.analyze import analyze_trace, analyze_traces, short_breakdown, format_summary
+    s = analyze_trace("run/1700000000-TP-0-DECODE.trace.json.gz")
+    short_breakdown(s, "DECODE")  # {"moe": 41.2, "attention": 22.0, "communication": 18.1, ...}
+
+One pass per file, streaming (see :mod:`moetrace.traces.reader`); nothing here keeps events.
+On traces with device activity (CUDA kernels, memcpy, memset) the categories come from the
+device; on CPU-only traces (vLLM's CPU build) from the self time of host ops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .accumulate import OUTSIDE, DeviceTimeline, HostOps, NameTotals, Steps
+from .categories import CATEGORIES, GROUPS, IDLE, KERNEL, UNMATCHED, classify
+from .names import TraceName, parse_trace_name, step_stage
+from .reader import DEFAULT_MAX_BYTES, TraceError, TraceStream
+
+__all__ = [
+    "DEFAULT_MAX_BYTES", "MultiSummary", "OpStat", "RankRow", "StageGroup", "StageSummary", "StepStats",
+    "TraceError", "TraceSummary", "analyze_trace", "analyze_traces", "format_summary", "short_breakdown",
+]
+
+_DEVICE_CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "Kernel", "Memcpy", "Memset"})
+_HOST_OP_CATS = frozenset({"cpu_op", "Operator"})
+_ANNOTATION_CATS = frozenset({"user_annotation", "gpu_user_annotation"})
+_UNMATCHED_LISTED = 25
+# Event categories the analysis never reads: the reader may step over them without decoding.
+_UNUSED_CATS = frozenset({"ac2g", "cuda_runtime", "cuda_driver", "overhead", "python_function", "cuda_sync", "Trace",
+                          "cpu_instant_event", "fwdbwd", "flow", "Runtime", "Driver", "python_function_call"})
+
+
+@dataclass(frozen=True)
+class StepStats:
+    count: int
+    mean_us: float
+    p50_us: float
+    p99_us: float
+    total_us: float
+    source: str  # "device" (gpu_user_annotation spans) or "host" (the annotation on the CPU)
+
+    @staticmethod
+    def of(durations: Sequence[float], source: str) -> StepStats:
+        xs = sorted(durations)
+        return StepStats(len(xs), sum(xs) / len(xs), _percentile(xs, 50), _percentile(xs, 99), sum(xs), source)
+
+
+@dataclass(frozen=True)
+class OpStat:
+    name: str
+    category: str
+    count: int
+    total_us: float
+    share: float  # of the trace's busy time (kernel time on a device, op time on a CPU)
+
+
+@dataclass(frozen=True)
+class StageSummary:
+    stage: str
+    steps: StepStats | None
+    category_us: dict[str, float]  # includes "idle" on device traces
+
+    def shares(self) -> dict[str, float]:
+        return _shares(self.category_us)
+
+
+@dataclass(frozen=True)
+class TraceSummary:
+    path: str
+    engine: str | None  # "sglang" / "vllm", from the file name's form
+    rank: int | None
+    parallel: dict[str, int]  # sizes/indices written in the file name (tp, dp, pp, ep ...)
+    stage: str | None  # EXTEND / DECODE when the file holds one stage (SGLang profile_by_stage)
+    has_device: bool  # device kernels present (else only host ops: a CPU-only trace)
+    devices: list[str]
+    category_us: dict[str, float]  # whole trace; "idle" = device gaps inside steps
+    idle_us: float
+    idle_between_steps_us: float
+    busy_us: float  # device busy time (union over streams), or host op time on CPU traces
+    stages: dict[str, StageSummary]
+    top_ops: list[OpStat]
+    unmatched: list[OpStat]  # the largest unmatched names (all are counted in unmatched_us)
+    unmatched_us: float
+    unmatched_names: int
+    events: int
+    bytes_read: int
+    header: dict[str, Any] = field(default_factory=dict)  # distributedInfo, GPU name, versions
+
+    @property
+    def source(self) -> str:
+        return "device" if self.has_device else "host"
+
+    def shares(self) -> dict[str, float]:
+        """Category -> fraction of (category time + idle)."""
+        return _shares(self.category_us)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["source"] = self.source
+        d["shares"] = self.shares()
+        d["short_breakdown"] = {stage: short_breakdown(self, stage) for stage in self.stages}
+        return _rounded(d)
+
+
+@dataclass(frozen=True)
+class RankRow:
+    rank: int | None
+    path: str
+    step_mean_us: float | None
+    busy_us: float
+    breakdown: dict[str, float]
+
+
+@dataclass(frozen=True)
+class StageGroup:
+    stage: str
+    rows: list[RankRow]
+    slowest_rank: int | None
+    slowest_path: str
+    spread: float | None  # slowest / fastest mean step time
+    category_us: dict[str, float]  # summed over ranks
+    breakdown: dict[str, float]  # short breakdown of the sum
+
+
+@dataclass(frozen=True)
+class MultiSummary:
+    traces: list[TraceSummary]
+    groups: list[StageGroup]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _rounded({"traces": [t.to_dict() for t in self.traces], "groups": [asdict(g) for g in self.groups]})
+
+
+# ---- analysis ---------------------------------------------------------------------------------
+class _Analysis:
+    """The state of one pass over one trace."""
+
+    def __init__(self, file_stage: str | None, host_ops: bool) -> None:
+        self.file_stage = file_stage
+        self.default_stage = file_stage or OUTSIDE
+        self.steps = Steps()
+        self.device = NameTotals()
+        self.host = NameTotals()
+        self.host_ops = HostOps(self.host) if host_ops else None
+        self.timeline = DeviceTimeline()
+        self.events = 0
+
+    def add(self, ev: Any) -> None:
+        self.events += 1
+        if not isinstance(ev, dict) or ev.get("ph") != "X":
+            return
+        cat = ev.get("cat")
+        if cat in _DEVICE_CATS:
+            self._device(ev)
+        elif cat in _HOST_OP_CATS:
+            self._host_op(ev)
+        elif cat in _ANNOTATION_CATS:
+            self._annotation(ev, cat)
+
+    def _annotation(self, ev: dict, cat: str) -> None:
+        stage = step_stage(str(ev.get("name", "")))
+        if stage is None:
+            return
+        if cat == "gpu_user_annotation":
+            self.steps.device_durations[stage].append(float(ev.get("dur", 0.0)))
+        else:
+            self.steps.add(stage, ev.get("pid"), float(ev["ts"]), float(ev.get("dur", 0.0)),
+                           (ev.get("args") or {}).get("External id"))
+            self.timeline.has_steps = True
+
+    def _stage(self, step: int | None) -> str:
+        return self.default_stage if step is None else self.steps.items[step].stage
+
+    def _host_op(self, ev: dict) -> None:
+        ts, pid = float(ev["ts"]), ev.get("pid")
+        step = self.steps.note_op(pid, ts, (ev.get("args") or {}).get("External id"))
+        if self.host_ops is not None:
+            self.host_ops.add((pid, ev.get("tid")), str(ev.get("name", "")), ts, float(ev.get("dur", 0.0)),
+                              self._stage(step))
+
+    def _device(self, ev: dict) -> None:
+        name = str(ev.get("name", ""))
+        ts, dur = float(ev["ts"]), float(ev.get("dur", 0.0))
+        args = ev.get("args") or {}
+        ext = args.get("External id")
+        step = self.steps.of_external_id(ext) if ext is not None else None
+        stage = self._stage(step)
+        self.device.add(name, classify(name, KERNEL), stage, dur)
+        self.timeline.add(args.get("device", ev.get("pid")), ts, ts + dur, step, stage)
+
+    def finish(self) -> None:
+        if self.host_ops is not None:
+            self.host_ops.finish()
+        self.timeline.finish()
+
+    @property
+    def has_device(self) -> bool:
+        return bool(self.device.by_name)
+
+
+def _run(path: Path, max_bytes: int, file_stage: str | None, host_ops: bool | None) -> tuple[_Analysis, TraceStream]:
+    """One pass. ``host_ops=None``: account host ops unless the header lists GPUs (Kineto's
+    ``deviceProperties``, written before the events), which saves most of the work on GPU traces."""
+    stream = TraceStream(path, max_bytes=max_bytes)
+    stream.skip_cats = _UNUSED_CATS
+    events = stream.events()
+    first = next(events, None)
+    if host_ops is None:
+        host_ops = not stream.header.get("deviceProperties")
+    a = _Analysis(file_stage, host_ops)
+    add = a.add
+    if first is not None:
+        add(first)
+    for ev in events:
+        add(ev)
+    a.finish()
+    return a, stream
+
+
+def analyze_trace(path: str | Path, *, top_n: int = 15, max_bytes: int = DEFAULT_MAX_BYTES) -> TraceSummary:
+    """Summarize one trace file (``.json`` or ``.json.gz``); raises :class:`TraceError` naming the file."""
+    path = Path(path)
+    name = parse_trace_name(path.name)
+    a, stream = _run(path, max_bytes, name.stage, host_ops=None)
+    if not a.has_device and a.host_ops is None:  # GPUs listed, yet no kernels: a CPU-activity-only profile
+        a, stream = _run(path, max_bytes, name.stage, host_ops=True)
+    header = stream.header
+    if name.rank is None and isinstance(header.get("distributedInfo"), dict):
+        name = replace(name, rank=header["distributedInfo"].get("rank"))
+    return _summarize(path, name, a, header, stream, top_n)
+
+
+def _summarize(path: Path, name: TraceName, a: _Analysis, header: dict, stream: TraceStream,
+               top_n: int) -> TraceSummary:
+    totals = a.device if a.has_device else a.host
+    category_us = dict(totals.by_category)
+    busy = sum(a.timeline.busy_us.values()) if a.has_device else sum(category_us.values())
+    idle = sum(a.timeline.idle_by_stage.values()) if a.has_device else 0.0
+    if a.has_device:
+        category_us[IDLE] = idle
+    work = sum(v for k, v in category_us.items() if k != IDLE) or 1.0
+    rows = sorted(totals.by_name.items(), key=lambda kv: -kv[1][1])
+    top = [OpStat(n, c, k, us, us / work) for n, (k, us, c) in rows[:top_n]]
+    unmatched_rows = [(n, r) for n, r in rows if r[2] == UNMATCHED]
+    unmatched = [OpStat(n, c, k, us, us / work) for n, (k, us, c) in unmatched_rows[:_UNMATCHED_LISTED]]
+    return TraceSummary(
+        path=str(path), engine=name.engine, rank=name.rank, parallel=dict(name.parallel), stage=name.stage,
+        has_device=a.has_device, devices=sorted(str(d) for d in a.timeline.busy_us),
+        category_us=category_us, idle_us=idle, idle_between_steps_us=a.timeline.idle_between_steps_us,
+        busy_us=busy, stages=_stages(a, totals), top_ops=top, unmatched=unmatched,
+        unmatched_us=sum(r[1] for _, r in unmatched_rows), unmatched_names=len(unmatched_rows),
+        events=a.events + stream.skipped, bytes_read=stream.bytes_read, header=_header_facts(header),
+    )
+
+
+def _stages(a: _Analysis, totals: NameTotals) -> dict[str, StageSummary]:
+    host_durs = a.steps.host_durations()
+    out: dict[str, StageSummary] = {}
+    names = set(totals.by_stage) | set(host_durs) | set(a.timeline.idle_by_stage if a.has_device else ())
+    for stage in sorted(names, key=_stage_order):
+        cats = dict(totals.by_stage.get(stage, {}))
+        if a.has_device:
+            cats[IDLE] = a.timeline.idle_by_stage.get(stage, 0.0)
+        dev = a.steps.device_durations.get(stage) if a.has_device else None
+        steps = StepStats.of(dev, "device") if dev else (
+            StepStats.of(host_durs[stage], "host") if host_durs.get(stage) else None)
+        out[stage] = StageSummary(stage, steps, cats)
+    return out
+
+
+def _header_facts(header: dict) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    info = header.get("distributedInfo")
+    if isinstance(info, dict):
+        facts["distributed"] = {k: info[k] for k in ("backend", "rank", "world_size", "nccl_version") if k in info}
+    props = header.get("deviceProperties")
+    if isinstance(props, list) and props:
+        facts["device_names"] = sorted({str(p.get("name")) for p in props if isinstance(p, dict)})
+    for k in ("cuda_runtime_version", "cuda_driver_version", "cupti_version"):
+        if k in header:
+            facts[k] = header[k]
+    return facts
+
+
+def analyze_traces(paths: Iterable[str | Path], *, top_n: int = 15,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> MultiSummary:
+    """Summarize several traces (ranks of one config): per rank, and across ranks per stage."""
+    traces = [analyze_trace(p, top_n=top_n, max_bytes=max_bytes) for p in paths]
+    by_stage: dict[str, list[tuple[TraceSummary, StageSummary]]] = defaultdict(list)
+    for t in traces:
+        for stage, s in t.stages.items():
+            by_stage[stage].append((t, s))
+    groups = [_group(stage, members) for stage, members in sorted(by_stage.items(), key=lambda kv: _stage_order(kv[0]))]
+    return MultiSummary(traces, groups)
+
+
+def _group(stage: str, members: list[tuple[TraceSummary, StageSummary]]) -> StageGroup:
+    rows = [RankRow(t.rank, t.path, s.steps.mean_us if s.steps else None,
+                    sum(v for k, v in s.category_us.items() if k != IDLE), _short(s.category_us))
+            for t, s in members]
+    rows.sort(key=lambda r: (r.rank is None, r.rank if r.rank is not None else 0, r.path))
+    timed = [r for r in rows if r.step_mean_us is not None]
+    key = (lambda r: r.step_mean_us) if timed else (lambda r: r.busy_us)
+    slowest = max(timed or rows, key=key)
+    fastest = min(timed or rows, key=key)
+    spread = key(slowest) / key(fastest) if key(fastest) else None
+    summed: dict[str, float] = defaultdict(float)
+    for _, s in members:
+        for k, v in s.category_us.items():
+            summed[k] += v
+    return StageGroup(stage, rows, slowest.rank, slowest.path, spread, dict(summed), _short(summed))
+
+
+# ---- views ------------------------------------------------------------------------------------
+def short_breakdown(summary: TraceSummary, stage: str | None = None) -> dict[str, float]:
+    """Percent per coarse group (moe, attention, gemm, communication, other, idle) for a record.
+
+    ``stage`` picks one stage (EXTEND, DECODE, MIXED); by default the file's own stage if it has
+    one, else the whole trace. Groups with no time are left out.
+    """
+    stage = (stage or summary.stage or "").upper()  # "decode" and "DECODE" alike
+    cats = summary.stages[stage].category_us if stage in summary.stages else summary.category_us
+    return _short(cats)
+
+
+def _short(category_us: dict[str, float]) -> dict[str, float]:
+    total = sum(category_us.values())
+    if total <= 0:
+        return {}
+    out = {g: round(100.0 * sum(category_us.get(c, 0.0) for c in cats) / total, 1) for g, cats in GROUPS.items()}
+    return {g: v for g, v in out.items() if v > 0}
+
+
+def _shares(category_us: dict[str, float]) -> dict[str, float]:
+    total = sum(category_us.values())
+    return {k: v / total for k, v in category_us.items()} if total > 0 else {}
+
+
+def format_summary(summary: TraceSummary | MultiSummary, *, top_n: int | None = None) -> str:
+    """Markdown text of a summary (the CLI's output)."""
+    from .report import format_multi, format_trace
+
+    if isinstance(summary, MultiSummary):
+        return format_multi(summary, top_n=top_n)
+    return format_trace(summary, top_n=top_n)
+
+
+# ---- small helpers ----------------------------------------------------------------------------
+def _percentile(sorted_xs: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if len(sorted_xs) == 1:
+        return float(sorted_xs[0])
+    pos = (len(sorted_xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return float(sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo))
+
+
+def _stage_order(stage: str) -> tuple[int, str]:
+    return ({"EXTEND": 0, "MIXED": 1, "DECODE": 2}.get(stage, 3), stage)
+
+
+def _rounded(x: Any) -> Any:
+    if isinstance(x, float):
+        return round(x, 4)
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_rounded(v) for v in x]
+    return x
+
+
+CATEGORY_LABELS = CATEGORIES

@@ -1,0 +1,117 @@
+"""The category table on names seen in real traces, and what file and step names say."""
+
+from __future__ import annotations
+
+import pytest
+
+from moetrace.traces import categories as c
+from moetrace.traces.categories import KERNEL, OP, RULES, classify
+from moetrace.traces.names import DECODE, EXTEND, MIXED, parse_trace_name, step_stage
+
+KERNELS = {
+    # SGLang / vLLM on H100 (Qwen3-30B-A3B kernel tables, see categories.py)
+    "fused_moe_kernel": c.MOE_GEMM,
+    "void topkGatingSoftmax<__nv_bfloat16, 8, 128, 4, 16>": c.MOE_ROUTING,
+    "void vllm::moe::topkGating<8, 128, 4, 16, 32, int, __nv_bfloat16, (vllm::moe::ScoringFunc)0>": c.MOE_ROUTING,
+    "void moe_align_block_size_kernel<int>": c.MOE_PERMUTE,
+    "void count_and_sort_expert_tokens_kernel<int>": c.MOE_PERMUTE,
+    "void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<flash::Collective"
+    "MainloopFwdSm90<2, cute::tuple<cute::C<1>, cute::C<1>, cute::C<1> >>>>>": c.ATTENTION,
+    "void cutlass::device_kernel<flash::FlashAttnFwdCombine<cute::tuple<cute::C<8>, cute::C<128> >, 5, 256>>":
+        c.ATTENTION,
+    "void flash::prepare_varlen_num_blocks_kernel<1, true>": c.ATTENTION,
+    "void flashinfer::BatchDecodeWithPagedKVCacheKernel<(flashinfer::PosEncodingMode)0, 2u, 1u, 8u>": c.ATTENTION,
+    "void flashinfer::norm::FusedAddRMSNormKernel<8u, __nv_bfloat16>": c.NORM_ELEMENTWISE,
+    "void flashinfer::activation::act_and_mul_kernel<__nv_bfloat16, &(float silu<float>(float const&))>":
+        c.NORM_ELEMENTWISE,
+    "nvjet_tst_64x8_64x16_4x1_v_bz_splitK_TNT": c.GEMM,
+    "void cublasLt::splitKreduce_kernel<32, 16, int, float, __nv_bfloat16, float, __nv_bfloat16>": c.GEMM,
+    "void vllm::cross_device_reduce_1stage<__nv_bfloat16, 2>(vllm::RankData*, vllm::RankSignals)": c.ALLREDUCE,
+    "void sglang::cross_device_reduce_1stage<__nv_bfloat16, 8>(sglang::RankData*)": c.ALLREDUCE,
+    "_matmul_ogs_NNT_bf16xbf16xmxfp4_16x256x128x1_swiglu": c.MOE_GEMM,
+    # our H100 traces
+    "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)": c.ALLREDUCE,
+    "ncclDevKernel_AllGather_RING_LL(ncclDevKernelArgsStorage<4096ul>)": c.ALLGATHER,
+    "nvjet_sm90_tst_384x8_64x4_2x1_v_bz_TNT": c.GEMM,
+    "_ZN7cutlass13device_kernelIN2at4cuda6detail25enable_3x_kernel_for_sm9xINS_4gemm6kernel13GemmUniversalINS5"
+    "_17GroupProblemShapeIN4cute5tupleIJiiiEEEEE": c.MOE_GEMM,
+    "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x128_4x1x1_cga1x1x1_kernel0_0":
+        c.ATTENTION,
+    "void cudnn::fusion::lean_reduction_kernel<false, false, false>(void*, float*)": c.ATTENTION,
+    "void at::native::sbtopk::gatherTopK<float, unsigned int, 1, false>(at::cuda::detail::TensorInfo)":
+        c.MOE_ROUTING,
+    "void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float, true>":
+        c.NORM_ELEMENTWISE,
+    "Memcpy DtoH (Device -> Pinned)": c.MEMCPY,
+    "Memset (Device)": c.MEMCPY,
+    "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::ArgMaxOps<float>>>": c.SAMPLING,
+    "deep_ep::intranode::dispatch<8, 768, 8192>": c.ALLTOALL,
+}
+
+OPS = {
+    "vllm::unified_attention_with_output": c.ATTENTION,
+    "_C::cpu_fused_moe": c.MOE_GEMM,
+    "_C::onednn_mm": c.GEMM,
+    "aten::mm": c.GEMM,
+    "aten::topk": c.MOE_ROUTING,
+    "aten::_grouped_mm": c.MOE_GEMM,
+    "aten::scaled_dot_product_attention": c.ATTENTION,
+    "aten::copy_": c.MEMCPY,
+    "aten::rms_norm": c.NORM_ELEMENTWISE,
+    "aten::empty": c.OTHER,
+    "c10d::allreduce_": c.ALLREDUCE,
+    "aten::multinomial": c.SAMPLING,
+}
+
+
+@pytest.mark.parametrize(("name", "category"), KERNELS.items())
+def test_kernel_names(name, category):
+    assert classify(name, KERNEL) == category
+
+
+@pytest.mark.parametrize(("name", "category"), OPS.items())
+def test_host_op_names(name, category):
+    assert classify(name, OP) == category
+
+
+def test_unknown_names_are_unmatched_not_lumped():
+    assert classify("my_new_fused_kernel_v7", KERNEL) == c.UNMATCHED
+    assert classify("mylib::frobnicate", OP) == c.UNMATCHED
+
+
+def test_the_table_is_complete():
+    for rule in RULES:
+        assert rule.category in c.CATEGORIES and rule.seen and rule.applies_to in (KERNEL, OP, c.ANY)
+    grouped = {cat for cats in c.GROUPS.values() for cat in cats}
+    assert grouped == set(c.CATEGORIES)
+
+
+@pytest.mark.parametrize(("name", "rank", "stage", "engine", "parallel"), [
+    ("1700000000.1-TP-3-EXTEND.trace.json.gz", 3, EXTEND, "sglang", {"tp": 3}),
+    ("prof-1700000000-TP-1-DP-0-EP-1-DECODE.trace.json.gz", 1, DECODE, "sglang", {"tp": 1, "dp": 0, "ep": 1}),
+    ("1700000000-TP-0.trace.json.gz", 0, None, "sglang", {"tp": 0}),
+    ("dp0_pp0_tp2_dcp0_ep0_rank2.1776867152271917712.pt.trace.json.gz", 2, None, "vllm",
+     {"dp": 0, "pp": 0, "tp": 2, "dcp": 0, "ep": 0}),
+    ("worker_rank5.json", 5, None, None, {}),
+    ("trace.json", None, None, None, {}),
+])
+def test_rank_and_stage_from_file_names(name, rank, stage, engine, parallel):
+    t = parse_trace_name(name)
+    assert (t.rank, t.stage, t.engine, t.parallel) == (rank, stage, engine, parallel)
+
+
+def test_merged_sglang_trace():
+    assert parse_trace_name("merged-1700000000.trace.json.gz").merged
+
+
+@pytest.mark.parametrize(("name", "stage"), [
+    ("step[EXTEND bs=1 toks=4096]", EXTEND),
+    ("step[DECODE bs=32]", DECODE),
+    ("execute_context_1(2048)_generation_0(0)", EXTEND),
+    ("execute_context_0(0)_generation_1(1)", DECODE),
+    ("execute_context_1(512)_generation_7(7)", MIXED),
+    ("nccl:all_reduce", None),
+    ("ProfilerStep#3", None),
+])
+def test_step_annotations(name, stage):
+    assert step_stage(name) == stage
