@@ -26,7 +26,6 @@ def pytest_report_header(config):
 
 # ----------------------------------------------------------------------------- the real engine
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 

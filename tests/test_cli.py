@@ -4,12 +4,9 @@ Plus the commands that need no engine (models, dry-run, plan, summary)."""
 from __future__ import annotations
 
 import json
-import os
-import stat
 import sys
 from pathlib import Path
 
-import pytest
 
 from tests.conftest import moetrace
 

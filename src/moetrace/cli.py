@@ -6,7 +6,6 @@ missing engine) prints one line naming the problem and exits 2.
 
 from __future__ import annotations
 
-import functools
 import os
 import shlex
 import subprocess
@@ -17,37 +16,16 @@ from typing import Any, Callable, Sequence
 import click
 
 from . import __version__
-from .errors import MoetraceError
+from .cli_common import BadInput, bad_input, results_option
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
-from .presets import Preset, PresetError, all_presets, get_preset
-from .results.store import DEFAULT_DIR, ENV_DIR, ResultsStore
+from .presets import Preset, all_presets, get_preset
+from .results.store import ResultsStore
 from .runner import RunOptions
-
-
-class BadInput(click.ClickException):
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.echo(f"moetrace: error: {self.message}", err=True)
-
-
-def _bad_input(fn: Callable) -> Callable:
-    """Turn known input errors into one line and exit code 2."""
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except (PresetError, ConfigError, MoetraceError, ValueError) as e:
-            raise BadInput(str(e)) from None
-    return wrapper
 
 
 def _store(results: str | None) -> ResultsStore:
     return ResultsStore(results, warn=lambda m: click.echo(f"moetrace: warning: {m}", err=True))
 
-
-results_option = click.option("--results", "-r", envvar=ENV_DIR, default=DEFAULT_DIR, show_default=True,
-                              help=f"results directory (or ${ENV_DIR})")
 
 RUN_OPTIONS: list[Callable] = [
     results_option,
@@ -109,7 +87,7 @@ def main() -> None:
 
 # ---------------------------------------------------------------- models
 @main.command()
-@_bad_input
+@bad_input
 def models() -> None:
     """List the model presets."""
     from .plan.params import count_params
@@ -258,7 +236,7 @@ def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
 @main.command()
 @click.argument("model")
 @run_options
-@_bad_input
+@bad_input
 def run(model: str, **kw: Any) -> None:
     """Run one model's configs (its preset matrix, or --config NAME ...)."""
     _execute([model], kw)
@@ -267,7 +245,7 @@ def run(model: str, **kw: Any) -> None:
 @main.command()
 @click.argument("models", nargs=-1)
 @run_options
-@_bad_input
+@bad_input
 def sweep(models: Sequence[str], **kw: Any) -> None:
     """Run the matrices of several models (default: all six presets)."""
     _execute(models or [p.name for p in all_presets()], kw)
@@ -283,7 +261,7 @@ def script_main(model: str, configs: Sequence[Any], argv: Sequence[str] | None =
 
     @click.command(help=f"{model}: run the CONFIGS list of this script. Options as `moetrace run`.")
     @run_options
-    @_bad_input
+    @bad_input
     def script(**kw: Any) -> None:
         _execute([model], kw, matrix=configs)
 
@@ -293,7 +271,7 @@ def script_main(model: str, configs: Sequence[Any], argv: Sequence[str] | None =
 # ---------------------------------------------------------------- results
 @main.command()
 @results_option
-@_bad_input
+@bad_input
 def summary(results: str) -> None:
     """Print all results: successes by model, failures, counts."""
     from .report.tables import full_report
@@ -306,7 +284,7 @@ def summary(results: str) -> None:
 @results_option
 @click.option("--show", "extra_columns", multiple=True, type=click.Choice(["ttft", "itl_p99", "efficiency",
                                                                           "breakdown"]))
-@_bad_input
+@bad_input
 def table(results: str, extra_columns: Sequence[str]) -> None:
     """Print the spec's tables of all successful results, grouped by model."""
     from .report.tables import model_tables
@@ -322,7 +300,7 @@ def results() -> None:
 
 @results.command("rebuild")
 @results_option
-@_bad_input
+@bad_input
 def results_rebuild(results: str) -> None:
     """Regenerate success_results.json and failure_results.json from the records."""
     store = _store(results)
@@ -362,7 +340,7 @@ def _gpu_arg(gpu: str | None, custom: str | None):
 @click.option("--detail", is_flag=True, help="also the weights per part of the model")
 @click.option("--check", is_flag=True, help="the planner's accuracy over all recorded outcomes")
 @results_option
-@_bad_input
+@bad_input
 def plan(models, gpu, custom_gpu, gpus_per_node, mem_fraction, engine, config_names, batch_size, input_len,
          output_len, detail, check, results) -> None:
     """Will each config fit, and what is the hardware's floor for its latencies?"""
@@ -386,7 +364,7 @@ def plan(models, gpu, custom_gpu, gpus_per_node, mem_fraction, engine, config_na
 @click.argument("model")
 @click.option("--out", "-o", default=None, help="checkpoint directory [default: .cache/tiny/<model>]")
 @click.option("--seed", type=int, default=0, show_default=True)
-@_bad_input
+@bad_input
 def tiny(model: str, out: str | None, seed: int) -> None:
     """Write a tiny random-weight checkpoint of MODEL's architecture."""
     from .tiny import write_tiny_checkpoint

@@ -136,7 +136,7 @@ def test_taken_port_is_a_clear_launch_error(tiny, tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        cp = subprocess.run(_cmd(tmp_path / "r", tiny, "--port", str(port)), capture_output=True, text=True,
+        subprocess.run(_cmd(tmp_path / "r", tiny, "--port", str(port)), capture_output=True, text=True,
                             env=dict(os.environ, MOETRACE_ENGINE_PYTHON=engine_python() or ""))
     f = _failures(tmp_path / "r")[KEY]
     assert f["error_type"] == "LaunchError" and f"port {port}" in f["error_message"] and "in use" in f["error_message"]

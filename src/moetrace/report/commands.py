@@ -8,37 +8,16 @@ finds a regression.
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import click
 
-from ..errors import MoetraceError
-from ..results.store import DEFAULT_DIR, ENV_DIR
-from .data import METRIC, NoResults, Row, load
+from ..cli_common import BadInput, bad_input, results_option
+from .data import METRIC, Row, load
 
-__all__ = ["report", "export", "compare", "plot", "ReportInputError"]
-
-
-class ReportInputError(click.ClickException):
-    """Bad input: one line on stderr, exit code 2."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.echo(f"moetrace: error: {self.message}", err=True)
-
-
-def _bad_input(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        try:
-            return fn(*a, **kw)
-        except (NoResults, MoetraceError, ValueError, OSError) as e:
-            raise ReportInputError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    return wrapper
+__all__ = ["report", "export", "compare", "plot"]
 
 
 def _warn(msg: str) -> None:
@@ -49,16 +28,12 @@ def _rows(results: str) -> list[Row]:
     return load(Path(results), warn=_warn)
 
 
-results_option = click.option("--results", "-r", envvar=ENV_DIR, default=DEFAULT_DIR, show_default=True,
-                              help=f"results directory (or ${ENV_DIR})")
-
-
 # ---------------------------------------------------------------- report
 @click.command("report")
 @results_option
 @click.option("--out", "-o", default=None, help="HTML file to write [default: <results>/report.html]")
 @click.option("--title", default="moetrace report", show_default=True)
-@_bad_input
+@bad_input
 def report(results: str, out: str | None, title: str) -> None:
     """One self-contained HTML report (charts, failures, trace links) that opens offline."""
     from .html import write_html
@@ -77,13 +52,13 @@ def report(results: str, out: str | None, title: str) -> None:
               help="file to write ('-' = standard output; Parquet needs a file)")
 @click.option("--combined", is_flag=True, help="latex/markdown: one table for all models, not one per model")
 @click.option("--no-failures", is_flag=True, help="latex/markdown: leave out configs that only failed")
-@_bad_input
+@bad_input
 def export(results: str, fmt: str, out: str, combined: bool, no_failures: bool) -> None:
     """Export the results: CSV or Parquet (one row per attempt, every metric), LaTeX
     (booktabs) or markdown tables."""
     from . import export as ex
     if fmt == "parquet" and out == "-":
-        raise ReportInputError("Parquet is binary: give --out FILE.parquet")
+        raise BadInput("Parquet is binary: give --out FILE.parquet")
     rows = _rows(results)
     if fmt == "parquet":
         click.echo(str(ex.write_parquet(rows, Path(out))))
@@ -93,7 +68,7 @@ def export(results: str, fmt: str, out: str, combined: bool, no_failures: bool) 
     else:
         tables = ex.paper_tables(rows, combined=combined, failures=not no_failures)
         if not tables:
-            raise ReportInputError(f"{results} has no results to put in a table")
+            raise BadInput(f"{results} has no results to put in a table")
         text = (ex.render_latex(tables, source=str(results)) if fmt == "latex" else ex.render_markdown(tables))
     if out == "-":
         click.echo(text, nl=False)
@@ -114,7 +89,7 @@ def export(results: str, fmt: str, out: str, combined: bool, no_failures: bool) 
 @click.option("--fail-on-missing", is_flag=True, help="a key that succeeded in OLD and is missing from NEW fails too")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of markdown")
 @click.option("--no-step-summary", is_flag=True, help="do not append the markdown to $GITHUB_STEP_SUMMARY")
-@_bad_input
+@bad_input
 def compare(old: str, new: str, threshold: float, metrics: Sequence[str], fail_on_missing: bool, as_json: bool,
             no_step_summary: bool) -> None:
     """Compare two results directories per key; exit 1 when anything regressed."""
@@ -137,7 +112,7 @@ def compare(old: str, new: str, threshold: float, metrics: Sequence[str], fail_o
 @click.option("--out", "-o", default=None, help="folder for the figures [default: <results>/figures]")
 @click.option("--format", "-f", "formats", multiple=True, type=click.Choice(["png", "svg"]),
               help="figure formats [default: png and svg]")
-@_bad_input
+@bad_input
 def plot(results: str, out: str | None, formats: Sequence[str]) -> None:
     """Static PNG and SVG figures of the report's charts (matplotlib), for a paper."""
     from .plots import PlotError, write_plots
@@ -146,9 +121,9 @@ def plot(results: str, out: str | None, formats: Sequence[str]) -> None:
         files = write_plots(rows, Path(out) if out else Path(results) / "figures", formats=tuple(formats) or
                             ("png", "svg"))
     except PlotError as e:
-        raise ReportInputError(str(e)) from None
+        raise BadInput(str(e)) from None
     if not files:
-        raise ReportInputError(f"{results} has no successful results to plot")
+        raise BadInput(f"{results} has no successful results to plot")
     for f in files:
         click.echo(str(f))
 
