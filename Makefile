@@ -17,4 +17,5 @@ DEMO_ARGS ?= --engine-arg=--gpu-memory-utilization=0.3 --max-model-len 8192 --pr
 
 test:
 	scripts/setup.sh --engine --system
-	.venv/bin/python -m pytest -q -ra $(PYTEST_ARGS)
+	scripts/setup-sglang-parser.sh
+	.venv/bin/python -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
