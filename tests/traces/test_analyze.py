@@ -154,3 +154,14 @@ def test_breakdown_groups_sum_to_100(write_trace):
           kernel("cross_device_reduce_1stage", 60, 20, None), kernel("nvjet_tst_x", 90, 10, None)]
     s = analyze_trace(write_trace(ks, name="a-TP-0-DECODE.trace.json.gz"))
     assert short_breakdown(s) == {"moe": 40.0, "attention": 20.0, "communication": 20.0, "gemm": 10.0, "idle": 10.0}
+
+
+def test_command_line(capsys, tmp_path):
+    from moetrace.traces.__main__ import main
+
+    assert main([str(p) for p in files(TP2, "*EXTEND*")]) == 0
+    assert "## Across ranks" in capsys.readouterr().out
+    assert main([str(one(TP1, "*EXTEND*")), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["traces"][0]["rank"] == 0
+    assert main([str(tmp_path / "missing.trace.json.gz")]) == 2
+    assert "missing.trace.json.gz" in capsys.readouterr().err
