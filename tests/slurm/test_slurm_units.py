@@ -257,3 +257,26 @@ def test_a_corrupt_registry_is_kept_aside(tmp_path, capsys):
     assert list(reg.dir.glob("jobs.json.corrupt-*"))
     reg.put({"slurm_id": "1", "status": "active"})
     assert list(reg.load()) == ["1"]
+
+
+def test_bad_input_on_the_node_is_a_launch_error(store):
+    """`moetrace run` refused to start on the node (exit code 2, one line): that line is the message."""
+    ex = _executor_on(store, RunOptions(engine="sglang", engine_python="p"))
+    e = _entry(ex, "12", "moetrace: node vm job 12: moetrace run ...\nmoetrace: error: engine 'sglang' is not "
+                         "installed for /usr/bin/python3 (give --engine-python, or install sglang)\n"
+                         "Traceback (most recent call last):\nRuntimeError: rank 0: moetrace run ... exited with code 2\n")
+    (rec,) = ex._finalize(e, SlurmState("12", "FAILED", "NonZeroExitCode", "gpu3", exit_code="1:0"))
+    assert rec["error"]["type"] == "LaunchError"
+    assert rec["error"]["message"].startswith("[slurm] moetrace: error: engine 'sglang' is not installed")
+
+
+def test_dry_run_shows_each_jobs_sbatch_options_and_node_command():
+    (c,) = parse_matrix([(8, 2, [("fp8", "flashinfer_trtllm", None, "triton")])])
+    jobs = [Job(get_preset("GLM-4.6"), c, index=1, total=2), Job(get_preset("GLM-4.6"), Config(16, 2, nodes=2),
+                                                                  index=2, total=2)]
+    lines = "\n".join(SlurmExecutor(partition="h200", slurm_args={"exclusive": True}).dry_run_lines(
+        jobs, RunOptions(engine_python="/e/python"), "/shared/res"))
+    assert "--partition=h200 --gpus-per-node=8 --signal=INT@60 --exclusive" in lines
+    assert "node: " in lines and "run GLM-4.6 -c TP8_EP2_fp8_flashinfer_trtllm --results /shared/res" in lines
+    assert "fallback, if it fails: " in lines and "-c TP8_EP2_triton" in lines
+    assert "--nodes=2 --ntasks-per-node=1" in lines and "2 nodes: rank 0 runs this" in lines

@@ -105,12 +105,20 @@ def parse_slurm_args(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def _package_root() -> Path:
+    """The folder this ``moetrace`` package is imported from (``src/`` of a checkout)."""
+    return Path(__file__).resolve().parents[2]
+
+
 def moetrace_exe() -> list[str]:
-    """How this installation's ``moetrace`` is started (the console script next to this Python)."""
+    """How this installation's ``moetrace`` is started: the console script next to this Python,
+    else this Python with this package's folder on its path (the per-model scripts run from a
+    checkout without installing)."""
     exe = Path(sys.executable).with_name("moetrace")
     if exe.exists():
         return [str(exe)]
-    return [sys.executable, "-c", "import sys; from moetrace.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(_package_root())!r}); "
+            "from moetrace.cli import main; sys.exit(main())"]
 
 
 def model_arg(preset: Any) -> str:
@@ -443,6 +451,28 @@ class SlurmExecutor:
                         f"{self.gpus_per_node}: give it nodes: {-(-c.tp // self.gpus_per_node)} (e.g. "
                         f"TP{c.tp}_N{-(-c.tp // self.gpus_per_node)}_{c.backend})")
 
+    # ----- dry run
+    def dry_run_lines(self, jobs, opts, results_dir: str | os.PathLike[str]) -> list[str]:
+        """What ``--dry-run`` shows for Slurm: each job's sbatch options and node command."""
+        self._check(jobs)
+        out = [f"# Slurm: one job per config; logs and registry in {Path(results_dir).resolve() / SLURM_DIR}"]
+        for j in jobs:
+            for role, c in (("", j.config.without_fallback()), ("fallback, if it fails: ", j.config.fallback)):
+                if c is None:
+                    continue
+                p = self.sbatch_parameters(c, f"moetrace:{j.preset.name}:{c.name}")
+                sb = {k: v for k, v in p.items() if k not in ("additional_parameters", "setup", "stderr_to_stdout")}
+                sb.update(p.get("additional_parameters") or {})
+                flags = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in sb.items())
+                out.append(f"\n{j.label}  {role}sbatch {flags}")
+                for line in p.get("setup", []):
+                    out.append(f"  setup: {line}")
+                out.append("  node: " + shlex.join(run_command(j, opts, results_dir, config=c, exe=self.exe)))
+                if c.nodes > 1:
+                    out.append(f"  ({c.nodes} nodes: rank 0 runs this and is benchmarked; ranks 1..{c.nodes - 1} "
+                               "start their engine with --node-rank, see docs/slurm.md)")
+        return out
+
     # ----- submission
     def sbatch_parameters(self, config: Config, name: str) -> dict[str, Any]:
         """submitit's ``update_parameters`` for one config's job."""
@@ -461,8 +491,12 @@ class SlurmExecutor:
             params["partition"] = self.partition
         if self.gpus_per_node:
             params["gpus_per_node"] = config.tp // nodes
-        if self.setup:
-            params["setup"] = list(self.setup)
+        setup = list(self.setup)
+        root = _package_root()
+        if root.name != "site-packages":  # a checkout: submitit's wrapper must import this moetrace
+            setup.insert(0, f"export PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}")
+        if setup:
+            params["setup"] = setup
         return params
 
     def _executor(self, config: Config, name: str):
@@ -649,6 +683,12 @@ class SlurmExecutor:
         code = _exit_code(s.exit_code) if s else None
         what = f"failed{where} (exit code {code})" if state else "is unknown to Slurm (no accounting to ask)"
         base_msg = f"Slurm job {e['slurm_id']} {what} without a record"
+        said = [ln.strip() for ln in log_text.splitlines() if ln.strip().startswith("moetrace: error:")]
+        if said:  # moetrace itself refused to run (bad input on the node: exit code 2)
+            c = classify(log_text=said[-1], phase="slurm")
+            etype = c.error_type if c.error_type not in ("ServerError", "Unknown") else "LaunchError"
+            return self._failure(e, etype, f"[slurm] {said[-1]} ({base_msg})", "slurm", s, log_rel,
+                                 evidence=said[-1])
         c = classify(exception=None, message=base_msg, exit_code=code, log_text=log_text, phase="slurm")
         if c.error_type in ("ServerError", "Unknown"):
             # no rule named a cause; "ServerError" would blame an engine that may never have started
