@@ -1,21 +1,11 @@
 #!/usr/bin/env python3
-"""DeepSeek-V3.1 trace (deepseek-ai/DeepSeek-V3.1, native fp8): the spec's per-model script.
-
-Edit CONFIGS below: (tp, ep, [MoE backends]); a backend may also be
-(quantization, backend, fallback_quantization, fallback_backend). Every option of
-`moetrace run` works here, e.g.  python3 trace_deepseek_v31.py --dry-run   or   --repeat 3
-"""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
-
+"""DeepSeek-V3.1 (deepseek-ai/DeepSeek-V3.1, native fp8). Edit CONFIGS; options as `moetrace run --help`."""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "src"))  # noqa: E401,E702
 from moetrace.cli import script_main  # noqa: E402
 
-CONFIGS = [
-    (4, 1, ['auto', 'triton']),
-    (8, 2, ['auto', 'triton']),
+CONFIGS = [  # (tp, ep, [MoE backends]); a backend may be (quant, backend, fallback_quant, fallback_backend)
+    (4, 1, ["auto", "triton"]),
+    (8, 2, ["auto", "triton"]),
 ]
 
 if __name__ == "__main__":
