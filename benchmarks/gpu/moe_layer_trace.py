@@ -16,7 +16,8 @@ Shapes come from the preset's real ``config.json`` (default Qwen3-235B-A22B) div
 swaps in a small config for CPU runs. Weights are random; routing is therefore near uniform.
 
 Single GPU:  python3 benchmarks/gpu/moe_layer_trace.py --out DIR
-Two GPUs:    python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/gpu/moe_layer_trace.py --shard-tp 2 --out DIR
+Two GPUs:    python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/gpu/moe_layer_trace.py \
+                 --shard-tp 2 --out DIR
 CPU:         python benchmarks/gpu/moe_layer_trace.py --device cpu --tiny --style vllm --out DIR
 Big trace:   add ``--only decode --decode-steps 500 --layers 16 --no-gzip`` (weights are reused
              across layers beyond ``--weight-sets``, so memory stays small).
@@ -119,7 +120,8 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def attention(s: Shape, L: Layer, x: torch.Tensor, start: int, cos_sin: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def attention(s: Shape, L: Layer, x: torch.Tensor, start: int,
+              cos_sin: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     n = x.shape[0]
     h = F.rms_norm(x, (s.hidden,), L.ln1, 1e-6)
     qkv = h @ L.w_qkv.t()
@@ -151,7 +153,6 @@ def grouped_mm(a: torch.Tensor, w: torch.Tensor, offs: torch.Tensor, looped: boo
 
 
 def moe(s: Shape, L: Layer, x: torch.Tensor, looped: bool) -> torch.Tensor:
-    n = x.shape[0]
     h = F.rms_norm(x, (s.hidden,), L.ln2, 1e-6)
     # routing: gate GEMM, softmax, top-k, renormalise (Qwen3: norm_topk_prob)
     probs = torch.softmax((h @ L.w_gate.t()).float(), dim=-1)
@@ -283,7 +284,8 @@ def main() -> None:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
     if world > 1:
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", device_id=dev if dev.type == "cuda" else None)
+        cuda = dev.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=dev if cuda else None)
     shape = load_shape(args.preset, args.shard_tp, args.tiny)
     dtype = torch.bfloat16
     torch.manual_seed(1234 + rank)
@@ -327,7 +329,8 @@ def main() -> None:
                     else:
                         run_decode(first, args.decode_steps)
                     sync(dev)
-                written.append(export(prof, args.out / trace_name("sglang", args.prefix, rank, stage), not args.no_gzip))
+                path = args.out / trace_name("sglang", args.prefix, rank, stage)
+                written.append(export(prof, path, not args.no_gzip))
 
     meta = {"recorded_by": "benchmarks/gpu/moe_layer_trace.py", "args": {k: str(v) for k, v in vars(args).items()},
             "shape": asdict(shape), "world_size": world, "rank": rank, "expert_gemm":

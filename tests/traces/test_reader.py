@@ -138,3 +138,10 @@ def test_analyze_trace_raises_trace_error_too(tmp_path):
     path.write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(TraceError, match=str(path)):
         analyze_trace(path)
+
+
+def test_malformed_event_names_the_file(write_trace):
+    path = write_trace([{"ph": "X", "cat": "kernel", "name": "nvjet_x", "dur": 3}], name="m-TP-0-DECODE.trace.json.gz")
+    with pytest.raises(TraceError, match="malformed event") as e:
+        analyze_trace(path)
+    assert str(path) in str(e.value)

@@ -4,8 +4,18 @@
 """
 
 from .analyze import (
-    MultiSummary, OpStat, RankRow, StageGroup, StageSummary, StepStats, TraceError, TraceSummary, analyze_trace,
-    analyze_traces, format_summary, short_breakdown,
+    MultiSummary,
+    OpStat,
+    RankRow,
+    StageGroup,
+    StageSummary,
+    StepStats,
+    TraceError,
+    TraceSummary,
+    analyze_trace,
+    analyze_traces,
+    format_summary,
+    short_breakdown,
 )
 
 __all__ = [

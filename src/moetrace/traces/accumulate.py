@@ -19,8 +19,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .categories import (
-    ALLGATHER, ALLREDUCE, ALLTOALL, ATTENTION, COMM_OTHER, MOE_GEMM, MOE_PERMUTE, MOE_ROUTING, OP, OTHER,
-    SAMPLING, UNMATCHED, classify,
+    ALLGATHER,
+    ALLREDUCE,
+    ALLTOALL,
+    ATTENTION,
+    COMM_OTHER,
+    MOE_GEMM,
+    MOE_PERMUTE,
+    MOE_ROUTING,
+    OP,
+    SAMPLING,
+    classify,
 )
 
 __all__ = ["OUTSIDE", "DeviceTimeline", "HostOps", "NameTotals", "Step", "Steps"]

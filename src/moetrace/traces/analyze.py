@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .accumulate import OUTSIDE, DeviceTimeline, HostOps, NameTotals, Steps
-from .categories import CATEGORIES, GROUPS, IDLE, KERNEL, UNMATCHED, classify
+from .categories import GROUPS, IDLE, KERNEL, UNMATCHED, classify
 from .names import TraceName, parse_trace_name, step_stage
 from .reader import DEFAULT_MAX_BYTES, TraceError, TraceStream
 
@@ -217,11 +217,14 @@ def _run(path: Path, max_bytes: int, file_stage: str | None, host_ops: bool | No
     if host_ops is None:
         host_ops = not stream.header.get("deviceProperties")
     a = _Analysis(file_stage, host_ops)
-    add = a.add
-    if first is not None:
-        add(first)
-    for ev in events:
-        add(ev)
+    ev = first
+    try:
+        if first is not None:
+            a.add(first)
+        for ev in events:
+            a.add(ev)
+    except (KeyError, TypeError, ValueError) as e:  # an event without ts, a ts that is no number...
+        raise TraceError(f"{path}: malformed event ({type(e).__name__}: {e}): {str(ev)[:200]}") from None
     a.finish()
     return a, stream
 
@@ -378,5 +381,3 @@ def _rounded(x: Any) -> Any:
         return [_rounded(v) for v in x]
     return x
 
-
-CATEGORY_LABELS = CATEGORIES

@@ -124,7 +124,8 @@ class TraceStream:
             try:
                 text = self._decoder.decode(raw)
             except UnicodeDecodeError as e:
-                raise TraceError(f"{self.path}: not UTF-8 text near byte {self.bytes_read - len(raw) + e.start}") from None
+                at = self.bytes_read - len(raw) + e.start
+                raise TraceError(f"{self.path}: not UTF-8 text near byte {at}") from None
             if text:
                 self._buf = self._buf[self._pos:] + text
                 self._pos = 0

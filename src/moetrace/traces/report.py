@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .categories import CATEGORIES, IDLE
+from .categories import CATEGORIES
 
 if TYPE_CHECKING:
     from .analyze import MultiSummary, StageSummary, TraceSummary
@@ -42,7 +42,8 @@ def _stage_rows(stages: dict[str, StageSummary]) -> list[str]:
         if st is None:
             lines.append(f"| {stage} | 0 | - | - | - | - |")
         else:
-            lines.append(f"| {stage} | {st.count} | {_ms(st.mean_us)} | {_ms(st.p50_us)} | {_ms(st.p99_us)} | {st.source} |")
+            lines.append(f"| {stage} | {st.count} | {_ms(st.mean_us)} | {_ms(st.p50_us)} | {_ms(st.p99_us)} "
+                         f"| {st.source} |")
     return lines
 
 
@@ -56,7 +57,8 @@ def _category_rows(t: TraceSummary) -> list[str]:
         if t.category_us[cat] <= 0:
             continue
         per_stage = " | ".join(_pct(stage_shares[s].get(cat, 0.0)) for s in stages)
-        lines.append(f"| {CATEGORIES.get(cat, cat)} | {_ms(t.category_us[cat])} | {_pct(shares.get(cat, 0.0))} | {per_stage} |")
+        label = CATEGORIES.get(cat, cat)
+        lines.append(f"| {label} | {_ms(t.category_us[cat])} | {_pct(shares.get(cat, 0.0))} | {per_stage} |")
     return lines
 
 
@@ -98,7 +100,8 @@ def format_multi(m: MultiSummary, *, top_n: int | None = None) -> str:
         lines += ["| rank | mean step ms | busy ms | breakdown |", "|---:|---:|---:|---|"]
         for r in g.rows:
             mark = " (slowest)" if r.path == g.slowest_path else ""
-            bd = ", ".join(f"{_GROUP_LABELS.get(k, k)} {v:.1f}%" for k, v in sorted(r.breakdown.items(), key=lambda kv: -kv[1]))
+            parts = sorted(r.breakdown.items(), key=lambda kv: -kv[1])
+            bd = ", ".join(f"{_GROUP_LABELS.get(k, k)} {v:.1f}%" for k, v in parts)
             lines.append(f"| {r.rank}{mark} | {_ms(r.step_mean_us)} | {_ms(r.busy_us)} | {bd} |")
         lines += ["", "all ranks: " + breakdown_line(g.stage, g.breakdown), ""]
     lines += ["## Per rank", ""]
@@ -106,5 +109,3 @@ def format_multi(m: MultiSummary, *, top_n: int | None = None) -> str:
         lines.append(format_trace(t, top_n=top_n))
     return "\n".join(lines)
 
-
-IDLE_LABEL = CATEGORIES[IDLE]

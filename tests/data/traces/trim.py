@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "src"))
 from moetrace.traces.names import step_stage  # noqa: E402
@@ -56,7 +55,7 @@ def trim(src: Path, dst: Path, steps: int) -> tuple[int, int]:
     head, pieces, tail = split_events(text)
     events = [json.loads(p) for p in pieces]
     host_cut, dev_cut = cuts(events, steps)
-    kept = [p for p, e in zip(pieces, events)
+    kept = [p for p, e in zip(pieces, events, strict=True)
             if "ts" not in e or e.get("ph") == "M"
             or e["ts"] < (dev_cut if e.get("cat") in _DEVICE else host_cut)]
     out = head + "\n" + ",\n".join(kept) + tail
