@@ -198,6 +198,10 @@ def _num(v: Any) -> str:
     return str(v)
 
 
+class SubmissionError(ValueError):
+    """sbatch refused a job (the CLI prints it as one line, exit code 2)."""
+
+
 # ----------------------------------------------------------------------------- Slurm states
 
 @dataclass
@@ -427,15 +431,19 @@ class SlurmExecutor:
         self._reg = JobRegistry(store_root)
         self._logs = store_root / SLURM_DIR / "logs"
         tracked: list[_Tracked] = []
+        self._tracked = tracked
         try:
             attached = self._attach_all(jobs, tracked)
             self._finalize_strays(attached)
             for job in jobs:
                 if not any(t.job is job for t in tracked):
-                    tracked.append(self._submit(job, job.config.without_fallback(), "primary"))
+                    self._submit(job, job.config.without_fallback(), "primary")
             self._wait(tracked, on_done)
         except KeyboardInterrupt:
-            self._cancel(tracked)
+            self._cancel(tracked, "interrupted")
+            raise
+        except SubmissionError:
+            self._cancel(tracked, "a submission failed")
             raise
 
     # ----- checks
@@ -513,7 +521,20 @@ class SlurmExecutor:
                 "nnodes": config.nodes, "since_seq": since, "options": self._opts.to_dict()}
         fn = NodeCommand(cmd, desc, cwd=os.getcwd())
         ex = self._executor(config, f"moetrace:{job.preset.name}:{config.name}")
-        sjob = ex.submit(fn)
+        # Ctrl-C waits until the job is in the registry and tracked, so that it is cancelled too
+        blocked = _block_sigint()
+        try:
+            return self._submit_now(ex, fn, job, config, role, cmd, since)
+        finally:
+            _unblock_sigint(blocked)
+
+    def _submit_now(self, ex, fn, job, config: Config, role: str, cmd: list[str], since: int) -> _Tracked:
+        try:
+            sjob = ex.submit(fn)
+        except Exception as e:  # sbatch refused (bad partition, GPUs the nodes lack, ...)
+            lines = list(dict.fromkeys(ln.strip() for ln in re.split(r"\n|(?=sbatch: )", str(e)) if ln.strip()))
+            text = "; ".join(lines)[:400] or type(e).__name__
+            raise SubmissionError(f"sbatch refused the job of {job.preset.name} {config.name}: {text}") from None
         sid = str(sjob.job_id)
         entry = {
             "slurm_id": sid, "model": job.preset.name, "model_arg": model_arg(job.preset), "config": config.name,
@@ -523,8 +544,9 @@ class SlurmExecutor:
             "log": str(Path(SLURM_DIR) / "logs" / sid / f"{sid}_0_log.out"), "status": "active",
             "state": "SUBMITTED", "options": self._opts.to_dict(),
         }
-        self._reg.put(entry)
         t = _Tracked(job, config, role, sid, entry, sjob)
+        self._tracked.append(t)
+        self._reg.put(entry)
         self._say(f"{t.label}: submitted as Slurm job {sid}")
         return t
 
@@ -612,7 +634,7 @@ class SlurmExecutor:
                 if t.role == "primary" and fb is not None and any(r["status"] == "failure" for r in recs) \
                         and not any(x.job is t.job and x.role == "fallback" for x in tracked):
                     self._say(f"{t.label} failed; submitting its fallback {fb.name}")
-                    tracked.append(self._submit(t.job, fb, "fallback"))
+                    self._submit(t.job, fb, "fallback")
             summary = _summary(tracked)
             if summary != last_summary or time.monotonic() - last_time > 300:
                 self._say(f"slurm: {summary}")
@@ -721,13 +743,13 @@ class SlurmExecutor:
         }
 
     # ----- Ctrl-C
-    def _cancel(self, tracked: list[_Tracked]) -> None:
+    def _cancel(self, tracked: list[_Tracked], why: str = "interrupted") -> None:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
         try:
             live = [t for t in tracked if not t.finished]
             if not live:
                 return
-            self._say(f"interrupted: cancelling {len(live)} Slurm job(s): {', '.join(t.slurm_id for t in live)}")
+            self._say(f"{why}: cancelling {len(live)} Slurm job(s): {', '.join(t.slurm_id for t in live)}")
             states = query_states(t.slurm_id for t in live)
             for t in live:
                 try:
@@ -774,6 +796,21 @@ class SlurmExecutor:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def _block_sigint() -> bool:
+    if not hasattr(signal, "pthread_sigmask"):
+        return False
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _unblock_sigint(blocked: bool) -> None:
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
 
 def _job_key(job, config: Config, opts) -> str:
     from ..runner import workload_suffix
