@@ -118,3 +118,13 @@ def test_predicted_oom_is_recorded_without_launching(tmp_path):
 def test_summary_and_table_on_empty_results(tmp_path):
     assert "✓ Successful: 0" in moetrace("summary", "-r", str(tmp_path), check=True).stdout
     assert "no successful results" in moetrace("table", "-r", str(tmp_path), check=True).stdout
+
+
+def test_analyze_command_on_real_gpu_traces_and_a_corrupt_file(tmp_path):
+    gpu = ROOT / "tests" / "data" / "traces" / "gpu" / "tp2_sglang"
+    cp = moetrace("analyze", *map(str, sorted(gpu.glob("*DECODE*"))), check=True)
+    assert "slowest rank" in cp.stdout and "all-reduce" in cp.stdout
+    bad = tmp_path / "x.trace.json.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    line = _err(moetrace("analyze", str(bad)))
+    assert str(bad.name) in line

@@ -373,7 +373,30 @@ def tiny(model: str, out: str | None, seed: int) -> None:
     click.echo(str(path))
 
 
-# ---------------------------------------------------------------- reports, analysis
+# ---------------------------------------------------------------- traces
+@main.command()
+@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--top", "top_n", type=int, default=15, show_default=True, help="kernels or ops to list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--max-gib", type=float, default=4.0, show_default=True,
+              help="refuse a trace larger than this once decompressed (gzip bombs)")
+@bad_input
+def analyze(traces: Sequence[str], top_n: int, as_json: bool, max_gib: float) -> None:
+    """Where the time went in profiler traces (.json or .json.gz; several ranks at once)."""
+    import json
+
+    from .traces.analyze import analyze_trace, analyze_traces, format_summary
+    from .traces.reader import TraceError
+    limit = int(max_gib * (1 << 30))
+    try:
+        result = analyze_trace(traces[0], top_n=top_n, max_bytes=limit) if len(traces) == 1 else \
+            analyze_traces(traces, top_n=top_n, max_bytes=limit)
+    except TraceError as e:
+        raise BadInput(str(e)) from None
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_summary(result, top_n=top_n))
+
+
+# ---------------------------------------------------------------- reports
 def _register() -> None:
     from .report.commands import compare, export, plot, report
     for cmd in (report, export, compare, plot):
