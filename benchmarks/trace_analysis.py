@@ -1,0 +1,223 @@
+"""Speed and peak memory of moetrace's trace analyzer, side by side with HolisticTraceAnalysis.
+
+Prints figures; asserts nothing. Each measurement runs in a fresh process, timed from outside
+(wall clock, and user+system CPU time from the kernel's accounting of that child) with its peak
+resident memory (ru_maxrss of the child, whole interpreter included).
+
+Input: a real GPU trace of at least 500 MB uncompressed, made by profiling many decode steps of
+benchmarks/gpu/moe_layer_trace.py (Qwen3-235B layer shapes) on an H100:
+
+    # on a machine with a CUDA GPU and torch (e.g. the device tool), 809 steps made 526 MB:
+    python benchmarks/trace_analysis.py --generate --steps 809 --data DIR
+    # or from the xz parts benchmarks/gpu/collect.sh brought back:
+    python benchmarks/trace_analysis.py --from-parts 'PARTS_GLOB' --data DIR
+    # then measure (HolisticTraceAnalysis from its own venv; pip install HolisticTraceAnalysis):
+    python benchmarks/trace_analysis.py --trace DIR/big.trace.json --hta-python /tmp/htavenv/bin/python
+
+Smaller traces for the memory-versus-size figures are prefixes of the big one (its first N decode
+steps, cut with tests/data/traces/trim.py: real events, none duplicated).
+HTA's figure is TraceAnalysis(trace_dir) (its parse) plus get_gpu_kernel_breakdown(), the
+equivalent of what moetrace's analyzer computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import lzma
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OURS = """
+import json, sys
+from moetrace.traces.analyze import analyze_trace
+s = analyze_trace(sys.argv[1])
+print(json.dumps({"events": s.events, "bytes": s.bytes_read, "breakdown": s.shares()}))
+"""
+
+HTA = """
+import json, logging, sys
+logging.disable(logging.CRITICAL)
+from hta.trace_analysis import TraceAnalysis
+a = TraceAnalysis(trace_dir=sys.argv[1])
+kinds, kernels = a.get_gpu_kernel_breakdown(visualize=False)
+print(json.dumps({"kernels": int(len(kernels)), "kinds": kinds.to_dict(orient="records")}))
+"""
+
+
+@dataclass
+class Run:
+    tool: str
+    trace: Path
+    wall_s: float
+    cpu_s: float
+    peak_mb: float
+    out: dict
+
+    @property
+    def size_mb(self) -> float:
+        return self.trace.stat().st_size / 1e6
+
+
+def measure(tool: str, python: str, code: str, arg: str, trace: Path) -> Run:
+    """Run ``code`` in a fresh interpreter, reaped with wait4: its wall time, CPU time and peak RSS."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen([python, "-c", code, arg], stdout=out, stderr=err,
+                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{tool} failed on {trace}:\n{err.read()[-2000:]}")
+        last = out.read().strip().splitlines()[-1]
+    return Run(tool, trace, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, json.loads(last))
+
+
+def prefixes(big: Path, steps: list[int], data: Path) -> list[Path]:
+    """The big trace's first N decode steps, as separate real traces.
+
+    Cut by tests/data/traces/trim.py (whole events out of the original text) in a child process:
+    it loads the whole trace, and a big parent would leave its peak memory to later children.
+    """
+    out = []
+    for n in steps:
+        dst = data / f"prefix{n}-TP-0-DECODE.trace.json"
+        if not dst.exists():
+            gz = dst.with_suffix(".json.gz")
+            subprocess.run([sys.executable, str(ROOT / "tests/data/traces/trim.py"), str(big), str(gz), "--steps",
+                            str(n)], check=True, stdout=subprocess.DEVNULL)
+            with gzip.open(gz, "rb") as src, open(dst, "wb") as f:
+                shutil.copyfileobj(src, f, 1 << 20)
+            gz.unlink()
+        out.append(dst)
+    return out
+
+
+def from_parts(pattern: str, data: Path) -> Path:
+    parts = sorted(glob.glob(pattern))
+    if not parts:
+        raise SystemExit(f"no parts match {pattern}")
+    dst = data / "big.trace.json"
+    with open(dst, "wb") as f:
+        for chunk in _xz_stream(parts):
+            f.write(chunk)
+    return dst
+
+
+def _xz_stream(parts: list[str]):
+    d = lzma.LZMADecompressor()
+    for part in parts:
+        data = Path(part).read_bytes()
+        while data:
+            yield d.decompress(data)
+            if d.eof:
+                data, d = d.unused_data, lzma.LZMADecompressor()
+            else:
+                data = b""
+
+
+def generate(data: Path, steps: int, python: str) -> Path:
+    """Profile ``steps`` decode steps on a CUDA GPU (needs torch with CUDA)."""
+    out = data / "gen"
+    subprocess.run([python, str(ROOT / "benchmarks/gpu/moe_layer_trace.py"), "--out", str(out), "--only", "decode",
+                    "--decode-steps", str(steps), "--no-gzip", "--prefix", "big"], check=True)
+    (src,) = out.glob("*.trace.json")
+    dst = data / "big.trace.json"
+    src.replace(dst)
+    return dst
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, " \
+           f"Python {platform.python_version()}"
+
+
+def hta_version(python: str) -> str:
+    r = subprocess.run([python, "-c", "from importlib.metadata import version as v; "
+                        "print('HolisticTraceAnalysis', v('HolisticTraceAnalysis'), 'pandas', v('pandas'))"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or "?"
+
+
+def table(runs: list[Run]) -> str:
+    lines = ["| tool | trace MB | events | wall s | CPU s | MB/s (wall) | MB/s (CPU) | peak MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        events = r.out.get("events", "-")
+        lines.append(f"| {r.tool} | {r.size_mb:.0f} | {events} | {r.wall_s:.1f} | {r.cpu_s:.1f} | "
+                     f"{r.size_mb / r.wall_s:.1f} | {r.size_mb / r.cpu_s:.1f} | {r.peak_mb:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trace", type=Path, help="the big uncompressed trace (.json)")
+    ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "moetrace-bench")
+    ap.add_argument("--from-parts", help="glob of the xz parts benchmarks/gpu/collect.sh brought back")
+    ap.add_argument("--generate", action="store_true", help="profile a new big trace (CUDA GPU needed)")
+    ap.add_argument("--steps", type=int, default=809, help="decode steps to profile with --generate")
+    ap.add_argument("--torch-python", default=sys.executable, help="interpreter with torch, for --generate")
+    ap.add_argument("--hta-python", help="interpreter with HolisticTraceAnalysis installed")
+    ap.add_argument("--prefix-steps", default="100,300", help="sizes for memory vs size: first N steps")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per measurement (the best is kept)")
+    args = ap.parse_args()
+    args.data.mkdir(parents=True, exist_ok=True)
+
+    big = args.trace
+    if args.from_parts:
+        big = from_parts(args.from_parts, args.data)
+    elif args.generate:
+        big = generate(args.data, args.steps, args.torch_python)
+    if big is None or not big.exists():
+        raise SystemExit("give --trace, --from-parts or --generate")
+    steps = [int(s) for s in args.prefix_steps.split(",") if s]
+    traces = prefixes(big, steps, args.data) + [big]
+
+    def best(tool: str, python: str, code: str, arg: str, trace: Path) -> Run:
+        return min((measure(tool, python, code, arg, trace) for _ in range(args.repeat)), key=lambda r: r.wall_s)
+
+    runs = [best("moetrace", sys.executable, OURS, str(t), t) for t in traces]
+    if args.hta_python:
+        for t in (traces[0], big):
+            with tempfile.TemporaryDirectory() as d:  # HTA reads every trace file of a directory
+                (Path(d) / t.name).symlink_to(t.resolve())
+                runs.append(best("HTA", args.hta_python, HTA, d, t))
+
+    print(f"machine: {machine()}")
+    if args.hta_python:
+        print(f"compared with: {hta_version(args.hta_python)}")
+    print(f"trace: {big} ({big.stat().st_size / 1e6:.0f} MB), prefixes of {steps} decode steps\n")
+    print(table(runs))
+    ours = {r.trace: r for r in runs if r.tool == "moetrace"}
+    for h in (r for r in runs if r.tool == "HTA"):
+        o = ours[h.trace]
+        print(f"\n{h.size_mb:.0f} MB: moetrace is {h.wall_s / o.wall_s:.1f}x faster (wall), "
+              f"{h.cpu_s / o.cpu_s:.1f}x (CPU time), with {o.peak_mb / h.peak_mb:.3f} of HTA's peak memory")
+    sizes = [(r.size_mb, r.peak_mb) for r in runs if r.tool == "moetrace"]
+    print("\nmoetrace peak memory by trace size: " + ", ".join(f"{s:.0f} MB -> {m:.0f} MB" for s, m in sizes))
+
+
+if __name__ == "__main__":
+    main()
