@@ -61,6 +61,16 @@ OPS = {
     "aten::empty": c.OTHER,
     "c10d::allreduce_": c.ALLREDUCE,
     "aten::multinomial": c.SAMPLING,
+    # the real vLLM CPU server (0.32)
+    "_C::cpu_attention_with_kv_cache": c.ATTENTION,
+    "_C::mla_decode_kvcache": c.ATTENTION,
+    "vllm::unified_kv_cache_update": c.ATTENTION,
+    "_C::compute_slot_mapping_kernel_impl": c.ATTENTION,
+    "_C::shm_allreduce": c.ALLREDUCE,
+    "_C::shm_all_gather": c.ALLGATHER,
+    "## Call CompiledFxGraph None ##": c.NORM_ELEMENTWISE,
+    "Pregraph bytecode": c.OTHER,
+    "AOTDispatcher Runtime Wrapper Prologue": c.OTHER,
 }
 
 
@@ -93,6 +103,8 @@ def test_the_table_is_complete():
     ("dp0_pp0_tp2_dcp0_ep0_rank2.1776867152271917712.pt.trace.json.gz", 2, None, "vllm",
      {"dp": 0, "pp": 0, "tp": 2, "dcp": 0, "ep": 0}),
     ("worker_rank5.json", 5, None, None, {}),
+    ("Qwen3-235B-tiny__TP2_auto__decode__rank1.trace.json.gz", 1, DECODE, None, {}),  # moetrace's own names
+    ("Qwen3-235B-tiny__TP1_auto__extend__rank0.trace.json.gz", 0, EXTEND, None, {}),
     ("trace.json", None, None, None, {}),
 ])
 def test_rank_and_stage_from_file_names(name, rank, stage, engine, parallel):

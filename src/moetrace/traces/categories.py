@@ -24,6 +24,8 @@ Where the names come from:
   (vLLM/SGLang custom all-reduce); FlashInfer ``BatchDecodeWithPagedKVCacheKernel`` /
   ``PersistentVariableLengthMergeStates`` in FlashInfer benchmark write-ups.
 - [doc] /work/shared/docs/engines.md (vLLM CPU op names), DeepEP and DeepGEMM kernel namespaces.
+- [vcpu] traces of the real vLLM CPU server (0.32, tiny Qwen3-235B and DeepSeek-V3.1 variants, TP1
+  and TP2) from this project's end-to-end sweep on 2026-11-26.
 
 Generic PyTorch kernels carry no meaning of their own (a sort, a histogram, a top-k); where the
 table gives them a MoE category it says so in the rule's note: in the MoE decoders this tool
@@ -106,7 +108,7 @@ _ATEN_VIEWS = (r"empty|empty_strided|empty_like|new_empty|view|_unsafe_view|as_s
                r"narrow|unbind|detach|detach_|lift_fresh|alias|resolve_conj|resolve_neg|result_type|contiguous|"
                r"resize_|set_|is_nonzero|item|_local_scalar_dense|numel|size|stride|record_stream|"
                r"_assert_async|_functional_assert_async|is_same_size|broadcast_tensors|_reshape_alias|as_strided_|"
-               r"view_as|lift_fresh_copy")
+               r"view_as|lift_fresh_copy|movedim|moveaxis|view_as_real|view_as_complex")
 _ATEN_ELEMENTWISE = (r"add|add_|sub|sub_|rsub|mul|mul_|div|div_|floor_divide|remainder|pow|rsqrt|sqrt|exp|log|neg|"
                      r"abs|reciprocal|cos|sin|tanh|sigmoid|silu|silu_|gelu|relu|clamp|clamp_|clamp_min|maximum|"
                      r"minimum|where|masked_fill|masked_fill_|mean|sum|max|min|amax|amin|prod|norm|cumsum|cat|stack|"
@@ -115,7 +117,7 @@ _ATEN_ELEMENTWISE = (r"add|add_|sub|sub_|rsub|mul|mul_|div|div_|floor_divide|rem
                      r"bitwise_and|bitwise_not|bitwise_or|arange|linspace|zeros|zeros_like|ones|ones_like|full|"
                      r"full_like|fill_|zero_|index|index_put_|gather|scatter|scatter_|embedding|repeat|"
                      r"repeat_interleave|tril|triu|roll|flip|erf|square|lerp|addcmul|any|all|isnan|nan_to_num|sort|"
-                     r"scatter_add|scatter_add_|aminmax|scalar_tensor")
+                     r"scatter_add|scatter_add_|aminmax|scalar_tensor|subtract|multiply|divide|true_divide")
 
 RULES: Final[tuple[Rule, ...]] = (
     # ---- communication (first: names like cross_device_reduce or AllReduce must not fall to generic rules)
@@ -163,8 +165,11 @@ RULES: Final[tuple[Rule, ...]] = (
          "[sgl] FlashAttnFwdSm90, FlashAttnFwdCombine, prepare_varlen_num_blocks; [h100] cuDNN "
          "cudnn_generated_fort_native_sdpa_*, cudnn::fusion::lean_reduction_kernel (cuDNN SDPA's split-KV reduce); "
          "FlashInfer Batch*With*KVCacheKernel; fused_rope_store_kernel writes the KV cache"),
-    Rule(ATTENTION, OP, r"attention|attn|flash|sdpa|^sgl_kernel::fwd|_fa3_C|_fa2_C|flashinfer|paged_|mla",
-         "[doc] vllm::unified_attention_with_output; aten::scaled_dot_product_attention; _vllm_fa3_C::fwd"),
+    Rule(ATTENTION, OP, r"attention|attn|flash|sdpa|^sgl_kernel::fwd|_fa3_C|_fa2_C|flashinfer|paged_|mla|kv_cache"
+         r"|slot_mapping|scheduler_metadata",
+         "[doc] vllm::unified_attention_with_output; aten::scaled_dot_product_attention; _vllm_fa3_C::fwd; "
+         "[vcpu] _C::cpu_attention_with_kv_cache, vllm::unified_kv_cache_update, _C::get_scheduler_metadata, "
+         "_C::compute_slot_mapping_kernel_impl"),
     # ---- sampling (before GEMM/elementwise: argmax reductions and RNG kernels)
     Rule(SAMPLING, KERNEL, r"sampling|Sampling|multinomial|TopKTopP|TopPRenorm|TopKRenorm|top_p|ArgMaxOps"
          r"|distribution_elementwise|sampleMultinomial",
@@ -188,10 +193,15 @@ RULES: Final[tuple[Rule, ...]] = (
          "[sgl] FusedAddRMSNormKernel, act_and_mul_kernel, fused_qknorm_warp"),
     Rule(NORM_ELEMENTWISE, OP, rf"^aten::({_ATEN_ELEMENTWISE})$|rms_norm|layer_norm|silu_and_mul|act_and_mul|rotary",
          "[cpu] aten::rms_norm, aten::mul, aten::add, aten::silu, aten::softmax ..."),
+    Rule(NORM_ELEMENTWISE, OP, r"CompiledFxGraph",
+         "[vcpu] '## Call CompiledFxGraph ##': torch.compile's graph; its self time is Inductor's generated "
+         "fused kernels (norms, activations, residual adds) between the ops it calls"),
     # ---- bookkeeping
     Rule(OTHER, KERNEL, r"_assert_async|assert", "[h100] _assert_async_cuda_kernel"),
     Rule(OTHER, OP, rf"^aten::({_ATEN_VIEWS})$|^cuda|^Optimizer|^profiler::",
          "[cpu] tensor views, allocation and scalar reads (aten::empty, aten::view, aten::item ...)"),
+    Rule(OTHER, OP, r"Pregraph bytecode|AOTDispatcher|Torch-Compiled Region|TorchDynamo|CompiledFunction",
+         "[vcpu] torch.compile's runtime wrappers ('Pregraph bytecode', 'AOTDispatcher Runtime Wrapper Prologue')"),
 )
 
 _COMPILED: Final = {

@@ -22,6 +22,8 @@ _SGLANG_PART = re.compile(r"-(TP|DP|PP|EP)-(\d+)")
 _SGLANG_STAGE = re.compile(r"-(EXTEND|DECODE)(?=[.-]|$)")
 _VLLM = re.compile(r"dp(\d+)_pp(\d+)_tp(\d+)_dcp(\d+)_ep(\d+)_rank(\d+)")
 _ANY_RANK = re.compile(r"rank[-_]?(\d+)", re.IGNORECASE)
+_STAGE_WORD = re.compile(r"(?:^|[_.-])(extend|prefill|decode)(?=[_.-]|$)", re.IGNORECASE)
+_STAGE_WORDS = {"extend": "EXTEND", "prefill": "EXTEND", "decode": "DECODE"}
 _SGLANG_STEP = re.compile(r"^step\[(EXTEND|DECODE|MIXED|IDLE)\b")  # SGLang ForwardMode names
 _VLLM_STEP = re.compile(r"^execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)")
 
@@ -47,7 +49,8 @@ def parse_trace_name(file_name: str) -> TraceName:
         return TraceName("sglang", parts.get("tp"), stage.group(1) if stage else None, parts,
                          merged=file_name.startswith("merged-"))
     m = _ANY_RANK.search(file_name)
-    return TraceName(None, int(m.group(1)) if m else None, stage.group(1) if stage else None, {})
+    word = _STAGE_WORD.search(file_name)  # e.g. moetrace's own "{model}__{config}__decode__rank0..."
+    return TraceName(None, int(m.group(1)) if m else None, _STAGE_WORDS[word.group(1).lower()] if word else None, {})
 
 
 def step_stage(name: str) -> str | None:
