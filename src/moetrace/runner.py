@@ -390,13 +390,12 @@ def _launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, st
         try:
             server.wait_ready(lambda: engine.is_ready(probe_http, base_url), timeout_s=opts.launch_timeout_s,
                               on_wait=progress.tick)
-        except LaunchError:
-            server.stop()
-            if attempt + 1 < attempts and "ddress already in use" in tail(log_path, 20_000):
+        except BaseException as e:
+            phases["launch_s"] = time.monotonic() - t
+            _stop(server, phases, base)
+            if isinstance(e, LaunchError) and attempt + 1 < attempts and \
+                    "ddress already in use" in tail(log_path, 20_000):
                 continue
-            raise
-        except BaseException:
-            server.stop()
             raise
         finally:
             probe_http.close()

@@ -87,7 +87,7 @@ def test_every_attempt_is_recorded_with_its_command_versions_and_phases(cpu_swee
         assert r["engine"]["name"] == "vllm" and r["engine"]["command"][:3][1:] == ["-m", "vllm.entrypoints.openai.api_server"]
         assert r["moetrace_version"] and r["host"]["hostname"]
         assert (cpu_sweep.results / r["attempt_dir"] / "server.log").is_file()
-        assert r["phases"].get("stop_s") is not None
+        assert r["phases"].get("stop_s") is not None and r["phases"].get("launch_s") is not None, r["phases"]
         assert r["engine"]["stop"]["survivors"] == [] and r["engine"]["stop"]["port_free"] is True
         if r["status"] == "success":
             assert r["engine"]["version"] == "0.32.0"
