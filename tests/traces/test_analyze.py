@@ -169,3 +169,13 @@ def test_command_line(capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["traces"][0]["rank"] == 0
     assert main([str(tmp_path / "missing.trace.json.gz")]) == 2
     assert "missing.trace.json.gz" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not VLLM_CPU_RANKS, reason="no real vLLM CPU traces in tests/data/traces/vllm_cpu yet")
+@pytest.mark.parametrize("path", VLLM_CPU_RANKS, ids=lambda p: p.name)
+def test_each_vllm_window_holds_only_its_stage(path):
+    """vLLM has no by-stage profiling: moetrace opens one window per stage. The analyzer shows
+    that each recorded window holds only its own stage's steps (empty IDLE steps aside)."""
+    s = analyze_trace(path)
+    working = {k for k, v in s.stages.items() if v.steps and v.steps.count and k != "IDLE"}
+    assert working == {"EXTEND" if "__extend__" in path.name else "DECODE"}, s.stages

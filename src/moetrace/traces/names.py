@@ -54,7 +54,7 @@ def parse_trace_name(file_name: str) -> TraceName:
 
 
 def step_stage(name: str) -> str | None:
-    """EXTEND, DECODE or MIXED when ``name`` is an engine step annotation, else None."""
+    """EXTEND, DECODE, MIXED or IDLE when ``name`` is an engine step annotation, else None."""
     m = _SGLANG_STEP.match(name)
     if m:
         return m.group(1)
@@ -63,5 +63,7 @@ def step_stage(name: str) -> str | None:
         ctx, gen = int(m.group(1)), int(m.group(3))
         if ctx and gen:
             return MIXED
+        if not ctx and not gen:
+            return "IDLE"  # an empty step (nothing scheduled), as SGLang's IDLE forward mode
         return EXTEND if ctx else DECODE
     return None
