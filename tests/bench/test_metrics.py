@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from moetrace.bench.metrics import RequestTrace, aggregate_runs, percentile, run_metrics
+from moetrace.bench.metrics import RequestTrace, aggregate_runs, run_metrics
+from moetrace.stats import percentile
 from moetrace.bench.prompts import random_prompts
 from moetrace.errors import BenchmarkFailure
 

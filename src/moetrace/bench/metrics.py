@@ -15,12 +15,12 @@ moment the request was sent):
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..errors import BenchmarkFailure
+from ..stats import percentile
 
 __all__ = ["RequestTrace", "run_metrics", "aggregate_runs", "percentile"]
 
@@ -35,15 +35,6 @@ class RequestTrace:
     @property
     def n_tokens(self) -> int:
         return len(self.token_times)
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), on sorted input."""
-    if not sorted_values:
-        raise ValueError("no values")
-    k = (len(sorted_values) - 1) * q / 100.0
-    lo, hi = math.floor(k), math.ceil(k)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
 def run_metrics(requests: Sequence[RequestTrace], *, input_len: int, output_len: int) -> dict[str, Any]:

@@ -13,13 +13,13 @@ device; on CPU-only traces (vLLM's CPU build) from the self time of host ops.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..stats import percentile
 from .accumulate import OUTSIDE, DeviceTimeline, HostOps, NameTotals, Steps
 from .categories import GROUPS, IDLE, KERNEL, UNMATCHED, classify
 from .names import TraceName, parse_trace_name, step_stage
@@ -51,7 +51,7 @@ class StepStats:
     @staticmethod
     def of(durations: Sequence[float], source: str) -> StepStats:
         xs = sorted(durations)
-        return StepStats(len(xs), sum(xs) / len(xs), _percentile(xs, 50), _percentile(xs, 99), sum(xs), source)
+        return StepStats(len(xs), sum(xs) / len(xs), percentile(xs, 50), percentile(xs, 99), sum(xs), source)
 
 
 @dataclass(frozen=True)
@@ -358,16 +358,6 @@ def format_summary(summary: TraceSummary | MultiSummary, *, top_n: int | None = 
 
 
 # ---- small helpers ----------------------------------------------------------------------------
-def _percentile(sorted_xs: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if len(sorted_xs) == 1:
-        return float(sorted_xs[0])
-    pos = (len(sorted_xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_xs) - 1)
-    return float(sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo))
-
-
 def _stage_order(stage: str) -> tuple[int, str]:
     return ({"EXTEND": 0, "MIXED": 1, "DECODE": 2}.get(stage, 3), stage)
 
