@@ -37,15 +37,22 @@ class ChunkError(Exception):
 ChunkParser = Callable[[dict[str, Any], dict[str, Any]], Iterable[TokenEvent]]
 
 
-def _events(lines: Iterable[str]) -> Iterable[tuple[float, str]]:
-    """Yield (arrival stamp, data payload) for each ``data:`` line."""
-    for line in lines:
+def _events(chunks: Iterable[bytes]) -> Iterable[tuple[float, bytes]]:
+    """Yield (arrival stamp, data payload) for each ``data:`` line of an SSE byte stream.
+    Works on raw bytes: a newline byte never occurs inside a UTF-8 sequence, and the JSON
+    parser takes bytes, so no decoding layer runs per token."""
+    buf = b""
+    for chunk in chunks:
         stamp = time.perf_counter()
-        if not line or line.startswith(":"):
-            continue
-        if line.startswith("data:"):
-            yield stamp, line[5:].strip()
-        # other SSE fields (event:, id:, retry:) carry nothing we use
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if line.startswith(b"data:"):
+                yield stamp, line[5:].strip()
+            # blank lines end an event; ':' comments and other fields (event:, id:, retry:) carry nothing we use
+    if buf.startswith(b"data:"):
+        yield time.perf_counter(), buf[5:].strip()
 
 
 def stream_batch(http: httpx.Client, url: str, body: dict[str, Any], *, batch: int, parse: ChunkParser,
@@ -65,16 +72,17 @@ def stream_batch(http: httpx.Client, url: str, body: dict[str, Any], *, batch: i
             if resp.status_code >= 400:
                 text = resp.read().decode("utf-8", "replace")[:500]
                 raise ServerHTTPError(f"HTTP {resp.status_code} from {url}: {text.strip()}")
-            for stamp, data in _events(resp.iter_lines()):
-                if data == "[DONE]":
+            for stamp, data in _events(resp.iter_bytes()):
+                if data == b"[DONE]":
                     done = True
                     break
                 try:
                     obj = json.loads(data)
                 except json.JSONDecodeError:
-                    raise BenchmarkFailure(f"stream carried non-JSON data: {data[:120]!r}") from None
+                    raise BenchmarkFailure(f"stream carried non-JSON data: {data[:120].decode('utf-8', 'replace')!r}") \
+                        from None
                 if not isinstance(obj, dict):
-                    raise BenchmarkFailure(f"stream carried a non-object: {data[:120]!r}")
+                    raise BenchmarkFailure(f"stream carried a non-object: {data[:120].decode('utf-8', 'replace')!r}")
                 try:
                     events = list(parse(obj, state))
                 except ChunkError as e:
