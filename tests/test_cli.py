@@ -118,6 +118,19 @@ def test_predicted_oom_is_recorded_without_launching(tmp_path):
 def test_summary_and_table_on_empty_results(tmp_path):
     assert "✓ Successful: 0" in moetrace("summary", "-r", str(tmp_path), check=True).stdout
     assert "no successful results" in moetrace("table", "-r", str(tmp_path), check=True).stdout
+    assert "not a results directory" in _err(moetrace("summary", "-r", str(tmp_path / "nope")))
+
+
+def test_readers_write_nothing_into_the_spec_files_directory(tmp_path):
+    """A results directory of the original scripts (only the two JSON files) is read as is."""
+    (tmp_path / "success_results.json").write_text(json.dumps({"Qwen3-235B::TP8_EP2_auto": {
+        "model": "Qwen3-235B", "config": "TP8_EP2_auto", "batch_size": 1, "input_len": 4096, "output_len": 512,
+        "latency_s": 7.59, "input_throughput_tok_per_s": 15933.87, "output_throughput_tok_per_s": 69.81,
+        "itl_ms": 14.32, "last_updated": "2025-11-27T23:45:12"}}))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert "| 1 | 4096 | 7.59 | 15933.87 | 69.81 | 14.32 |" in moetrace("table", "-r", str(tmp_path), check=True).stdout
+    moetrace("summary", "-r", str(tmp_path), check=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_analyze_command_on_real_gpu_traces_and_a_corrupt_file(tmp_path):

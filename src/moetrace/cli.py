@@ -23,8 +23,10 @@ from .results.store import ResultsStore
 from .runner import RunOptions
 
 
-def _store(results: str | None) -> ResultsStore:
-    return ResultsStore(results, warn=lambda m: click.echo(f"moetrace: warning: {m}", err=True))
+def _store(results: str | None, *, readonly: bool = False) -> ResultsStore:
+    if readonly and results and not Path(results).is_dir():
+        raise ValueError(f"{results} is not a results directory (it does not exist)")
+    return ResultsStore(results, warn=lambda m: click.echo(f"moetrace: warning: {m}", err=True), readonly=readonly)
 
 
 RUN_OPTIONS: list[Callable] = [
@@ -275,7 +277,7 @@ def script_main(model: str, configs: Sequence[Any], argv: Sequence[str] | None =
 def summary(results: str) -> None:
     """Print all results: successes by model, failures, counts."""
     from .report.tables import full_report
-    store = _store(results)
+    store = _store(results, readonly=True)
     s, f = store.views()
     click.echo(full_report(s, f, base=store.root))
 
@@ -288,7 +290,7 @@ def summary(results: str) -> None:
 def table(results: str, extra_columns: Sequence[str]) -> None:
     """Print the spec's tables of all successful results, grouped by model."""
     from .report.tables import model_tables
-    store = _store(results)
+    store = _store(results, readonly=True)
     s, _ = store.views()
     click.echo(model_tables(s, base=store.root, extra=tuple(extra_columns)) or "no successful results")
 
@@ -346,7 +348,7 @@ def plan(models, gpu, custom_gpu, gpus_per_node, mem_fraction, engine, config_na
     """Will each config fit, and what is the hardware's floor for its latencies?"""
     from .plan import format_accuracy, format_plan_table, plan_config, planner_accuracy
     if check:
-        click.echo(format_accuracy(planner_accuracy(_store(results).records())))
+        click.echo(format_accuracy(planner_accuracy(_store(results, readonly=True).all_records())))
         return
     g = _gpu_arg(gpu, custom_gpu)
     plans = []

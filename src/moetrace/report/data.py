@@ -217,21 +217,13 @@ def load(root: str | os.PathLike[str], *, warn=None) -> list[Row]:
     A directory with only the spec's two JSON files (written before records existed,
     e.g. by the original trace scripts) is read from those, without writing anything.
     Raises :class:`NoResults` when there is nothing to read."""
-    from ..results.store import FAILURE_FILE, RECORDS, SUCCESS_FILE, ResultsStore, _legacy_record
+    from ..results.store import FAILURE_FILE, RECORDS, SUCCESS_FILE, ResultsStore
     root = Path(root)
     if not root.is_dir():
         raise NoResults(f"{root} is not a results directory (it does not exist)")
     if not (root / RECORDS).is_dir() and not (root / SUCCESS_FILE).exists() and not (root / FAILURE_FILE).exists():
         raise NoResults(f"{root} holds no results (no {RECORDS}/ and no {SUCCESS_FILE})")
-    store = ResultsStore(root, warn=warn)
-    records = store.records()
-    if not records:
-        success, failure = store.views()
-        seq = 0
-        for status, view in (("failure", failure), ("success", success)):
-            for key, e in view.items():
-                seq += 1
-                records.append(dict(_legacy_record(key, e, status), seq=seq))
+    records = ResultsStore(root, warn=warn, readonly=True).all_records()
     if not records:
         raise NoResults(f"{root} holds no results yet")
     return rows_from_records(records)

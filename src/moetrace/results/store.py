@@ -188,10 +188,14 @@ class ResultsStore:
     """One results directory. Safe for many processes at once."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, warn: Callable[[str], None] | None = None,
-                 lock_timeout: float = 300.0):
+                 lock_timeout: float = 300.0, readonly: bool = False):
         self.root = Path(root or os.environ.get(ENV_DIR) or DEFAULT_DIR)
         self.warn = warn or (lambda msg: log.warning(msg))
         self.lock_timeout = lock_timeout
+        self.readonly = readonly  # for readers (reports): creates, locks and rewrites nothing
+        self._lock = FileLock(str(self.root / ".lock"), timeout=lock_timeout)
+        if readonly:
+            return
         try:
             for d in (self.root, self.root / RECORDS, self.root / ATTEMPTS, self.root / RUNNING):
                 d.mkdir(parents=True, exist_ok=True)
@@ -200,7 +204,6 @@ class ResultsStore:
             probe.unlink()
         except OSError as e:
             raise StoreError(f"results directory {self.root} is not writable: {e.strerror or e}") from None
-        self._lock = FileLock(str(self.root / ".lock"), timeout=lock_timeout)
 
     # ----- paths
     @property
@@ -227,6 +230,8 @@ class ResultsStore:
     # ----- records
     def _record_files(self) -> list[tuple[int, Path]]:
         out = []
+        if not (self.root / RECORDS).is_dir():
+            return out
         for p in (self.root / RECORDS).iterdir():
             m = _RECORD_RE.match(p.name)
             if m:
@@ -328,11 +333,24 @@ class ResultsStore:
             return self._rebuild_locked()
 
     def views(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Read both views; a corrupt one is moved aside and rebuilt."""
+        """Read both views; a corrupt one is moved aside and rebuilt (read-only: reported)."""
         try:
             return _load_view(self.success_path), _load_view(self.failure_path)
-        except CorruptFile:
+        except CorruptFile as e:
+            if self.readonly:
+                raise StoreError(f"{e}; run `moetrace results rebuild` to rebuild it from the records") from None
             return self.rebuild()
+
+    def all_records(self) -> list[dict[str, Any]]:
+        """Every attempt record; for a directory written before records existed (only the
+        spec's two files), records made from its entries, without writing anything."""
+        recs = self.records()
+        if recs:
+            return recs
+        success, failure = self.views()
+        out = [_legacy_record(k, e, status) for status, view in (("failure", failure), ("success", success))
+               for k, e in view.items()]
+        return [dict(r, seq=i) for i, r in enumerate(out, 1)]
 
     def _import_legacy_views(self) -> None:
         """Results files written before records existed (for example by the original trace
