@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -206,6 +207,9 @@ def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | 
         return
     if any(not (j.plan and j.plan.get("verdict") == "will_not_fit" and opts.skip_predicted) for j in jobs):
         _check_engine(opts)  # only when something will be launched
+    # SIGTERM (a scheduler's cancel, `kill`) ends the run like Ctrl-C: the running config is
+    # recorded as Interrupted and its engine stopped, instead of leaving an orphaned server.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         outcome = run_sweep(jobs, opts, store, extra_columns=tuple(kw["extra_columns"]))
     except KeyboardInterrupt:
@@ -213,6 +217,10 @@ def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | 
                    err=True)
         sys.exit(130)
     del outcome
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:

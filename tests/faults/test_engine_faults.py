@@ -190,3 +190,15 @@ def test_sigkill_of_moetrace_twenty_times(tiny, tmp_path):
     assert reaped >= 10  # most kills land while a server runs: the next start must stop it
     print(f"\n20 SIGKILLs survived; {len(reported)} reported records present; {reaped} starts stopped orphans; "
           f"{len(list((res / 'records').glob('*.json')))} records kept")
+
+
+def test_sigterm_is_handled_like_ctrl_c(tiny, tmp_path):
+    res = tmp_path / "r"
+    d = Driver(_cmd(res, tiny))
+    d.wait_for("launching vllm")
+    time.sleep(2)
+    d.p.send_signal(signal.SIGTERM)
+    rc, out, err = d.finish(120)
+    assert rc == 130, err
+    assert _failures(res)[KEY]["error_type"] == "Interrupted"
+    assert _engine_tree(tiny) == []
