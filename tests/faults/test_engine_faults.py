@@ -89,8 +89,8 @@ def tiny(tiny_dir):
 
 def test_engine_dies_mid_stream_then_sweep_goes_on(tiny, tmp_path):
     res = tmp_path / "r"
-    d = Driver(_cmd(res, tiny, "-c", "TP1_auto", "-c", "TP2_auto", "--repeat", "40"))
-    d.wait_for("measure bs=1 run 3/40")
+    d = Driver(_cmd(res, tiny, "-c", "TP1_auto", "-c", "TP2_auto", "--repeat", "12"))
+    d.wait_for("measure bs=1 run 3/12")
     core = [p for p in _engine_tree(tiny) if "EngineCore" in " ".join(p.cmdline() or [p.name()])]
     assert core, [p.cmdline() for p in _engine_tree(tiny)]
     for p in core:
