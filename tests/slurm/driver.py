@@ -11,12 +11,14 @@ import click
 from moetrace import cli
 from moetrace.executors import executor_options, make_executor
 
+bad_input = getattr(cli, "bad_input", None) or getattr(cli, "_bad_input")
+
 
 @click.command()
 @click.argument("models", nargs=-1)
 @cli.run_options
 @executor_options
-@cli._bad_input
+@bad_input
 def main(models, **kw) -> None:
     from moetrace.sweep import plan_jobs, run_sweep
     opts = cli._options(kw)
@@ -25,7 +27,8 @@ def main(models, **kw) -> None:
     targets = cli._targets(models, kw["config_names"], opts, kw)
     store = cli._store(kw["results"])
     jobs = plan_jobs(targets, opts, store, skip_succeeded=kw["skip_succeeded"], only_failed=kw["only_failed"])
-    cli._check_engine(opts)
+    if executor is None:
+        cli._check_engine(opts)  # with Slurm the engine lives on the nodes; their `moetrace run` checks it
     try:
         run_sweep(jobs, opts, store, executor=executor, extra_columns=tuple(kw["extra_columns"]))
     except KeyboardInterrupt:

@@ -62,7 +62,7 @@ def _running(results: Path, n: int):
 @pytest.mark.engine
 def test_sweep_survives_a_driver_restart(common, start_driver):
     results, args = common
-    argv = ["Qwen3-235B", "DeepSeek-V3.1", "-c", "TP1_auto", *args, "--profile-steps", "2", "--time", "20"]
+    argv = ["Qwen3-235B", "Qwen3-Coder-480B", "-c", "TP1_auto", *args, "--profile-steps", "2", "--time", "20"]
     first = start_driver(*argv)
     wait_until(lambda: _running(results, 2), 300, "a job of the sweep to run")
     first.kill()  # the driver dies (SIGKILL); its jobs go on
@@ -80,7 +80,7 @@ def test_sweep_survives_a_driver_restart(common, start_driver):
     # the shared results directory: both results, written by the jobs on their node
     success = json.loads((results / "success_results.json").read_text())
     assert set(success) == {"Qwen3-235B-tiny::TP1_auto::bs1_in256_out16",
-                            "DeepSeek-V3.1-tiny::TP1_auto::bs1_in256_out16"}, success
+                            "Qwen3-Coder-480B-tiny::TP1_auto::bs1_in256_out16"}, success
     for e in success.values():
         assert e["latency_s"] > 0 and e["output_throughput_tok_per_s"] > 0
         for stage in ("profile_extend", "profile_decode"):
@@ -94,7 +94,7 @@ def test_sweep_survives_a_driver_restart(common, start_driver):
         assert (results / e["log"]).is_file()
     # progress per job and the spec's tables at the end
     assert "running on" in out and "done (1 result)" in out
-    assert "### Qwen3-235B-tiny" in out and "### DeepSeek-V3.1-tiny" in out and "## Summary" in out
+    assert "### Qwen3-235B-tiny" in out and "### Qwen3-Coder-480B-tiny" in out and "## Summary" in out
     assert not squeue_active(ids) and not _engines_of(results)
 
 
@@ -124,7 +124,7 @@ def test_a_job_over_its_time_limit_is_recorded_as_slurm_killed(common, start_dri
 @pytest.mark.engine
 def test_ctrl_c_on_the_driver_cancels_its_jobs(common, start_driver):
     results, args = common
-    d = start_driver("Qwen3-235B", "DeepSeek-V3.1", "-c", "TP1_auto", *args, "--no-profile", "--time", "20")
+    d = start_driver("Qwen3-235B", "Qwen3-Coder-480B", "-c", "TP1_auto", *args, "--no-profile", "--time", "20")
     running = wait_until(lambda: _running(results, 2), 300, "a job of the sweep to run")
     ids = sorted(registry(results), key=int)
     assert len(squeue_active(ids)) == 2  # one running, one queued behind it
