@@ -24,9 +24,11 @@ KEY = "Qwen3-235B-tiny::TP1_auto"
 
 
 def _cmd(results: Path, tiny_dir: Path, *extra: str) -> list[str]:
+    """`moetrace run` of the tiny Qwen3-235B; TP1_auto unless configs are given."""
     exe = str(Path(sys.executable).with_name("moetrace"))
+    configs = [] if "-c" in extra else ["-c", "TP1_auto"]
     return [exe, "run", MODEL, "--tiny", "--tiny-dir", str(tiny_dir), "-r", str(results), "--no-profile",
-            *ENGINE_ARGS, *extra]
+            *configs, *ENGINE_ARGS, *extra]
 
 
 class Driver:
