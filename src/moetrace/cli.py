@@ -77,9 +77,10 @@ RUN_OPTIONS: list[Callable] = [
 
 
 def run_options(fn: Callable) -> Callable:
+    from .executors import executor_options
     for opt in reversed(RUN_OPTIONS):
         fn = opt(fn)
-    return fn
+    return executor_options(fn)  # --executor local|slurm and the Slurm options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -196,22 +197,27 @@ def _targets(models: Sequence[str], config_names: Sequence[str], opts: RunOption
 
 
 def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | None = None) -> None:
+    from .executors import make_executor
     from .sweep import plan_jobs, run_sweep
     opts = _options(kw)
     _check_values(opts)
+    executor = make_executor(kw)  # None: this process runs the configs
     targets = _targets(models, kw["config_names"], opts, kw, matrix)
     store = _store(kw["results"])
     jobs = plan_jobs(targets, opts, store, skip_succeeded=kw["skip_succeeded"], only_failed=kw["only_failed"])
     if kw["dry_run"]:
         _print_dry_run(jobs, opts, store)
+        if executor is not None:
+            click.echo("\n".join(executor.dry_run_lines(jobs, opts, store.root)))
         return
-    if any(not (j.plan and j.plan.get("verdict") == "will_not_fit" and opts.skip_predicted) for j in jobs):
-        _check_engine(opts)  # only when something will be launched
+    if executor is None and any(not (j.plan and j.plan.get("verdict") == "will_not_fit" and opts.skip_predicted)
+                                for j in jobs):
+        _check_engine(opts)  # only when something is launched here; Slurm nodes check their own
     # SIGTERM (a scheduler's cancel, `kill`) ends the run like Ctrl-C: the running config is
     # recorded as Interrupted and its engine stopped, instead of leaving an orphaned server.
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        outcome = run_sweep(jobs, opts, store, extra_columns=tuple(kw["extra_columns"]))
+        outcome = run_sweep(jobs, opts, store, executor=executor, extra_columns=tuple(kw["extra_columns"]))
     except KeyboardInterrupt:
         click.echo("moetrace: interrupted; the running config was recorded as Interrupted and its server stopped",
                    err=True)
