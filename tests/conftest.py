@@ -49,6 +49,31 @@ def require_engine() -> str:
     return p
 
 
+def engine_processes(marker: str | Path) -> list:
+    """Live engine processes (vLLM servers and their workers) started for ``marker`` (a
+    checkpoint directory in their command line). moetrace's own processes are not engines."""
+    import psutil
+    found = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if str(marker) in cmd and "vllm" in cmd and "moetrace" not in Path((p.info["cmdline"] or [""])[0]).name:
+                found[p.pid] = p
+                for c in p.children(recursive=True):
+                    found[c.pid] = c
+        except psutil.Error:
+            continue
+    return [p for p in found.values() if _alive(p)]
+
+
+def _alive(p) -> bool:
+    import psutil
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def moetrace(*args: str, check: bool = False, timeout: float = 1200, env: dict | None = None,
              cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the real moetrace CLI as a user would."""

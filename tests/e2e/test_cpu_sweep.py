@@ -8,7 +8,6 @@ import gzip
 import json
 import re
 
-import psutil
 import pytest
 
 from moetrace.report.tables import SPEC_COLUMNS
@@ -117,9 +116,5 @@ def test_tables_printed(cpu_sweep):
 
 def test_no_engine_process_is_left_behind(cpu_sweep):
     assert not list((cpu_sweep.results / "running").iterdir())
-    leftovers = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if str(cpu_sweep.tiny_dir) in cmd:
-            leftovers.append((p.pid, cmd[:200]))
-    assert leftovers == []
+    from tests.conftest import engine_processes
+    assert engine_processes(cpu_sweep.tiny_dir) == []

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ENGINE_ARGS, engine_python, moetrace, require_engine
+from tests.conftest import ENGINE_ARGS, engine_processes, engine_python, moetrace, require_engine
 
 pytestmark = pytest.mark.engine
 MODEL = "Qwen3-235B"
@@ -55,27 +55,8 @@ class Driver:
         return self.p.returncode, out, "".join(self.lines) + err
 
 
-def _engine_procs(tiny_dir: Path) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if str(tiny_dir) in " ".join(p.info["cmdline"] or []) and p.pid != os.getpid():
-                out.append(p)
-        except psutil.Error:
-            continue
-    return out
-
-
 def _engine_tree(tiny_dir: Path) -> list[psutil.Process]:
-    procs = {}
-    for p in _engine_procs(tiny_dir):
-        procs[p.pid] = p
-        try:
-            for c in p.children(recursive=True):
-                procs[c.pid] = c
-        except psutil.Error:
-            pass
-    return list(procs.values())
+    return engine_processes(tiny_dir)
 
 
 def _failures(results: Path) -> dict:
