@@ -1,0 +1,47 @@
+"""--base-url: measure a server someone else started, launching nothing. The server here is
+a real local HTTP server replaying a stream recorded from vLLM (tests/data/streams/README.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import moetrace
+from tests.replay_server import Reply, ReplayServer
+
+STREAMS = Path(__file__).resolve().parent / "data" / "streams"
+
+
+def test_external_server_is_measured_and_recorded_as_external(tmp_path):
+    body = (STREAMS / "vllm_cpu_completions_bs1.sse").read_bytes()  # 8 tokens
+    with ReplayServer(Reply(body)) as srv:
+        cp = moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", srv.url,
+                      "--input-len", "8", "--output-len", "8", "--no-profile", "--no-warmup", "-r", str(tmp_path),
+                      env={"GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")})
+        posted = [json.loads(r) for r in srv.reply.requests if r]  # (a cache reset posts no body)
+    assert cp.returncode == 0, cp.stderr
+    (rec_path,) = (tmp_path / "records").glob("*.json")
+    rec = json.loads(rec_path.read_text())
+    assert rec["status"] == "success" and rec["engine"]["external"] is True and rec["engine"]["command"] is None
+    assert rec["metrics"]["output_tokens"] == 8
+    assert not (tmp_path / "running").exists() or not list((tmp_path / "running").iterdir())
+    assert posted and posted[-1]["max_tokens"] == 8 and len(posted[-1]["prompt"]) == 8
+    assert posted[-1]["ignore_eos"] is True and posted[-1]["stream"] is True
+    # the spec's tables went to the GitHub step summary too
+    summary = (tmp_path / "summary.md").read_text()
+    assert "### Qwen3-235B" in summary and "| TP8_EP2_auto | 1 | 8 |" in summary and "✓ Successful: 1" in summary
+
+
+def test_no_server_at_the_base_url_is_a_launch_error(tmp_path):
+    cp = moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", "http://127.0.0.1:9",
+                  "--no-profile", "-r", str(tmp_path))
+    assert cp.returncode == 0, cp.stderr
+    f = json.loads((tmp_path / "failure_results.json").read_text())["Qwen3-235B::TP8_EP2_auto"]
+    assert f["error_type"] == "LaunchError" and "no ready server at http://127.0.0.1:9" in f["error_message"]
+
+
+def test_plan_check_reports_accuracy_over_recorded_outcomes(tmp_path):
+    moetrace("sweep", "DeepSeek-V3.1", "-c", "TP4_auto", "--gpu", "h200", "-r", str(tmp_path), "--engine", "vllm",
+             check=True)
+    cp = moetrace("plan", "--check", "-r", str(tmp_path), check=True)
+    assert "Planner accuracy" in cp.stdout and "1 records" in cp.stdout
