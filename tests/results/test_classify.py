@@ -104,3 +104,4 @@ def test_vllm_cpu_recorded_failures(name, exit_code, cls, needle):
     c = classify(exception=exc, message="engine failed", exit_code=exit_code, log_text=log, phase="launch")
     assert (c.error_type, needle in c.error_message) == (cls, True), c
     assert "Triton is installed" not in c.error_message and "ulimit" not in c.error_message
+    assert not c.error_message.startswith(("(", "[launch] (")), c.error_message  # process prefix stripped

@@ -98,7 +98,7 @@ def _clip(text: str, n: int = MAX_MESSAGE) -> str:
 
 def _strip_prefix(line: str) -> str:
     """Drop log prefixes such as '[2025-11-27 23:50:00 TP0] ' or '(EngineCore pid=12) ERROR 11-26 ... '."""
-    line = re.sub(r"^\s*\(\w+(?: pid=\d+)?\)\s*", "", line)
+    line = re.sub(r"^\s*\([\w-]+(?: pid=\d+)?\)\s*", "", line)
     line = re.sub(r"^\s*\[[^\]]{0,80}\]\s*", "", line)
     line = re.sub(r"^(?:ERROR|WARNING|INFO)\s+\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]+\]\s*", "", line)
     return line.strip()
