@@ -122,7 +122,7 @@ def test_results_rebuild_reproduces_the_views(cpu_sweep, tmp_path):
 def test_tables_printed(cpu_sweep):
     out = cpu_sweep.outputs[1].stdout
     header = "| " + " | ".join(SPEC_COLUMNS) + " |"
-    assert out.count(header) == 4  # one per successful config
+    assert out.splitlines().count(header) == 4  # one per successful config
     assert f"{Q} (TP1_auto)" in out and "## Failures" in out and "✓ Successful: 4" in out
     assert re.search(r"\| 1 \| 4096 \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \[trace\]\(", out)
 
