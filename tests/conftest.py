@@ -116,10 +116,11 @@ def cpu_sweep(tmp_path_factory, tiny_dir) -> SweepRun:
     2. the sweep of the tiny Qwen3-235B and DeepSeek-V3.1 matrices (TP1 auto and triton,
        TP2 auto): successes with extend and decode traces, and triton rejected on CPU
        (UnsupportedConfig);
-    3. Qwen3-235B-tiny through a per-model script whose CONFIGS has a fallback:
-       (None, "triton", None, "auto") with too much memory asked for: the primary TP1_triton
-       fails (UnsupportedConfig), so the fallback TP1_auto runs and fails with a real OOM
-       after that key's success, which must not be overwritten; both attempts recorded.
+    3. Qwen3-235B-tiny through a per-model script whose CONFIGS has a fallback,
+       (None, "triton", None, "auto"): the primary TP1_triton fails (UnsupportedConfig), so
+       the fallback TP1_auto runs (and succeeds); both attempts recorded;
+    4. Qwen3-235B-tiny TP1_auto again with too much memory asked for: a real OOM after that
+       key's success, which must not overwrite it.
     """
     require_engine()
     results = tmp_path_factory.mktemp("cpu_sweep") / "results"
@@ -128,7 +129,9 @@ def cpu_sweep(tmp_path_factory, tiny_dir) -> SweepRun:
     outs = [
         moetrace("run", "DeepSeek-V3.1", "-c", "TP1_auto", *common, *oom),
         moetrace("sweep", *SWEEP_MODELS, *common, *ENGINE_ARGS, "--profile-steps", "3", "--show", "breakdown"),
-        run_script("Qwen3-235B", [(1, 1, [(None, "triton", None, "auto")])], *common, *oom),
+        run_script("Qwen3-235B", [(1, 1, [(None, "triton", None, "auto")])], *common, *ENGINE_ARGS,
+                   "--no-profile"),
+        moetrace("run", "Qwen3-235B", "-c", "TP1_auto", *common, *oom),
     ]
     return SweepRun(results, tiny_dir, outs)
 
