@@ -130,7 +130,7 @@ def cpu_sweep(tmp_path_factory, tiny_dir) -> SweepRun:
         moetrace("run", "DeepSeek-V3.1", "-c", "TP1_auto", *common, *oom),
         moetrace("sweep", *SWEEP_MODELS, *common, *ENGINE_ARGS, "--profile-steps", "3", "--show", "breakdown"),
         run_script("Qwen3-235B", [(1, 1, [(None, "triton", None, "auto")])], *common, *ENGINE_ARGS,
-                   "--no-profile"),
+                   "--profile-steps", "3"),
         moetrace("run", "Qwen3-235B", "-c", "TP1_auto", *common, *oom),
     ]
     return SweepRun(results, tiny_dir, outs)
