@@ -32,6 +32,21 @@ def test_external_server_is_measured_and_recorded_as_external(tmp_path):
     assert "### Qwen3-235B" in summary and "| TP8_EP2_auto | 1 | 8 |" in summary and "✓ Successful: 1" in summary
 
 
+def test_floors_and_efficiency_reach_records_and_tables(tmp_path):
+    body = (STREAMS / "vllm_cpu_completions_bs1.sse").read_bytes()
+    with ReplayServer(Reply(body, chunk_delay_s=0.003)) as srv:  # the recorded events, 3 ms apart
+        moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", srv.url, "--gpu", "h200",
+                 "--input-len", "8", "--output-len", "8", "--no-profile", "--no-warmup", "-r", str(tmp_path), check=True)
+    # not the spec's workload (8 in, 8 out): its own key, never the spec's numbers
+    e = json.loads((tmp_path / "success_results.json").read_text())["Qwen3-235B::TP8_EP2_auto::bs1_in8_out8"]
+    assert e["itl_floor_ms"] > 0 and e["ttft_floor_ms"] > 0 and e["itl_ms"] > 0
+    assert 0 < e["itl_efficiency"] < 1  # a replayed stream is far slower than an H200's floor
+    rec = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
+    assert rec["plan"]["verdict"] == "fits" and rec["plan_check"] is None  # agrees: no contradiction noted
+    out = moetrace("table", "--show", "efficiency", "-r", str(tmp_path), check=True).stdout
+    assert "ITL eff." in out and "%" in out.splitlines()[-1]
+
+
 def test_no_server_at_the_base_url_is_a_launch_error(tmp_path):
     cp = moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", "http://127.0.0.1:9",
                   "--no-profile", "-r", str(tmp_path))
