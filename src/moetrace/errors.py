@@ -15,10 +15,6 @@ class MoetraceError(Exception):
         self.exit_code = exit_code
 
 
-class UsageError(MoetraceError):
-    """Bad input from the user (unknown model, malformed config, unwritable directory)."""
-
-
 class LaunchError(MoetraceError):
     """The engine process could not be started, or exited before it was ready."""
 

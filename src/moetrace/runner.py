@@ -170,6 +170,7 @@ class Session:
         self.engine, self.base_url, self.preset, self.opts, self.server = engine, base_url.rstrip("/"), preset, opts, server
         self.http = httpx.Client(timeout=opts.request_timeout_s)
         self.vocab = int(preset.hf_config.get("vocab_size", 32000))
+        self.served_model: str | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -180,7 +181,7 @@ class Session:
                                  seed=seed)
         path, body, parse = self.engine.generate(prompts, max_tokens)
         if "model" in body and body["model"] is None:
-            body["model"] = getattr(self, "served_model", None) or self.opts.model_path or self.preset.hf_id
+            body["model"] = self.served_model or self.opts.model_path or self.preset.hf_id
         return stream_batch(self.http, self.base_url + path, body, batch=batch, parse=parse,
                             request_timeout_s=self.opts.request_timeout_s, on_token=on_token)
 
@@ -266,8 +267,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             raise LaunchError(f"no ready server at {opts.base_url} ({engine.ready_path} did not answer 200)")
         base["engine"]["server_info"] = engine.server_info(session.http, session.base_url)
         base["engine"]["version"] = _engine_version(engine, opts, base["engine"]["server_info"])
-        if hasattr(engine, "model_name"):
-            session.served_model = engine.model_name(session.http, session.base_url)
+        session.served_model = engine.model_name(session.http, session.base_url)
 
         if opts.warmup:
             phase = "warmup"
@@ -446,7 +446,7 @@ def _profile(engine: Engine, session: Session, preset: Preset, config: Config, o
     raw.mkdir(parents=True, exist_ok=True)
     progress.step(f"{preset.name} {config.name}: profiling {opts.profile_steps} steps per stage")
     req = ProfileRequest(
-        out_dir=raw, steps=opts.profile_steps, with_stack=opts.profile_with_stack, input_len=opts.input_len,
+        out_dir=raw, steps=opts.profile_steps, with_stack=opts.profile_with_stack,
         run=lambda seed, max_tokens, on_token: session.request(batch=1, seed=opts.seed + 31 * seed,
                                                               max_tokens=max_tokens, on_token=on_token),
         run_async=lambda seed, max_tokens, on_token: session.run_async(opts.seed + 31 * seed, max_tokens, on_token),

@@ -54,7 +54,6 @@ class ProfileRequest:
     out_dir: Path  # where this engine's raw files land
     steps: int
     with_stack: bool
-    input_len: int
     run: Callable[[int, int, Callable[[int], None] | None], None]
     """run(batch_prompts_seed, max_tokens, on_token): send one streamed request and wait for it."""
     run_async: Callable[[int, int, Callable[[int], None] | None], Any]
@@ -92,6 +91,10 @@ class Engine(ABC):
     @abstractmethod
     def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
         """Run profiled traffic and return {'extend': [files], 'decode': [files]}, rank 0 first."""
+
+    def model_name(self, http: httpx.Client, base_url: str) -> str | None:
+        """The name the server serves its model under, when requests must name it."""
+        return None
 
     def is_ready(self, http: httpx.Client, base_url: str) -> bool:
         try:

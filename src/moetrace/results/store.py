@@ -370,11 +370,6 @@ class ResultsStore:
         if seq:
             self.warn(f"imported {seq} entries of existing results files in {self.root} as records")
 
-    # ----- queries used by the sweep
-    def keys_with(self, status: str) -> set[str]:
-        success, failure = self.views()
-        return set(success if status == "success" else failure)
-
 
 def _legacy_record(key: str, e: dict[str, Any], status: str) -> dict[str, Any]:
     model, _, config = key.partition("::")
