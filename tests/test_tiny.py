@@ -18,7 +18,9 @@ from moetrace.tiny import (  # noqa: E402
     TinyError,
     _e4m3_to_float,
     _to_bf16_bits,
+    _to_bf16_bits_numpy,
     _to_e4m3_bits,
+    _to_e4m3_bits_numpy,
     family_of,
     read_safetensors_header,
     tensor_specs,
@@ -270,7 +272,10 @@ def test_e4m3_codes():
     assert abs(_e4m3_to_float(codes)[7] - 0.3) < 0.3 / 16
     ml = pytest.importorskip("ml_dtypes")
     r = np.random.default_rng(0).standard_normal(4096).astype(np.float32) * 50
-    np.testing.assert_array_equal(_to_e4m3_bits(r), r.astype(ml.float8_e4m3fn).view(np.uint8))
+    np.testing.assert_array_equal(_to_e4m3_bits_numpy(r), r.astype(ml.float8_e4m3fn).view(np.uint8))
+    np.testing.assert_array_equal(_to_e4m3_bits_numpy(x[:6]), _to_e4m3_bits(x[:6]))
+    np.testing.assert_array_equal(_to_bf16_bits_numpy(r), r.astype(ml.bfloat16).view(np.uint16))
+    np.testing.assert_array_equal(_to_bf16_bits_numpy(r), _to_bf16_bits(r))
 
 
 def test_fp8_checkpoint(tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -337,9 +338,27 @@ def _to_bf16_bits(x):
     """float32 array -> uint16 bf16 bit patterns, rounded to nearest even."""
     import numpy as np
 
+    ml = _ml_dtypes()
+    if ml is not None:  # the same rounding, in C (tests/test_tiny.py checks they agree)
+        return np.ascontiguousarray(x, dtype=np.float32).astype(ml.bfloat16).view(np.uint16)
+    return _to_bf16_bits_numpy(x)
+
+
+def _to_bf16_bits_numpy(x):
+    import numpy as np
+
     u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     rounded = u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
     return (rounded >> np.uint32(16)).astype(np.uint16)
+
+
+def _ml_dtypes():
+    """ml_dtypes when installed (numpy's bf16/fp8 casts in C, ~50x faster for real-width slices)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return ml_dtypes
 
 
 def _e4m3_table():
@@ -355,6 +374,19 @@ def _e4m3_table():
 
 def _to_e4m3_bits(x):
     """float32 array -> uint8 float8_e4m3fn codes (round to nearest, saturating at 448)."""
+    import numpy as np
+
+    ml = _ml_dtypes()
+    if ml is None:
+        return _to_e4m3_bits_numpy(x)
+    # saturate first: ml_dtypes turns values above 448 into NaN
+    codes = np.clip(x, -448.0, 448.0).astype(np.float32).astype(ml.float8_e4m3fn).view(np.uint8)
+    codes[codes == 0x80] = 0  # -0.0 is written as +0.0, like the numpy path
+    return codes
+
+
+def _to_e4m3_bits_numpy(x):
+    """The same in plain numpy (tests/test_tiny.py checks it against ml_dtypes)."""
     import numpy as np
 
     table = _e4m3_table()
@@ -489,14 +521,16 @@ def _values(spec: TensorSpec, seed: int):
     import numpy as np
 
     r = _rng(seed, spec.name)
+    x = r.standard_normal(spec.shape, dtype=np.float32)
     if spec.kind == "norm":
-        return (1.0 + 0.05 * r.standard_normal(spec.shape)).astype(np.float32)
+        return 1.0 + np.float32(0.05) * x
     if spec.kind == "ebias":
-        return (0.01 * r.standard_normal(spec.shape)).astype(np.float32)
+        return np.float32(0.01) * x
     if spec.kind == "bias":
-        return (0.02 * r.standard_normal(spec.shape)).astype(np.float32)
+        return np.float32(0.02) * x
     std = 0.02 if spec.kind in ("embed", "router") else 1.0 / math.sqrt(spec.shape[-1])
-    return (std * r.standard_normal(spec.shape)).astype(np.float32)
+    x *= np.float32(std)
+    return x
 
 
 def _fp8_block(w, block: tuple[int, int], ue8m0: bool):
@@ -514,8 +548,8 @@ def _fp8_block(w, block: tuple[int, int], ue8m0: bool):
     if ue8m0:  # power-of-two scales (DeepSeek-V3.1's scale_fmt)
         scale = np.exp2(np.ceil(np.log2(scale)))
     scale = scale.astype(np.float32)
-    full = np.repeat(np.repeat(scale, bn, axis=0), bk, axis=1)[:n, :k]
-    return _to_e4m3_bits(w / full), scale
+    q = (pad.reshape(sn, bn, sk, bk) / scale[:, None, :, None]).reshape(sn * bn, sk * bk)[:n, :k]
+    return _to_e4m3_bits(q), scale
 
 
 def _int4_pack(w, group: int):
@@ -564,25 +598,31 @@ def _encode(specs: list[TensorSpec], seed: int, q: dict[str, Any] | None):
     import numpy as np
 
     method = (q or {}).get("quant_method")
-    for spec in specs:
+
+    def one(spec: TensorSpec) -> list[tuple[str, str, tuple[int, ...], bytes]]:
         w = _values(spec, seed)
         if spec.kind == "ebias":
-            yield spec.name, "F32", spec.shape, w.astype("<f4").tobytes()
-            continue
+            return [(spec.name, "F32", spec.shape, w.astype("<f4").tobytes())]
         if spec.kind == "linear" and method == "fp8" and not _fp8_skip(spec, q):
             block = tuple(q.get("weight_block_size") or (128, 128))
             codes, scale = _fp8_block(w, block, q.get("scale_fmt") == "ue8m0")
-            yield spec.name, "F8_E4M3", spec.shape, codes.tobytes()
-            yield spec.module + ".weight_scale_inv", "F32", scale.shape, scale.astype("<f4").tobytes()
-            continue
+            return [(spec.name, "F8_E4M3", spec.shape, codes.tobytes()),
+                    (spec.module + ".weight_scale_inv", "F32", scale.shape, scale.astype("<f4").tobytes())]
         if spec.kind == "linear" and method == "compressed-tensors" and spec.expert:
             grp = q["config_groups"]["group_0"]["weights"]["group_size"]
             packed, scale = _int4_pack(w, grp)
-            yield spec.module + ".weight_packed", "I32", packed.shape, packed.astype("<i4").tobytes()
-            yield spec.module + ".weight_scale", "BF16", scale.shape, _to_bf16_bits(scale).astype("<u2").tobytes()
-            yield spec.module + ".weight_shape", "I64", (2,), np.array(spec.shape, "<i8").tobytes()
-            continue
-        yield spec.name, "BF16", spec.shape, _to_bf16_bits(w).astype("<u2").tobytes()
+            return [(spec.module + ".weight_packed", "I32", packed.shape, packed.astype("<i4").tobytes()),
+                    (spec.module + ".weight_scale", "BF16", scale.shape, _to_bf16_bits(scale).astype("<u2").tobytes()),
+                    (spec.module + ".weight_shape", "I64", (2,), np.array(spec.shape, "<i8").tobytes())]
+        return [(spec.name, "BF16", spec.shape, _to_bf16_bits(w).astype("<u2").tobytes())]
+
+    # Each tensor depends only on the seed and its name, so tensors are made in parallel (numpy
+    # releases the GIL) and written in order: real-width slices of many GB take seconds, not minutes.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
+        for out in pool.map(one, specs):
+            yield from out
 
 
 def _native_precision(preset_precision: str) -> str:
@@ -596,14 +636,17 @@ def _native_precision(preset_precision: str) -> str:
 TINY_MATRIX = [[1, 1, ["auto", "triton"]], [2, 1, ["auto"]]]
 
 
-def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, precision: str = "bf16", **overrides: Any) -> Path:
+def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, precision: str = "bf16",
+                          name: str | None = None, matrix: list | None = None, **overrides: Any) -> Path:
     """Write the tiny checkpoint of ``preset`` (a ``moetrace.presets.Preset``) into
     ``out_dir`` (created; existing files of the same names are replaced) and return it.
 
     ``precision``: ``"bf16"`` (default; what every tiny variant loads with in vLLM CPU
     0.32), ``"native"`` (the preset's own precision: fp8 128x128 blocks for
     DeepSeek-V3.1 and MiniMax-M2, compressed-tensors int4 experts for Kimi-K2), or one
-    of ``fp8``/``int4`` explicitly. ``overrides`` go to ``tiny_hf_config``. The output
+    of ``fp8``/``int4`` explicitly. ``name`` and ``matrix`` go to ``moetrace.json`` (the
+    model name records carry, default ``<preset>-tiny``, and its default config matrix, default
+    the CPU engine's). ``overrides`` go to ``tiny_hf_config``. The output
     depends only on the preset's config, the seed, the precision and the overrides.
     """
     out = Path(out_dir)
@@ -624,10 +667,10 @@ def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, pr
     tok.save(str(out / "tokenizer.json"))
     (out / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(cfg["max_position_embeddings"]), indent=2) + "\n")
     meta = {
-        "name": f"{preset.name}-tiny",
+        "name": name or f"{preset.name}-tiny",
         "precision": precision,
         "tiny_of": preset.name,
-        "matrix": TINY_MATRIX,
+        "matrix": matrix or TINY_MATRIX,
         "seed": seed,
     }
     (out / "moetrace.json").write_text(json.dumps(meta, indent=2) + "\n")

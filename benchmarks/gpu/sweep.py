@@ -1,0 +1,307 @@
+"""The GPU evidence sweep: moetrace's real commands against real engines on an offline GPU node.
+
+Run on the node from the repository root, one step per device call (the node keeps /tmp while it is
+held, so the steps run back to back):
+
+    python3 benchmarks/gpu/sweep.py STEP [--parts DIR ...] [--budget-s 560]
+
+Each step installs the engine parts it carries (``benchmarks/gpu/engines/install.py`` into
+``/tmp/engines``), makes sure the real-width slices are being written (``benchmarks/gpu/slices.toml``,
+moetrace's own generator, in the background, into ``/tmp/slices``), then runs its phases: each phase is
+a set of lanes run at the same time, a lane is one ``moetrace run`` of one slice on its own GPUs
+(``CUDA_VISIBLE_DEVICES``), several configs in a row. Every run writes into one results directory
+(``/tmp/gpu-sweep/results``; the OOM probe and the FA3 runs into their own), the store's locking keeps concurrent lanes safe.
+Whatever ran is packed into ``$OUT/<step>.tar.gz`` (records, views, server logs, traces, moetrace's
+output), so a later failure loses nothing; ``tests/data/gpu/`` is made from these packs
+(``benchmarks/gpu/fixtures.py``).
+
+The plan (STEPS below) is ordered by what matters most, so that a short device budget still gets the
+first rows. Nothing here is specific to one machine except the GPU count each lane asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINES = Path(os.environ.get("MOETRACE_GPU_ENGINES", "/tmp/engines"))
+SLICES = Path(os.environ.get("MOETRACE_GPU_SLICES", "/tmp/slices"))
+BASE = Path(os.environ.get("MOETRACE_GPU_SWEEP", "/tmp/gpu-sweep"))  # results, logs, moetrace's output
+RESULTS = BASE / "results"
+OUT = Path(os.environ.get("OUT", "/tmp/out"))
+
+# Offline, and NVLink multicast off (this workplace's rule for its multi-GPU machines; see the README).
+NODE_ENV = {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1",
+    "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+# SGLang before its FA3 library arrives: Triton attention; greedy sampling in PyTorch (FlashInfer's
+# sampling kernels would be JIT-compiled at first use).
+SGL_TRITON = ("--engine-arg=--attention-backend=triton", "--engine-arg=--sampling-backend=pytorch")
+SGL_DEFAULT = ("--engine-arg=--sampling-backend=pytorch",)
+
+
+@dataclass
+class Lane:
+    gpus: str  # CUDA_VISIBLE_DEVICES
+    engine: str  # bundle directory under ENGINES: vllm-0_25_0 | sglang-0_5_17
+    slice: str  # name in slices.toml
+    configs: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    results: str = ""  # "" = RESULTS; else RESULTS-<results>
+    tag: str = ""
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.split("-")[0]
+
+
+@dataclass
+class Step:
+    phases: list[list[Lane]] = field(default_factory=list)
+    background: tuple[str, ...] = ()  # node-side jobs started detached (FlashInfer JIT warm-up)
+
+
+ALL_SLICES = (Q := "qwen3-235b", D := "deepseek-v3.1", "qwen3-coder-480b", "glm-4.6", "minimax-m2", "kimi-k2-thinking")
+V, S = "vllm-0_25_0", "sglang-0_5_17"
+# One device call each, in this order (the parts each carries: benchmarks/gpu/README.md). Every step
+# installs what it carries and starts the slice writer if the slices are not all written; a step with
+# phases waits for the writer to finish first, so no measured engine shares the host with it.
+STEPS: dict[str, Step] = {
+    "install-1": Step(),  # vLLM part 1; the slices start being written
+    "install-2": Step(),  # vLLM part 2
+    # vLLM complete: {auto, triton} on the two main slices, one GPU each.
+    "vllm-tp1": Step(phases=[[
+        Lane("0", V, Q, ("TP1_auto", "TP1_triton")),
+        Lane("1", V, D, ("TP1_auto", "TP1_triton")),
+    ]]),
+    # SGLang complete (Triton attention: FA3 is its own bundle): {auto, triton} on the same slices.
+    "sglang-tp1": Step(background=("flashinfer-jit",), phases=[[
+        Lane("0", S, Q, ("TP1_auto", "TP1_triton"), SGL_TRITON),
+        Lane("1", S, D, ("TP1_auto", "TP1_triton"), SGL_TRITON),
+    ]]),
+    # The other four architectures on vLLM (TP1_auto), then one real GPU OOM: the Qwen3 slice's
+    # 10.5 GB of weights under a 5% memory setting (7 GB of 141), launched although the planner says no.
+    "vllm-archs": Step(phases=[[
+        Lane("0", V, "qwen3-coder-480b", ("TP1_auto",)),
+        Lane("1", V, "glm-4.6", ("TP1_auto",)),
+    ], [
+        Lane("0", V, "minimax-m2", ("TP1_auto",)),
+        Lane("1", V, "kimi-k2-thinking", ("TP1_auto",)),
+    ], [
+        Lane("0", V, Q, ("TP1_auto",), ("--engine-arg=--gpu-memory-utilization=0.05", "--no-skip-predicted"),
+             results="oom", tag="oom"),
+    ]]),
+    # Two GPUs: TP2 and TP2 with expert parallelism (real NCCL / custom all-reduce in the traces).
+    "vllm-tp2": Step(phases=[[Lane("0,1", V, Q, ("TP2_auto", "TP2_EP2_auto"))]]),
+    "sglang-tp2": Step(background=("flashinfer-jit",), phases=[[Lane("0,1", S, Q, ("TP2_auto", "TP2_EP2_auto"), SGL_TRITON)]]),
+    # FA3 complete: SGLang's default attention backend on Hopper, both main slices.
+    "sglang-fa3": Step(phases=[[
+        Lane("0", S, Q, ("TP1_auto",), SGL_DEFAULT, results="fa3", tag="fa3"),
+        Lane("1", S, D, ("TP1_auto",), SGL_DEFAULT, results="fa3", tag="fa3"),
+    ]]),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[sweep {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def install(parts: list[Path]) -> None:
+    if not parts:
+        return
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu/engines/install.py"), *map(str, parts),
+                        "--root", str(ENGINES)])
+    log(f"install exit {r.returncode} in {time.monotonic() - t:.0f} s")
+
+
+def start_slices(names: tuple[str, ...]) -> None:
+    """Write the slices in the background (detached: it outlives this call, not the node)."""
+    SLICES.mkdir(parents=True, exist_ok=True)
+    todo = [n for n in names if not (SLICES / n / ".done").exists()]
+    pid_file = SLICES / "writer.pid"
+    if not todo or (pid_file.exists() and _alive(pid_file.read_text().strip())):
+        return  # nothing to write, or a writer is at it
+    code = (
+        "import sys, time, tomllib, json, pathlib\n"
+        "from moetrace.presets import get_preset\n"
+        "from moetrace.tiny import write_tiny_checkpoint\n"
+        "MATRIX = [[1, 1, ['auto', 'triton']], [2, 1, ['auto']], [2, 2, ['auto']]]\n"
+        f"table = tomllib.loads(pathlib.Path({str(REPO / 'benchmarks/gpu/slices.toml')!r}).read_text())\n"
+        "for name in sys.argv[1:]:\n"
+        f"    out = pathlib.Path({str(SLICES)!r}) / name\n"
+        "    t = time.time(); s = table[name]; p = get_preset(s['preset'])\n"
+        "    write_tiny_checkpoint(p, out, precision='native', name=p.name + '-slice', matrix=MATRIX, **s['overrides'])\n"
+        "    (out / '.done').write_text(json.dumps({'seconds': round(time.time() - t, 1)}))\n"
+        "    print(name, 'written in', round(time.time() - t, 1), 's', flush=True)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    with open(SLICES / "writer.log", "a") as f:
+        p = subprocess.Popen([sys.executable, "-c", code, *todo], stdout=f, stderr=subprocess.STDOUT, env=env,
+                             start_new_session=True, cwd=str(SLICES))
+    (SLICES / "writer.pid").write_text(str(p.pid))
+    log(f"writing slices {todo} (pid {p.pid}, log {SLICES / 'writer.log'})")
+
+
+def start_background(jobs: tuple[str, ...]) -> None:
+    for job in jobs:
+        if job == "flashinfer-jit":  # FlashInfer's norm and TP>1 all-reduce fusion modules, built once ahead of SGLang
+            py = ENGINES / S / "bin" / "python"
+            for mod, fn in (("flashinfer.jit.norm", "gen_norm_module"), ("flashinfer.jit.comm", "gen_trtllm_comm_module")):
+                code = f"import time; t = time.time(); from {mod} import {fn} as g; g().build_and_load(); " \
+                       f"print('built {fn}', round(time.time() - t, 1), 's')"
+                with open(BASE / f"jit-{fn}.log", "w") as f:
+                    subprocess.Popen([str(py), "-c", code], stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+            log("FlashInfer JIT warm-up started")
+
+
+def _alive(pid: str) -> bool:
+    try:  # a zombie (finished, not yet reaped by us) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_writer(deadline: float) -> bool:
+    pid_file = SLICES / "writer.pid"
+    while pid_file.exists() and _alive(pid_file.read_text().strip()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
+def wait_slice(name: str, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if (SLICES / name / ".done").exists():
+            return True
+        time.sleep(2)
+    return False
+
+
+def run_lane(lane: Lane, deadline: float) -> subprocess.Popen | None:
+    results = RESULTS if not lane.results else RESULTS.with_name(f"{RESULTS.name}-{lane.results}")
+    py = ENGINES / lane.engine / "bin" / "python"
+    if not py.exists():
+        log(f"skip {lane}: {py} is not installed")
+        return None
+    cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'moetrace'; from moetrace.cli import main; main()",
+           "run", str(SLICES / lane.slice), "--engine", lane.engine_name, "--device", "cuda", "--gpu", "h200",
+           "--engine-python", str(py), "--results", str(results), "--max-model-len", "8192", "--repeat", "3",
+           "--profile-steps", "5", "--request-timeout", "90", "--profile-timeout", "90",
+           "--launch-timeout", str(max(60, int(deadline - time.monotonic()) - 60))]
+    for c in lane.configs:
+        cmd += ["-c", c]
+    cmd += list(lane.args)
+    env = dict(os.environ, **NODE_ENV, CUDA_VISIBLE_DEVICES=lane.gpus,
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    tag = f"{lane.engine_name}-{lane.slice}-{'-'.join(lane.configs)}{'-' + lane.tag if lane.tag else ''}"
+    out = open(BASE / f"moetrace-{tag}.txt", "w")
+    out.write("$ " + " ".join(cmd[3:]) + f"\n# CUDA_VISIBLE_DEVICES={lane.gpus}\n")
+    out.flush()
+    log(f"lane {tag} on GPU {lane.gpus}")
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
+
+
+def run_phase(lanes: list[Lane], deadline: float) -> None:
+    procs = []
+    for lane in lanes:
+        if not wait_slice(lane.slice, deadline - 120):
+            log(f"skip {lane.slice}: slice not written in time ({SLICES / 'writer.log'})")
+            continue
+        p = run_lane(lane, deadline)
+        if p:
+            procs.append(p)
+    for p in procs:
+        try:
+            p.wait(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.terminate()  # moetrace records Interrupted and stops its engine (SIGTERM handler)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+            log("a lane ran out of the step's budget and was stopped")
+
+
+def pack(step: str, started: float) -> None:
+    """Everything this step wrote, into $OUT (files of at most 15 MiB)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    base = BASE
+    tmp = Path("/tmp") / f"{step}.tar.gz"
+    with tarfile.open(tmp, "w:gz") as t:
+        for d in sorted(base.glob(f"{RESULTS.name}*")):
+            for p in sorted(d.rglob("*")):
+                if p.is_file() and (p.stat().st_mtime >= started - 1 or p.parent == d):
+                    t.add(p, arcname=str(p.relative_to(base)))
+        for p in sorted(base.glob("*.txt")) + sorted(base.glob("*.log")) + sorted(SLICES.glob("*.log")):
+            if p.stat().st_mtime >= started - 1:
+                t.add(p, arcname=p.name)
+        for p in sorted(SLICES.glob("*/config.json")) + sorted(SLICES.glob("*/.done")) + \
+                sorted(SLICES.glob("*/moetrace.json")):
+            t.add(p, arcname=f"slices/{p.parent.name}/{p.name}")
+        facts = base / "node-facts.txt"
+        if facts.exists():
+            t.add(facts, arcname=facts.name)
+    size = tmp.stat().st_size
+    chunk = 15 * 2**20
+    with open(tmp, "rb") as f:
+        for i in range(-(-size // chunk)):
+            (OUT / f"{step}.tar.gz.{i:02d}").write_bytes(f.read(chunk))
+    log(f"packed {size / 2**20:.1f} MiB into {OUT}")
+
+
+def node_facts() -> None:
+    BASE.mkdir(parents=True, exist_ok=True)
+    f = BASE / "node-facts.txt"
+    if f.exists():
+        return
+    cmds = ["nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv", "nvidia-smi topo -m",
+            "nproc", "free -g", "df -h /tmp", f"{sys.executable} -c 'import torch, triton; print(torch.__version__, "
+            "torch.version.cuda, triton.__version__, torch.cuda.nccl.version())'"]
+    with open(f, "w") as out:
+        for c in cmds:
+            out.write(f"$ {c}\n")
+            out.flush()
+            subprocess.run(c, shell=True, stdout=out, stderr=subprocess.STDOUT)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("step", choices=list(STEPS))
+    ap.add_argument("--parts", nargs="*", type=Path, default=[], help="part directories this call carries")
+    ap.add_argument("--budget-s", type=float, default=560, help="stop starting work after this (device call limit)")
+    a = ap.parse_args()
+    t0 = time.monotonic()
+    started = time.time()
+    deadline = t0 + a.budget_s - 25  # room to pack
+    step = STEPS[a.step]
+    node_facts()
+    install(a.parts)
+    start_slices(ALL_SLICES)
+    start_background(step.background)
+    if step.phases and not wait_writer(deadline - 200):
+        log("the slice writer is still running: measuring beside it")
+    for phase in step.phases:
+        if time.monotonic() > deadline - 90:
+            log(f"no time left for phase {[ln.slice for ln in phase]}")
+            break
+        run_phase(phase, deadline)
+    pack(a.step, started)
+    log(f"step {a.step} done in {time.monotonic() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
