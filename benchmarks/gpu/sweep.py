@@ -241,11 +241,22 @@ def pack(step: str, started: float) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     base = BASE
     tmp = Path("/tmp") / f"{step}.tar.gz"
+    files = [p for d in sorted(base.glob(f"{RESULTS.name}*")) for p in sorted(d.rglob("*"))
+             if p.is_file() and (p.stat().st_mtime >= started - 1 or p.parent == d)]
+    traces = sorted((p for p in files if ".trace.json" in p.name), key=lambda p: p.stat().st_size)
+    budget, left_out = 48 * 2**20, []  # $OUT takes 64 MiB: smallest traces first, the rest named
+    for p in traces:
+        budget -= p.stat().st_size
+        if budget < 0:
+            left_out.append(p)
     with tarfile.open(tmp, "w:gz") as t:
-        for d in sorted(base.glob(f"{RESULTS.name}*")):
-            for p in sorted(d.rglob("*")):
-                if p.is_file() and (p.stat().st_mtime >= started - 1 or p.parent == d):
-                    t.add(p, arcname=str(p.relative_to(base)))
+        for p in files:
+            if p not in left_out:
+                t.add(p, arcname=str(p.relative_to(base)))
+        if left_out:
+            note = base / f"{step}-traces-left-out.txt"
+            note.write_text("".join(f"{p.relative_to(base)} {p.stat().st_size}\n" for p in left_out))
+            t.add(note, arcname=note.name)
         for p in sorted(base.glob("*.txt")) + sorted(base.glob("*.log")) + sorted(SLICES.glob("*.log")):
             if p.stat().st_mtime >= started - 1:
                 t.add(p, arcname=p.name)
