@@ -49,6 +49,8 @@ NODE_ENV = {
 # SGLang before its FA3 library arrives: Triton attention; greedy sampling in PyTorch (FlashInfer's
 # sampling kernels would be JIT-compiled at first use).
 SGL_TRITON = ("--engine-arg=--attention-backend=triton", "--engine-arg=--sampling-backend=pytorch")
+# vLLM's fp8 block GEMMs without DeepGEMM (its JIT needs the CUTLASS headers the vLLM parts leave out).
+NO_DEEPGEMM = ("--engine-env", "VLLM_USE_DEEP_GEMM=0")
 SGL_DEFAULT = ("--engine-arg=--sampling-backend=pytorch",)
 
 
@@ -102,10 +104,14 @@ STEPS: dict[str, Step] = {
     ], [
         Lane("0", V, Q, ("TP1_auto",), ("--engine-arg=--gpu-memory-utilization=0.05", "--no-skip-predicted"),
              results="oom", tag="oom"),
+        Lane("1", V, D, ("TP1_auto", "TP1_triton")),
     ]]),
     # Two GPUs: TP2 and TP2 with expert parallelism (real NCCL / custom all-reduce in the traces).
-    "vllm-tp2": Step(phases=[[Lane("0,1", V, Q, ("TP2_auto", "TP2_EP2_auto"))]]),
-    "sglang-tp2": Step(background=("flashinfer-jit",), phases=[[Lane("0,1", S, Q, ("TP2_auto", "TP2_EP2_auto"), SGL_TRITON)]]),
+    "vllm-tp2": Step(phases=[[Lane("0,1", V, Q, ("TP2_auto", "TP2_EP2_auto"))], [
+        Lane("0", V, D, ("TP1_auto",), NO_DEEPGEMM, tag="nodg"),
+        Lane("1", V, "minimax-m2", ("TP1_auto",), NO_DEEPGEMM, tag="nodg"),
+    ]]),
+    "sglang-tp2": Step(background=("flashinfer-jit",), phases=[[Lane("0,1", S, Q, ("TP2_EP2_auto", "TP2_auto"), SGL_TRITON)]]),
     # FA3 complete: SGLang's default attention backend on Hopper, both main slices.
     "sglang-fa3": Step(phases=[[
         Lane("0", S, Q, ("TP1_auto",), SGL_DEFAULT, results="fa3", tag="fa3"),
