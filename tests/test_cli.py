@@ -88,6 +88,15 @@ def test_dry_run_shows_plan_and_exact_commands(tmp_path):
     assert not list((tmp_path / "records").glob("*.json"))
 
 
+def test_dry_run_creates_nothing_on_disk(tmp_path):
+    results = tmp_path / "results"
+    cp = moetrace("run", "DeepSeek-V3.1", "--dry-run", "--engine", "sglang", "--gpu", "h200", "-r", str(results),
+                  "--skip-succeeded")
+    assert cp.returncode == 0, cp.stderr
+    assert "launch_server" in cp.stdout
+    assert not results.exists() and list(tmp_path.iterdir()) == []  # no results dir, records, attempts, lock
+
+
 def test_models_lists_presets():
     cp = moetrace("models", check=True)
     assert "| Kimi-K2-Thinking | moonshotai/Kimi-K2-Thinking | 1026.4B |" in cp.stdout

@@ -20,7 +20,7 @@ from . import __version__
 from .cli_common import BadInput, bad_input, results_option
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
-from .results.store import ResultsStore
+from .results.store import DEFAULT_DIR, ResultsStore, check_writable
 from .runner import RunOptions
 
 
@@ -203,7 +203,11 @@ def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | 
     _check_values(opts)
     executor = make_executor(kw)  # None: this process runs the configs
     targets = _targets(models, kw["config_names"], opts, kw, matrix)
-    store = _store(kw["results"])
+    if kw["dry_run"]:  # a dry run creates nothing: a read-only store, its directory only checked
+        check_writable(Path(kw["results"] or DEFAULT_DIR))
+        store = ResultsStore(kw["results"], readonly=True)
+    else:
+        store = _store(kw["results"])
     jobs = plan_jobs(targets, opts, store, skip_succeeded=kw["skip_succeeded"], only_failed=kw["only_failed"])
     if kw["dry_run"]:
         _print_dry_run(jobs, opts, store)

@@ -37,7 +37,7 @@ from filelock import FileLock, Timeout as LockTimeout
 
 from ..errors import StoreError
 
-__all__ = ["ResultsStore", "success_entry", "failure_entry", "result_key", "safe_name", "now_iso"]
+__all__ = ["ResultsStore", "success_entry", "failure_entry", "result_key", "safe_name", "now_iso", "check_writable"]
 
 log = logging.getLogger("moetrace.store")
 
@@ -182,6 +182,18 @@ def _load_view(path: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise CorruptFile(f"{path} does not hold an object of entries")
     return data
+
+
+def check_writable(root: Path) -> None:
+    """Raise StoreError unless ``root`` could be created and written, without creating anything
+    (for ``--dry-run``): the nearest existing ancestor must be a writable directory."""
+    p = Path(os.path.abspath(root))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    why = ("Not a directory" if not p.is_dir() else
+           None if os.access(p, os.W_OK | os.X_OK) else "Permission denied")
+    if why:
+        raise StoreError(f"results directory {root} is not writable: {why} ({p})")
 
 
 class ResultsStore:
