@@ -273,7 +273,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             phase = "warmup"
             progress.step(f"{preset.name} {config.name}: warm-up")
             t = time.monotonic()
-            session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983, max_tokens=min(16, opts.output_len))
+            _guard_server(lambda: session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983,
+                                                  max_tokens=min(16, opts.output_len)), server, session)
             phases["warmup_s"] = time.monotonic() - t
             progress.done("ok")
 
