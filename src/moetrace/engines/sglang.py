@@ -78,6 +78,7 @@ class SGLang(Engine):
     moe_backends = SGLANG_MOE_BACKENDS
     quantizations = SGLANG_QUANTIZATIONS
     ready_path = "/health_generate"
+    mem_fraction_flags = ("--mem-fraction-static",)
     dist_names = ("sglang",)
 
     def command(self, spec: LaunchSpec) -> list[str]:
@@ -98,7 +99,7 @@ class SGLang(Engine):
                 cmd += ["--dist-init-addr", spec.dist_init_addr]
         if spec.device == "cpu":
             cmd += ["--device", "cpu"]
-        cmd += [*spec.preset.extra_args("sglang"), *spec.extra_args]
+        cmd += [*self.mem_fraction_args(spec), *spec.preset.extra_args("sglang"), *spec.extra_args]
         return cmd
 
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
