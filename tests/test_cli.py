@@ -88,6 +88,15 @@ def test_dry_run_shows_plan_and_exact_commands(tmp_path):
     assert not list((tmp_path / "records").glob("*.json"))
 
 
+def test_dry_run_creates_nothing_on_disk(tmp_path):
+    results = tmp_path / "results"
+    cp = moetrace("run", "DeepSeek-V3.1", "--dry-run", "--engine", "sglang", "--gpu", "h200", "-r", str(results),
+                  "--skip-succeeded")
+    assert cp.returncode == 0, cp.stderr
+    assert "launch_server" in cp.stdout
+    assert not results.exists() and list(tmp_path.iterdir()) == []  # no results dir, records, attempts, lock
+
+
 def test_models_lists_presets():
     cp = moetrace("models", check=True)
     assert "| Kimi-K2-Thinking | moonshotai/Kimi-K2-Thinking | 1026.4B |" in cp.stdout
@@ -141,3 +150,31 @@ def test_analyze_command_on_real_gpu_traces_and_a_corrupt_file(tmp_path):
     bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
     line = _err(moetrace("analyze", str(bad)))
     assert str(bad.name) in line
+
+
+def test_dry_run_for_a_gpu_prints_the_gpu_nodes_command(tmp_path, monkeypatch):
+    """Planned for an H200 on a host without nvidia-smi: the command the GPU node will run, not --device cpu."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here, whatever this host has
+    cp = moetrace("run", "GLM-4.6", "--dry-run", "--engine", "sglang", "--gpu", "h200", "-r", str(tmp_path / "r"))
+    assert cp.returncode == 0, cp.stderr
+    assert "launch_server" in cp.stdout and "--device cpu" not in cp.stdout
+    cp = moetrace("run", "GLM-4.6", "--dry-run", "--engine", "sglang", "-r", str(tmp_path / "r"))
+    assert "--device cpu" in cp.stdout  # no GPU to plan for and none here: the CPU build, as before
+
+
+def test_mem_fraction_reaches_the_engine_and_the_plan(tmp_path):
+    import shlex
+
+    def dry_run(*extra):
+        cp = moetrace("run", "Qwen3-Coder-480B", "-c", "TP8_EP2_auto", "--dry-run", "--gpu", "h200",
+                      "-r", str(tmp_path / "r"), *extra)
+        assert cp.returncode == 0, cp.stderr
+        (cmd,) = [shlex.split(x) for x in cp.stdout.splitlines() if " -m " in x]
+        return cp.stdout, cmd
+
+    out, cmd = dry_run("--engine", "sglang", "--mem-fraction", "0.8")
+    assert cmd[cmd.index("--mem-fraction-static") + 1] == "0.8" and "(--mem-fraction-static 0.800)" in out
+    out, cmd = dry_run("--engine", "vllm", "--mem-fraction", "0.5")
+    assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.5" and "(--gpu-memory-utilization 0.500)" in out
+    out, cmd = dry_run("--engine", "vllm", "--engine-arg=--gpu-memory-utilization=0.5")  # issue 11 §4
+    assert "(--gpu-memory-utilization 0.500)" in out

@@ -21,6 +21,22 @@ def test_quantization_and_fallback_form():
     assert c.fallback == Config(8, 2, "triton")
 
 
+def test_sglang_nightly_scripts_tuples():
+    """The original SGLang nightly trace scripts' CONFIGS (e.g. trace_deepseek_v31.py): quantization
+    "auto" means none (no --quantization), backend None means SGLang's default (no
+    --moe-runner-backend, which is "auto"); both pass the engine's checks."""
+    from moetrace.engines.sglang import SGLANG_MOE_BACKENDS, SGLANG_QUANTIZATIONS
+    cs = parse_matrix([(8, 2, [("fp8", "flashinfer_trtllm", None, None), ("auto", "triton", None, None),
+                               ("auto", None, None, None)])])
+    assert [c.name for c in cs] == ["TP8_EP2_fp8_flashinfer_trtllm", "TP8_EP2_triton", "TP8_EP2_auto"]
+    assert [c.quantization for c in cs] == ["fp8", None, None] and all(c.fallback is None for c in cs)
+    validate(cs, backends=SGLANG_MOE_BACKENDS, engine="sglang", quantizations=SGLANG_QUANTIZATIONS)
+    (c,) = parse_matrix([(4, 1, [("fp8", "flashinfer_trtllm", "auto", None)])])
+    assert c.fallback is None  # an "auto" fallback quantization is none too: nothing to fall back to
+    (c,) = parse_matrix([(4, 1, [("fp8", "flashinfer_trtllm", "auto", "triton")])])
+    assert c.fallback == Config(4, 1, "triton")
+
+
 @pytest.mark.parametrize("entry,msg", [
     ((0, 1, ["auto"]), "tp must be a positive integer"),
     ((8, -2, ["auto"]), "ep must be a positive integer"),

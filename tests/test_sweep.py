@@ -49,3 +49,25 @@ def test_gpu_plan_attached_when_a_gpu_type_is_given(store):
     jobs = plan_jobs([(p, parse_matrix(p.matrix))], RunOptions(gpu="h200"), store, note=lambda s: None)
     verdicts = {j.config.name: j.plan["verdict"] for j in jobs}
     assert verdicts["TP4_auto"] == "will_not_fit" and verdicts["TP8_EP2_auto"] == "fits"
+
+
+def test_the_plan_uses_the_fraction_the_engine_is_given():
+    """Issue 11 §4: with --engine-arg=--gpu-memory-utilization=0.5 the plan used vLLM's default 0.9."""
+    from moetrace.sweep import plan_for
+    p = get_preset("Qwen3-235B")
+    (c,) = parse_matrix([(8, 2, ["auto"])])
+
+    def fraction(engine, extra=(), mem_fraction=None):
+        opts = RunOptions(engine=engine, gpu="h200", extra_args=tuple(extra), mem_fraction=mem_fraction)
+        return plan_for(p, c, opts)["mem_fraction"]
+
+    assert fraction("vllm") == 0.9
+    # --engine-arg=--gpu-memory-utilization=0.5 and --engine-arg '--gpu-memory-utilization 0.5', split by the CLI
+    assert fraction("vllm", ["--gpu-memory-utilization", "0.5"]) == 0.5
+    assert fraction("vllm", ["--gpu-memory-utilization=0.5"]) == 0.5
+    assert fraction("vllm", ["--gpu_memory_utilization", "0.45"]) == 0.45
+    assert fraction("sglang", ["--mem-fraction-static", "0.8", "--load-format", "dummy"]) == 0.8
+    assert fraction("sglang", ["--gpu-memory-utilization", "0.5"]) != 0.5  # another engine's flag
+    assert fraction("sglang", mem_fraction=0.85) == 0.85
+    # both: the engine argument comes last in the command, so the engine (and the plan) takes it
+    assert fraction("sglang", ["--mem-fraction-static", "0.8"], mem_fraction=0.85) == 0.8

@@ -20,7 +20,7 @@ from . import __version__
 from .cli_common import BadInput, bad_input, results_option
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
-from .results.store import ResultsStore
+from .results.store import DEFAULT_DIR, ResultsStore, check_writable
 from .runner import RunOptions
 
 
@@ -63,7 +63,8 @@ RUN_OPTIONS: list[Callable] = [
     click.option("--model-path", default=None, help="load this checkpoint instead of the preset's HF id"),
     click.option("--max-model-len", type=int, default=None),
     click.option("--gpu", default=None, help="GPU type for the planner (h100, h200, b200) [default: detect]"),
-    click.option("--mem-fraction", type=float, default=None, help="engine memory fraction for the planner"),
+    click.option("--mem-fraction", type=float, default=None,
+                 help="engine memory fraction: SGLang --mem-fraction-static, vLLM --gpu-memory-utilization"),
     click.option("--no-skip-predicted", is_flag=True, help="launch configs the planner predicts will not fit"),
     click.option("--skip-succeeded", is_flag=True, help="resume: skip configs that already succeeded"),
     click.option("--only-failed", is_flag=True, help="resume: run only configs that failed"),
@@ -203,7 +204,11 @@ def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | 
     _check_values(opts)
     executor = make_executor(kw)  # None: this process runs the configs
     targets = _targets(models, kw["config_names"], opts, kw, matrix)
-    store = _store(kw["results"])
+    if kw["dry_run"]:  # a dry run creates nothing: a read-only store, its directory only checked
+        check_writable(Path(kw["results"] or DEFAULT_DIR))
+        store = ResultsStore(kw["results"], readonly=True)
+    else:
+        store = _store(kw["results"])
     jobs = plan_jobs(targets, opts, store, skip_succeeded=kw["skip_succeeded"], only_failed=kw["only_failed"])
     if kw["dry_run"]:
         _print_dry_run(jobs, opts, store)
@@ -233,6 +238,8 @@ def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
     from .engines.base import Engine, LaunchSpec, get_engine
     engine = get_engine(opts.engine)
     click.echo(f"# dry run: {len(jobs)} config(s), engine {opts.engine}, results in {store.root}")
+    # planned for a GPU type: print what the GPU node will run, even from a host without one
+    device = "cuda" if opts.device == "auto" and opts.gpu else opts.resolved_device()
     for j in jobs:
         verdict = f"  plan: {j.plan['verdict']} ({j.plan.get('reason', '')})" if j.plan else ""
         click.echo(f"\n{j.label}{verdict}")
@@ -241,8 +248,8 @@ def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
                               port=opts.port or 30000, host=opts.host, python=opts.engine_python,
                               prefix=list(opts.launch_prefix), extra_args=list(opts.extra_args),
                               profile_dir=Path(store.root / "attempts" / "<attempt>" / "profiler_raw")
-                              if opts.profile else None, device=opts.resolved_device(),
-                              max_model_len=opts.max_model_len)
+                              if opts.profile else None, device=device,
+                              max_model_len=opts.max_model_len, mem_fraction=opts.mem_fraction)
             env = engine.environment(spec)
             prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
             role = "fallback: " if c is j.config.fallback else ""

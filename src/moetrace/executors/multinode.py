@@ -100,7 +100,8 @@ def launch_plan(preset: Any, config: Any, opts: Any, nodes: list[str], dist_init
                           host=opts.host, python=opts.engine_python, prefix=list(opts.launch_prefix),
                           extra_args=list(opts.extra_args), profile_dir=pdir if opts.profile else None,
                           profile_with_stack=opts.profile_with_stack, device=device,
-                          max_model_len=opts.max_model_len, nnodes=config.nodes, node_rank=rank,
+                          max_model_len=opts.max_model_len, mem_fraction=opts.mem_fraction,
+                          nnodes=config.nodes, node_rank=rank,
                           dist_init_addr=dist_init_addr)
         env = {**engine.environment(spec), **dict(getattr(opts, "engine_env", ()) or ())}
         out.append(NodeLaunch(rank=rank, host=host, command=engine.command(spec), env=env, serves_http=rank == 0,

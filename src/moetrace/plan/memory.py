@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .arch import Arch, QuantScheme, Tensor
 
 __all__ = ["ShardedTensor", "WeightsPerGPU", "activation_bytes", "kv_bytes_per_token", "req_to_token_bytes",
-           "shard", "sglang_defaults", "weights_per_gpu"]
+           "shard", "sglang_defaults", "prefill_graph_sizes", "weights_per_gpu"]
 
 VOCAB_PAD = 64
 
@@ -102,17 +102,35 @@ def kv_bytes_per_token(a: Arch, tp: int, *, include_mtp: bool = False, dtype_byt
     return heads * (a.head_dim + a.v_head_dim) * dtype_bytes * layers
 
 
-def sglang_defaults(gpu_mem_mib: int, tp: int, *, pp: int = 1, chunked_prefill_size: int | None = None,
-                    cuda_graph_max_bs: int | None = None, speculative: bool = False) -> dict[str, float]:
-    """SGLang's own defaults for a GPU of ``gpu_mem_mib`` MiB: chunked prefill size, CUDA-graph
-    max batch size and ``--mem-fraction-static``, as ``ServerArgs._handle_gpu_memory_settings``
-    computes them (SGLang PR #10975, v0.5.3 onward; DP attention not modelled)::
+def prefill_graph_sizes(max_tokens: int) -> list[int]:
+    """The token counts SGLang 0.5.23 captures prefill CUDA graphs for, up to ``max_tokens``
+    (``generate_prefill_cuda_graph_batch_sizes``, sglang/srt/arg_groups/cuda_graph_hook.py:480)."""
+    sizes = [*range(4, 33, 4), *range(48, 257, 16), *range(288, 513, 32), *range(576, 1025, 64),
+             *range(1280, 4097, 256), *range(4608, max_tokens + 1, 512)]
+    return [x for x in sizes if x <= max_tokens]
 
-        reserved_mib = 512 + max(chunked_prefill_size, 2048) * 1.5 + cuda_graph_max_bs * 2
-                       + tp * pp / 8 * 1024            (at least 10240 on GPUs over 60 GiB)
+
+def sglang_defaults(gpu_mem_mib: int, tp: int, *, pp: int = 1, chunked_prefill_size: int | None = None,
+                    cuda_graph_max_bs: int | None = None, speculative: bool = False, mla: bool = False,
+                    prefill_cuda_graph: bool = True) -> dict[str, float]:
+    """SGLang's own defaults for a GPU of ``gpu_mem_mib`` MiB: chunked prefill size, CUDA-graph
+    max batch size and ``--mem-fraction-static``, as SGLang 0.5.23's ``handle_gpu_memory_settings``
+    computes them (sglang/srt/arg_groups/memory_hook.py:47; the formula of SGLang PR #10975,
+    v0.5.3 on, plus the prefill CUDA-graph reserve; DP attention, DeepEP and post-capture KV
+    sizing not modelled)::
+
+        reserved_mib = 512 + max(chunked_prefill_size, 2048) * 1.5 + tp * pp / 8 * 1024
+                       + cuda_graph_max_bs * 2                    decode CUDA graphs
+                       + prefill CUDA graphs: 8 per captured token count (MLA: 1536)
+                       (at least 10240 on GPUs over 60 GiB)
                        + 2048 with EAGLE/MTP speculative decoding
         mem_fraction_static = round((gpu_mem_mib - reserved_mib) / gpu_mem_mib, 3)
-    """
+
+    The prefill graphs (``reserve_for_graph_mb``, memory_hook.py:357) are SGLang 0.5.23's
+    breakable prefill CUDA graph, on by default on CUDA (``--disable-prefill-cuda-graph``); earlier
+    0.5.x releases reserved the same 8 MiB per captured size for their piecewise CUDA graph
+    (``len(piecewise_cuda_graph_tokens) * 8``). Captured sizes run up to the chunked prefill size
+    (MLA: at most 8192, memory_hook.py:233)."""
     if gpu_mem_mib < 20 * 1024:
         cps, bs = 2048, 8
     elif gpu_mem_mib < 35 * 1024:
@@ -125,14 +143,17 @@ def sglang_defaults(gpu_mem_mib: int, tp: int, *, pp: int = 1, chunked_prefill_s
         cps, bs = 16384, 512
     cps = chunked_prefill_size or cps
     bs = cuda_graph_max_bs or bs
-    reserved = 512 + max(cps, 2048) * 1.5 + bs * 2 + tp * pp / 8 * 1024
+    prefill_graphs = 0.0
+    if prefill_cuda_graph:
+        prefill_graphs = 1536.0 if mla else 8.0 * len(prefill_graph_sizes(min(8192, cps) if mla else cps))
+    reserved = 512 + max(cps, 2048) * 1.5 + bs * 2 + prefill_graphs + tp * pp / 8 * 1024
     if gpu_mem_mib > 60 * 1024:
         reserved = max(reserved, 10 * 1024)
     if speculative:
         reserved += 2 * 1024
     mf = round((gpu_mem_mib - reserved) / gpu_mem_mib, 3)
-    return {"chunked_prefill_size": cps, "cuda_graph_max_bs": bs, "reserved_mib": reserved,
-            "mem_fraction_static": mf}
+    return {"chunked_prefill_size": cps, "cuda_graph_max_bs": bs, "prefill_graph_mib": prefill_graphs,
+            "reserved_mib": reserved, "mem_fraction_static": mf}
 
 
 def activation_bytes(a: Arch, tp: int, ep: int, tokens: int) -> float:

@@ -4,7 +4,7 @@ The verdict, for SGLang (``--mem-fraction-static`` = F, its default computed as 
 
     usable     = GPU memory - CUDA context (measured by SGLang after NCCL init: "total_gpu_memory")
     budget     = F x usable                    weights + KV cache pool must fit here
-    reserve    = (1 - F) x usable              activations, CUDA graphs, request tables live here
+    reserve    = (1 - F) x usable              activations, CUDA graphs (decode and prefill), request tables
     kv_pool    = budget - weights              SGLang: "Not enough memory" when <= 0
     will_not_fit   if weights + KV(batch x (input + output)) > budget
     tight          if it fits by less than the planner's error allowance (2 GiB + 3% of the weights),
@@ -179,7 +179,7 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
     ctx_len = context_len or a.max_position or (input_len + output_len)
 
     if engine == "sglang":
-        d = sglang_defaults(g.memory_mib, tp, speculative=speculative)
+        d = sglang_defaults(g.memory_mib, tp, speculative=speculative, mla=(a.attn == "mla"))
         mf = mem_fraction if mem_fraction is not None else d["mem_fraction_static"]
         source = "given" if mem_fraction is not None else (
             f"SGLang default for {g.memory_mib} MiB at TP{tp} (reserve {d['reserved_mib']:.0f} MiB)")
@@ -188,7 +188,7 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
         reserve = usable - available
         chunk = min(int(d["chunked_prefill_size"]), batch * input_len)
         act = activation_bytes(a, tp, ep, chunk) + 512 * 2**20   # + SGLang's constant metadata allowance
-        graphs = d["cuda_graph_max_bs"] * s.cuda_graph_mib_per_bs * 2**20
+        graphs = (d["cuda_graph_max_bs"] * s.cuda_graph_mib_per_bs + d["prefill_graph_mib"]) * 2**20
         pool = available - weights
         table = req_to_token_bytes(ctx_len, max(pool, 0.0) / kv_tok if kv_tok else 0.0)
         outside = act + graphs + table           # must fit in the reserve

@@ -83,11 +83,12 @@ def format_assumptions(plans: list[Plan]) -> str:
         f"- Engine: {p0.engine}. Memory fraction per config: {frac_txt}. "
         + ("Budget for weights + KV = fraction x (GPU memory - CUDA context); SGLang's default fraction is its own "
            "heuristic (reserve = 512 MiB + 1.5 MiB x chunked-prefill tokens + 2 MiB x CUDA-graph max batch + "
-           "TP/8 GiB, at least 10 GiB)." if p0.engine == "sglang" else
+           "prefill CUDA graphs (8 MiB per captured size; MLA 1.5 GiB) + TP/8 GiB, at least 10 GiB; SGLang 0.5.23)." if p0.engine == "sglang" else
            "vLLM budget = utilization x GPU memory, holding weights, peak activations and KV cache."),
         f"- CUDA context: {s.get('context_tp1_gib', 1.0)} GiB at TP1, {s.get('context_tp_gib', 1.5)} GiB with NCCL "
         "at TP>1. Overhead = context + activations of one prefill chunk (fused-MoE caches, attention, MLP) + "
-        f"{s.get('cuda_graph_mib_per_bs', 2.0):g} MiB per CUDA-graph batch size + SGLang's request-to-token table.",
+        f"{s.get('cuda_graph_mib_per_bs', 2.0):g} MiB per CUDA-graph batch size + SGLang's prefill-graph reserve + "
+        "SGLang's request-to-token table.",
         f"- Verdict: will not fit when weights + KV exceed the budget; tight when the margin is under "
         f"{s.get('margin_gib', 2.0):g} GiB + {100 * s.get('margin_frac_of_weights', 0.03):g}% of the weights, or the "
         "overhead exceeds what the fraction leaves; fits otherwise.",

@@ -37,6 +37,11 @@ _LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("OOM", r"less than desired (?:CPU|GPU) memory utilization"),
         ("OOM", r"No available memory for the cache blocks|larger than the available KV cache memory"
                 r"|Insufficient memory|Cannot allocate memory|MemoryError"),
+        # SGLang's KV-pool allocator and retraction (mem_cache/allocation.py, managers/schedule_batch.py),
+        # and a scheduler killed while loading: -9 is SIGKILL, the OS OOM killer (entrypoints/engine.py).
+        ("OOM", r"(?:Prefill|Decode) out of memory\. Try to lower|Out of memory\. Try to lower"
+                r"|Out of memory even after retracting"),
+        ("OOM", r"scheduler died during initialization \(exit code: -9\)"),
         # A rejected argument: a choice the engine does not offer, an unsupported combination.
         ("UnsupportedConfig", r"error: argument [^:]+: invalid choice"),
         ("UnsupportedConfig", r"(?i)\bis not supported\b|\bnot supported (?:for|on|with|yet)\b|NotImplementedError"
@@ -61,7 +66,10 @@ _LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
                       r"|no CUDA-capable device is detected|Found no NVIDIA driver"),
         # A crashed engine process (a segfault in a kernel, a worker killed by a signal).
         ("ServerError", r"died unexpectedly \(exit code: -?\d+\)|Segfault encountered|Segmentation fault"
-                        r"|Fatal Python error"),
+                        r"|Fatal Python error|scheduler died during initialization \(exit code: -?\d+\)"),
+        # SGLang retracting requests for KV room: a warning it survives, so weaker evidence than a
+        # crash above; decisive when nothing else is (a timeout while it kept retracting).
+        ("OOM", r"KV cache pool is full"),
     )
 )
 
@@ -117,12 +125,33 @@ def _with_continuation(log_lines: list[str], i: int) -> str:
     return text
 
 
-def _find(log_lines: list[str]) -> tuple[str, str] | None:
+def _find(log_lines: list[str], message: str = "") -> tuple[str, str] | None:
+    """The first rule that matches; an out-of-memory the exception's own message states (an
+    SGLang stream abort) counts like a log line of that rule."""
     for cls, pat in _LOG_RULES:
+        if cls == "OOM" and message and pat.search(message):
+            return cls, message
         # Last match wins within a rule: the final, decisive occurrence (after retries, warnings).
         for i in range(len(log_lines) - 1, -1, -1):
             if pat.search(log_lines[i]):
                 return cls, _with_continuation(log_lines, i)
+    return None
+
+
+# SGLang refuses an input longer than its request limit, which is the smaller of the context length
+# and the KV pool (managers/utils.py validate_input_length); the pool is the limit when the
+# startup log says so (managers/tp_worker.py).
+_INPUT_TOO_LONG = re.compile(r"Input length \(\d+ tokens\) exceeds the maximum allowed length")
+_KV_POOL_SMALL = re.compile(r"KV pool holds \d+ tokens, fewer than --context-length \d+")
+
+
+def _input_over_kv_pool(message: str, log_lines: list[str]) -> str | None:
+    if not _INPUT_TOO_LONG.search(message):
+        return None
+    for line in reversed(log_lines):
+        m = _KV_POOL_SMALL.search(line)
+        if m:
+            return m.group(0)
     return None
 
 
@@ -157,7 +186,10 @@ def classify(*, exception: str | None = None, message: str = "", exit_code: int 
     # log shows a warning; an interrupt is the user's; a bad stream is the client's finding.
     if exc_cls in ("Interrupted", "BenchmarkFailure", "SlurmKilled"):
         return Classification(exc_cls, _clip(where + (message or exc_cls)))
-    found = _find(lines)
+    found = _find(lines, message)
+    over_kv = _input_over_kv_pool(message, lines)
+    if over_kv:
+        return Classification("OOM", _clip(f"{where}{message}; {over_kv}"), evidence=over_kv)
     if exc_cls == "Timeout" and (found is None or found[0] not in ("OOM", "NCCLError", "CUDAError")):
         return Classification("Timeout", _clip(where + (message or "timed out")))
     if found:

@@ -17,7 +17,9 @@ yields exactly what the incremental updates produced.
 
 Durability: every file is written to a temporary name, fsynced, renamed over
 the old one, and the directory fsynced; a record is reported written only after
-that. Writers take an exclusive file lock (works across processes, and across
+that. Files get the user's umask (readable by others where it allows); a writer killed
+mid-write leaves a temp file that the next writer removes (under the lock: this host's
+writers by pid, other hosts' after an hour). Writers take an exclusive file lock (works across processes, and across
 nodes on a shared filesystem with POSIX locks). A view that does not parse is
 moved aside with a time stamp, reported, and rebuilt from the records.
 """
@@ -29,15 +31,17 @@ import json
 import logging
 import os
 import re
-import tempfile
+import socket
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 from filelock import FileLock, Timeout as LockTimeout
 
 from ..errors import StoreError
 
-__all__ = ["ResultsStore", "success_entry", "failure_entry", "result_key", "safe_name", "now_iso"]
+__all__ = ["ResultsStore", "success_entry", "failure_entry", "result_key", "safe_name", "now_iso", "check_writable"]
 
 log = logging.getLogger("moetrace.store")
 
@@ -146,12 +150,29 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+# Temp files of atomic writes: ".<name>.<host>.<pid>.<random>.tmp" beside the file, so that a
+# later writer can tell a killed writer's leftovers (its pid gone on this host) from a live one's.
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+STALE_TEMP_S = 3600.0  # a temp file of another host is stale after this long (its pid cannot be checked)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:32] or "host"
+
+
+def _temp_name(path: Path, *, host: str | None = None, pid: int | None = None) -> str:
+    return f".{path.name}.{host or _host()}.{pid or os.getpid()}.{os.urandom(4).hex()}.tmp"
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never a part."""
+    """Write JSON so that readers see the old file or the new one, never a part. The file gets
+    the user's umask (0666 & ~umask), like any file the user creates, so that others on a
+    shared filesystem can read the results when the umask lets them."""
     data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / _temp_name(path)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -164,6 +185,30 @@ def atomic_write_json(path: Path, obj: Any) -> None:
             pass
         raise StoreError(f"could not write {path}: {e.strerror or e} (the previous file is intact)") from e
     _fsync_dir(path.parent)
+
+
+def remove_stale_temp_files(directory: Path, *, max_age_s: float = STALE_TEMP_S) -> list[Path]:
+    """Remove the temp files of atomic writes whose writer is gone: named by this store's
+    pattern, and either written on this host by a process that no longer exists, or older than
+    ``max_age_s``. Call under the store's lock. Returns what was removed."""
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    host, now = _host(), time.time()
+    for p in entries:
+        m = _TEMP_RE.match(p.name)
+        if not m:
+            continue
+        try:
+            gone = m["host"] == host and not psutil.pid_exists(int(m["pid"]))
+            if gone or now - p.lstat().st_mtime > max_age_s:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed
 
 
 class CorruptFile(Exception):
@@ -182,6 +227,18 @@ def _load_view(path: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise CorruptFile(f"{path} does not hold an object of entries")
     return data
+
+
+def check_writable(root: Path) -> None:
+    """Raise StoreError unless ``root`` could be created and written, without creating anything
+    (for ``--dry-run``): the nearest existing ancestor must be a writable directory."""
+    p = Path(os.path.abspath(root))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    why = ("Not a directory" if not p.is_dir() else
+           None if os.access(p, os.W_OK | os.X_OK) else "Permission denied")
+    if why:
+        raise StoreError(f"results directory {root} is not writable: {why} ({p})")
 
 
 class ResultsStore:
@@ -227,6 +284,11 @@ class ResultsStore:
             raise StoreError(f"could not lock {self.root / '.lock'} within {self.lock_timeout:.0f} s "
                              "(another moetrace holds it)") from None
 
+    def _remove_stale_temp_files(self) -> None:
+        for d in (self.root, self.root / RECORDS):
+            for p in remove_stale_temp_files(d):
+                log.info("removed %s, left by a writer that is gone", p)
+
     # ----- records
     def _record_files(self) -> list[tuple[int, Path]]:
         out = []
@@ -259,6 +321,7 @@ class ResultsStore:
             if k not in record:
                 raise ValueError(f"record lacks {k!r}")
         with self.locked():
+            self._remove_stale_temp_files()
             self._import_legacy_views()
             files = self._record_files()
             seq = (files[-1][0] + 1) if files else 1
@@ -329,6 +392,7 @@ class ResultsStore:
     def rebuild(self) -> tuple[dict, dict]:
         """Regenerate both views from the records (``moetrace results rebuild``)."""
         with self.locked():
+            self._remove_stale_temp_files()
             self._import_legacy_views()
             return self._rebuild_locked()
 
