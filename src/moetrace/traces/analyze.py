@@ -27,7 +27,8 @@ from .reader import DEFAULT_MAX_BYTES, TraceError, TraceStream
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "MultiSummary", "OpStat", "RankRow", "StageGroup", "StageSummary", "StepStats",
-    "TraceError", "TraceSummary", "analyze_trace", "analyze_traces", "format_summary", "short_breakdown",
+    "TraceError", "TraceSummary", "analyze_trace", "analyze_traces", "format_summary", "group_stages",
+    "short_breakdown", "step_count",
 ]
 
 _DEVICE_CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "Kernel", "Memcpy", "Memset"})
@@ -305,12 +306,22 @@ def analyze_traces(paths: Iterable[str | Path], *, top_n: int = 15,
                    max_bytes: int = DEFAULT_MAX_BYTES) -> MultiSummary:
     """Summarize several traces (ranks of one config): per rank, and across ranks per stage."""
     traces = [analyze_trace(p, top_n=top_n, max_bytes=max_bytes) for p in paths]
+    return MultiSummary(traces, group_stages(traces))
+
+
+def group_stages(traces: Sequence[TraceSummary]) -> list[StageGroup]:
+    """Per stage, one row per rank (of summaries already made), in stage order."""
     by_stage: dict[str, list[tuple[TraceSummary, StageSummary]]] = defaultdict(list)
     for t in traces:
         for stage, s in t.stages.items():
             by_stage[stage].append((t, s))
-    groups = [_group(stage, members) for stage, members in sorted(by_stage.items(), key=lambda kv: _stage_order(kv[0]))]
-    return MultiSummary(traces, groups)
+    return [_group(stage, members) for stage, members in sorted(by_stage.items(), key=lambda kv: _stage_order(kv[0]))]
+
+
+def step_count(summary: TraceSummary, stage: str) -> int:
+    """How many steps of ``stage`` (EXTEND, DECODE) the trace holds; 0 for a trace of nothing."""
+    s = summary.stages.get(stage.upper())
+    return s.steps.count if s is not None and s.steps is not None else 0
 
 
 def _collective_us(category_us: dict[str, float]) -> float:
