@@ -453,7 +453,7 @@ def _profile(engine: Engine, session: Session, preset: Preset, config: Config, o
     raw.mkdir(parents=True, exist_ok=True)
     traces_dir = adir / "traces"
     progress.step(f"{preset.name} {config.name}: profiling {opts.profile_steps} steps per stage")
-    watched = server.alive_pids() if server else set()
+    watched = _engine_pids(server)
 
     def alive() -> bool:
         return _engine_death(server, watched, wait_s=0.0) is None
@@ -540,6 +540,26 @@ def _profile(engine: Engine, session: Session, preset: Preset, config: Config, o
         progress.done(f"failed: {out['error']}")
     else:
         progress.done(f"{len(stages['extend'])} extend and {len(stages['decode'])} decode trace files")
+    return out
+
+
+_TRANSIENT = frozenset({"g++", "gcc", "cc", "c++", "cc1plus", "cc1", "as", "ld", "collect2", "nvcc", "ptxas", "cicc",
+                        "ninja", "sh", "bash", "make", "cmake", "fatbinary", "nvlink"})
+
+
+def _engine_pids(server: ServerProcess | None) -> set[int]:
+    """The engine's own processes alive now, not the compilers it runs now and then (torch.compile,
+    FlashInfer's JIT): one of these exiting is no death."""
+    if server is None:
+        return set()
+    import psutil
+    out = set()
+    for pid in server.alive_pids():
+        try:
+            if psutil.Process(pid).name() not in _TRANSIENT:
+                out.add(pid)
+        except psutil.Error:
+            continue
     return out
 
 

@@ -154,6 +154,8 @@ class VLLM(Engine):
         try:
             traffic()
         finally:
+            if req.alive is not None and not req.alive():  # a dead engine core never answers /stop_profile
+                raise ProfileError("the engine died while its profiler window was open")
             r = http.post(base_url + "/stop_profile", timeout=req.timeout_s)
         if r.status_code != 200:
             raise ProfileError(f"POST /stop_profile answered {r.status_code}: {r.text[:200]}")
@@ -198,14 +200,21 @@ class VLLM(Engine):
             counted["start"] = counted["n"]
             t_min = time.monotonic() + hold_s
             t_end = time.monotonic() + req.timeout_s
+            t_check = time.monotonic() + 1.0
             while not (enough.wait(0.05) and time.monotonic() >= t_min):
                 if job.done or time.monotonic() > t_end:
                     break
+                if req.alive is not None and time.monotonic() > t_check:  # about once a second
+                    t_check = time.monotonic() + 1.0
+                    if not req.alive():
+                        break
         try:
             out["decode"] = req.done["decode"] = self._window(http, base_url, req, decode_traffic)
         finally:
             job.cancel()  # closing the stream aborts the rest of the request
-            job.join()
+            # A stream of a dead engine core may carry no more tokens to notice the cancel on:
+            # never wait the whole request timeout for it (the session's close ends it).
+            job.join(timeout=10)
         return out
 
 
