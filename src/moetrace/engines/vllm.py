@@ -192,9 +192,12 @@ class VLLM(Engine):
 
         max_tokens = max(256, want * 32)
         job = req.run_async(2, max_tokens, on_token)
-        if not first.wait(req.timeout_s):
-            job.join()
-            raise ProfileError(f"decode window: no tokens within {req.timeout_s:.0f} s ({job.error})")
+        t_end = time.monotonic() + req.timeout_s
+        while not first.wait(1.0):  # a request that failed, or a dead engine, ends the wait at once
+            if job.done or time.monotonic() > t_end or (req.alive is not None and not req.alive()):
+                job.cancel()
+                job.join(timeout=10)
+                raise ProfileError(f"decode window: no decode tokens ({job.error or 'the engine died'})")
 
         def decode_traffic() -> None:
             counted["start"] = counted["n"]
