@@ -35,7 +35,7 @@ from .matrix import Config
 from .presets import Preset
 from .results.classify import classify
 from .results.store import ResultsStore, now_iso, result_key, safe_name
-from .traces.capture import file_traces
+from .traces.capture import complete_traces, file_traces
 
 __all__ = ["RunOptions", "run_config", "Progress"]
 
@@ -301,7 +301,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         if opts.profile:
             phase = "profile"
             t = time.monotonic()
-            profile = _profile(engine, session, preset, config, opts, adir, progress, rel)
+            profile = _profile(engine, session, preset, config, opts, adir, progress, rel, server=server,
+                               phases=phases, base=base)
             phases["profile_s"] = time.monotonic() - t
     except KeyboardInterrupt as e:
         _stop(server, phases, base)
@@ -441,52 +442,237 @@ def _stop(server: ServerProcess | None, phases: dict[str, float], base: dict[str
 
 
 def _profile(engine: Engine, session: Session, preset: Preset, config: Config, opts: RunOptions, adir: Path,
-             progress: Progress, rel: Callable[[Any], str | None]) -> dict[str, Any]:
-    """Capture extend and decode traces; a failure here is recorded, and the numbers kept."""
+             progress: Progress, rel: Callable[[Any], str | None], *, server: ServerProcess | None = None,
+             phases: dict[str, float] | None = None, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Capture extend and decode traces; a failure here is recorded, and the numbers kept.
+
+    A stage whose trace holds no step of that stage is retried once with longer windows, then
+    recorded as a failure naming the file. An engine that dies while profiling is a failure of
+    that stage with the decisive log line; it is stopped (and how, recorded), and every complete
+    trace it wrote is still filed and analysed."""
     raw = adir / "profiler_raw"
     raw.mkdir(parents=True, exist_ok=True)
-    progress.step(f"{preset.name} {config.name}: profiling {opts.profile_steps} steps per stage")
-    req = ProfileRequest(
-        out_dir=raw, steps=opts.profile_steps, with_stack=opts.profile_with_stack,
-        run=lambda seed, max_tokens, on_token: session.request(batch=1, seed=opts.seed + 31 * seed,
-                                                              max_tokens=max_tokens, on_token=on_token),
-        run_async=lambda seed, max_tokens, on_token: session.run_async(opts.seed + 31 * seed, max_tokens, on_token),
-        expected_ranks=config.tp, timeout_s=opts.profile_timeout_s)
-    out: dict[str, Any] = {"enabled": True, "steps": opts.profile_steps}
-    try:
-        files = engine.capture_profile(session.http, session.base_url, req)
-    except (MoetraceError, httpx.HTTPError) as e:
-        progress.done(f"failed: {e}")
-        out["error"] = f"{type(e).__name__}: {e}"
-        return out
     traces_dir = adir / "traces"
-    stages: dict[str, list[Path]] = {}
+    progress.step(f"{preset.name} {config.name}: profiling {opts.profile_steps} steps per stage")
+    watched = _engine_pids(server)
+
+    def alive() -> bool:
+        return _engine_death(server, watched, wait_s=0.0) is None
+
+    def request(stages: tuple[str, ...], longer: bool) -> ProfileRequest:
+        return ProfileRequest(
+            out_dir=raw, steps=opts.profile_steps, with_stack=opts.profile_with_stack,
+            run=lambda seed, max_tokens, on_token: session.request(batch=1, seed=opts.seed + 31 * seed,
+                                                                  max_tokens=max_tokens, on_token=on_token),
+            run_async=lambda seed, max_tokens, on_token: session.run_async(opts.seed + 31 * seed, max_tokens,
+                                                                           on_token),
+            expected_ranks=config.tp, timeout_s=opts.profile_timeout_s, stages=stages, longer=longer, alive=alive)
+
+    out: dict[str, Any] = {"enabled": True, "steps": opts.profile_steps}
+    errors: list[str] = []
+    stages: dict[str, list[Path]] = {"extend": [], "decode": []}
+
+    def capture(wanted: tuple[str, ...], longer: bool) -> dict[str, list[Path]] | None:
+        """Run the engine's capture and file what it wrote; None when the engine died."""
+        req = request(wanted, longer)
+        try:
+            files = engine.capture_profile(session.http, session.base_url, req)
+        except (MoetraceError, httpx.HTTPError) as e:
+            death = _engine_death(server, watched, wait_s=5.0)
+            if death is None:
+                errors.append(f"{type(e).__name__}: {e}")
+                files = dict(req.done)
+            else:
+                out["engine_died"] = _engine_died(server, death, e, phases, base, rel)
+                errors.append(f"{out['engine_died']['error_type']}: {out['engine_died']['message']}")
+                files = _left_behind(raw, req, wanted)
+                _file(files, wanted)
+                return None
+        _file(files, wanted)
+        return files
+
+    def _file(files: dict[str, list[Path]], wanted: tuple[str, ...]) -> None:
+        for stage in ("extend", "decode"):
+            if stage in wanted and files.get(stage):
+                stages[stage] += file_traces(files[stage], traces_dir, model=preset.name, config=config.name,
+                                             stage=stage, engine=engine.name)
+
+    alive_after = capture(("extend", "decode"), False) is not None
+    summaries, analysis_errors = _analyse(stages)
+    empty = _empty(stages, summaries)
+    if empty and alive_after:
+        retry = tuple(st for st in ("extend", "decode") if st in empty)
+        progress.done(f"no {'/'.join(retry)} step in {', '.join(p.name for st in retry for p in empty[st])}")
+        progress.step(f"{preset.name} {config.name}: profiling {'/'.join(retry)} again with longer windows")
+        rejected_dir = traces_dir / "rejected"
+        rejected_dir.mkdir(parents=True, exist_ok=True)
+        out["rejected"] = []
+        for st in retry:
+            for p in stages[st]:  # every file of the retried stage: the retry writes them all again
+                dest = rejected_dir / p.name
+                shutil.move(str(p), dest)
+                out["rejected"].append({"stage": st, "trace": rel(dest),
+                                        "reason": "no step of its stage" if p in empty[st] else "stage retried"})
+            stages[st] = []
+            for p in list(summaries):
+                if p not in stages["extend"] + stages["decode"]:
+                    summaries.pop(p)
+        capture(retry, True)
+        more, more_errors = _analyse({st: stages[st] for st in retry})
+        summaries.update(more)
+        analysis_errors += more_errors
+        empty = _empty(stages, summaries)
+        for st, files in empty.items():
+            errors.append(f"{st}: " + ", ".join(f"{rel(p)} holds no {st.upper()} step" for p in files)
+                          + " (also after a retry with longer windows)")
+    elif empty:
+        for st, files in empty.items():
+            errors.append(f"{st}: " + ", ".join(f"{rel(p)} holds no {st.upper()} step" for p in files))
     for stage in ("extend", "decode"):
-        stages[stage] = file_traces(files.get(stage, []), traces_dir, model=preset.name, config=config.name,
-                                    stage=stage)
-        out[stage] = rel(stages[stage][0]) if stages[stage] else None
-        out[f"{stage}_all"] = [rel(p) for p in stages[stage]]
-    leftover = [p for p in raw.rglob("*") if p.is_file()]
-    out["other_files"] = [rel(p) for p in leftover]
-    out["breakdown"], out["analysis_error"] = _breakdowns(stages)
-    progress.done(f"{len(stages['extend'])} extend and {len(stages['decode'])} decode trace files")
+        files = stages[stage]
+        # The stage's link is its first rank's trace, unless that trace holds no step of the stage.
+        out[stage] = rel(files[0]) if files and files[0] not in empty.get(stage, []) else None
+        out[f"{stage}_all"] = [rel(p) for p in files]
+    out["other_files"] = [rel(p) for p in raw.rglob("*") if p.is_file()]
+    out.update(_breakdowns(stages, summaries, empty, rel))
+    out["analysis_error"] = "; ".join(analysis_errors) or None
+    if errors:
+        out["error"] = "; ".join(errors)
+        progress.done(f"failed: {out['error']}")
+    else:
+        progress.done(f"{len(stages['extend'])} extend and {len(stages['decode'])} decode trace files")
     return out
 
 
-def _breakdowns(stages: dict[str, list[Path]]) -> tuple[dict[str, Any], str | None]:
-    """Short per-stage time breakdown from the rank-0 trace of each stage (analyzer)."""
+_TRANSIENT = frozenset({"g++", "gcc", "cc", "c++", "cc1plus", "cc1", "as", "ld", "collect2", "nvcc", "ptxas", "cicc",
+                        "ninja", "sh", "bash", "make", "cmake", "fatbinary", "nvlink"})
+
+
+def _engine_pids(server: ServerProcess | None) -> set[int]:
+    """The engine's own processes alive now, not the compilers it runs now and then (torch.compile,
+    FlashInfer's JIT): one of these exiting is no death."""
+    if server is None:
+        return set()
+    import psutil
+    out = set()
+    for pid in server.alive_pids():
+        try:
+            if psutil.Process(pid).name() not in _TRANSIENT:
+                out.add(pid)
+        except psutil.Error:
+            continue
+    return out
+
+
+def _engine_death(server: ServerProcess | None, watched: set[int], wait_s: float) -> dict[str, Any] | None:
+    """How the engine died (exit code, processes lost since profiling began), or None while it lives."""
+    if server is None:
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        code = server.exit_code()
+        lost = sorted(watched - server.alive_pids()) if watched else []
+        if code is not None or lost:
+            return {"exit_code": code, "lost_pids": lost}
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.25)
+
+
+def _engine_died(server: ServerProcess | None, death: dict[str, Any], exc: BaseException,
+                 phases: dict[str, float] | None, base: dict[str, Any] | None,
+                 rel: Callable[[Any], str | None]) -> dict[str, Any]:
+    """Classify an engine death during profiling from its log, stop what is left of its process
+    tree, and say so. The benchmark numbers are not touched."""
+    assert server is not None
+    code = death["exit_code"]
+    if death["lost_pids"] and code is None:
+        time.sleep(1.0)  # the engine's own shutdown (SGLang kills its tree when a scheduler dies)
+        code = server.exit_code()
+    what = f"engine exited with code {code}" if code is not None else \
+        f"engine process(es) {death['lost_pids']} died"
+    c = classify(exception="ServerDied", message=f"{what} during profiling ({type(exc).__name__}: {exc})",
+                 exit_code=code, log_text=tail(server.log_path), phase="profile")
+    _stop(server, phases if phases is not None else {}, base if base is not None else {"engine": {}})
+    rep = server.stop_report.to_dict() if server.stop_report else None
+    return {"error_type": c.error_type, "message": c.error_message, "evidence": c.evidence, "exit_code": code,
+            "lost_pids": death["lost_pids"], "exception": type(exc).__name__, "client_error": str(exc),
+            "stop": rep, "log_path": rel(server.log_path) if server.log_path.exists() else None}
+
+
+def _left_behind(raw: Path, req: ProfileRequest, wanted: tuple[str, ...]) -> dict[str, list[Path]]:
+    """The complete traces a dead engine wrote: those of finished stages, and any other complete
+    file in the raw folder (its stage from its name, else the stage that was in progress)."""
+    from .traces.names import parse_trace_name
+    files = {st: list(req.done.get(st, [])) for st in wanted}
+    known = {p for fs in files.values() for p in fs}
+    in_progress = next((st for st in wanted if st not in req.done), wanted[-1])
+    for p in complete_traces(raw):
+        if p in known:
+            continue
+        stage = (parse_trace_name(p.name).stage or "").lower() or in_progress
+        stage = "extend" if stage == "extend" else ("decode" if stage == "decode" else in_progress)
+        if stage in files:
+            files[stage].append(p)
+    return files
+
+
+def _analyse(stages: dict[str, list[Path]]) -> tuple[dict[Path, Any], list[str]]:
+    """One analysis per per-rank trace file (frontend files have no steps and are skipped)."""
     try:
-        from .traces.analyze import analyze_trace, short_breakdown
+        from .traces.analyze import analyze_trace
     except ImportError as e:  # analyzer not available: keep traces, say why
-        return {}, f"analyzer unavailable: {e}"
-    out: dict[str, Any] = {}
+        return {}, [f"analyzer unavailable: {e}"]
+    out: dict[Path, Any] = {}
     errors = []
     for stage, files in stages.items():
-        ranked = [f for f in files if "rank" in f.name]
+        for f in files:
+            if "__rank" not in f.name:
+                continue
+            try:
+                out[f] = analyze_trace(f)
+            except Exception as e:  # a trace the analyzer cannot read must not cost the result
+                errors.append(f"{stage}: {type(e).__name__}: {e}")
+    return out, errors
+
+
+def _empty(stages: dict[str, list[Path]], summaries: dict[Path, Any]) -> dict[str, list[Path]]:
+    """Per stage, the per-rank files that hold no step of that stage (a profiling failure)."""
+    from .traces.analyze import step_count
+    out: dict[str, list[Path]] = {}
+    for stage, files in stages.items():
+        bad = [f for f in files if f in summaries and step_count(summaries[f], stage) == 0]
+        if bad:
+            out[stage] = bad
+    return out
+
+
+def _breakdowns(stages: dict[str, list[Path]], summaries: dict[Path, Any], empty: dict[str, list[Path]],
+                rel: Callable[[Any], str | None]) -> dict[str, Any]:
+    """Per stage: every rank's short breakdown and collective time, the rank the others wait for,
+    and (``breakdown``, for tables) the first rank's breakdown."""
+    from .traces.analyze import group_stages, short_breakdown, step_count
+    breakdown: dict[str, Any] = {}
+    by_rank: dict[str, Any] = {}
+    bottleneck: dict[str, Any] = {}
+    for stage, files in stages.items():
+        ranked = [f for f in files if f in summaries and f not in empty.get(stage, [])]
         if not ranked:
             continue
-        try:
-            out[stage] = short_breakdown(analyze_trace(ranked[0]))
-        except Exception as e:  # a trace the analyzer cannot read must not cost the result
-            errors.append(f"{stage}: {type(e).__name__}: {e}")
-    return out, "; ".join(errors) or None
+        breakdown[stage] = short_breakdown(summaries[ranked[0]], stage)
+        groups = {g.stage: g for g in group_stages([summaries[f] for f in ranked])}
+        g = groups.get(stage.upper())
+        rows = []
+        for f in ranked:
+            t = summaries[f]
+            row = next((r for r in g.rows if r.path == t.path), None) if g else None
+            rows.append({"rank": t.rank, "parallel": t.parallel, "trace": rel(f), "steps": step_count(t, stage),
+                         "breakdown": short_breakdown(t, stage),
+                         "busy_ms": round(row.busy_us / 1000, 3) if row else None,
+                         "collective_ms": round(row.collective_us / 1000, 3) if row else None,
+                         "step_mean_ms": round(row.step_mean_us / 1000, 3) if row and row.step_mean_us else None})
+        by_rank[stage] = rows
+        if g is not None and len(g.rows) > 1:
+            bottleneck[stage] = {"rank": g.bottleneck_rank, "longest_step_rank": g.slowest_rank}
+    return {"breakdown": breakdown, "breakdown_by_rank": by_rank, "bottleneck": bottleneck}
+

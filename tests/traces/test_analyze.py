@@ -61,7 +61,22 @@ def test_tensor_parallel_two_gpus_nccl():
         nccl = [o for o in t.top_ops if o.name.startswith("ncclDevKernel_AllReduce")]
         assert nccl and nccl[0].category == c.ALLREDUCE
     text = format_summary(m)
-    assert "slowest rank" in text and "all-reduce" in text
+    assert "longest mean step" in text and "all-reduce" in text
+
+
+def test_the_rank_others_wait_for_is_not_the_waiting_one():
+    # Real H100 TP2 traces: rank 0 reaches each all-reduce first and waits in NCCL for rank 1, so its
+    # steps are the longest (282 ms against 25 ms in the prefill) and its device time is mostly
+    # all-reduce. Rank 1 is the one holding rank 0 back: the least time inside collectives.
+    m = analyze_traces(files(TP2))
+    for g in m.groups:
+        r0, r1 = g.rows
+        assert r0.collective_us > r1.collective_us > 0
+        assert g.slowest_rank == 0 and g.bottleneck_rank == 1, g.stage
+        assert abs(r0.compute_us + r0.collective_us - r0.busy_us) < 1e-6
+    text = format_summary(m)
+    assert "rank 1 holds the others back" in text and "in collectives ms" in text
+    assert m.to_dict()["groups"][0]["bottleneck_rank"] == 1
 
 
 def test_vllm_style_file_with_both_stages():

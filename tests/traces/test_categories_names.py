@@ -48,6 +48,46 @@ KERNELS = {
     "deep_ep::intranode::dispatch<8, 768, 8192>": c.ALLTOALL,
 }
 
+# Names in SGLang 0.5.17 and vLLM 0.25.0 traces on H200 (/work/shared/gpu-engines/README.md), one test each.
+H200_KERNELS = {
+    # SGLang, Triton attention backend
+    "_fwd_kernel": c.ATTENTION,
+    "_fwd_grouped_kernel_stage1": c.ATTENTION,
+    "_fwd_kernel_stage2": c.ATTENTION,
+    "create_flashinfer_kv_indices_triton": c.ATTENTION_META,
+    "get_num_kv_splits_triton": c.ATTENTION_META,
+    "_router_triton_kernel": c.MOE_ROUTING,
+    "_vocab_parallel_embedding_kernel": c.EMBEDDING,
+    # SGLang's own custom all-reduce: its name ends in reduce_kernel, which the norm rule took before
+    "void sglang::all_reduce_kernel<sglang::AllReducePushImpl<__nv_bfloat16, 2> >(sglang::AllReduceData)":
+        c.ALLREDUCE,
+    "all_reduce_kernel<AllReducePushImpl<c10::BFloat16, 2>>": c.ALLREDUCE,
+    # FlashInfer's fused all-reduce (+ residual + RMSNorm), SGLang at TP2 on SM90
+    "void flashinfer::trtllm_allreduce_fusion::allreduce_fusion_kernel_oneshot_lamport<__nv_bfloat16, 2, true>":
+        c.ALLREDUCE,
+    "void flashinfer::trtllm_allreduce_fusion::allreduce_fusion_kernel_twoshot_sync<__nv_bfloat16, 2, true>":
+        c.ALLREDUCE,
+    # vLLM custom all-reduce and NCCL
+    "void vllm::cross_device_reduce_1stage<__nv_bfloat16, 2>(vllm::RankData*, vllm::RankSignals, "
+    "vllm::Signal*, __nv_bfloat16*, int, int)": c.ALLREDUCE,
+    "void vllm::cross_device_reduce_2stage<__nv_bfloat16, 2>(vllm::RankData*, vllm::RankSignals)": c.ALLREDUCE,
+    "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)": c.ALLREDUCE,
+    "ncclDevKernel_AllGather_RING_LL(ncclDevKernelArgsStorage<4096ul>)": c.ALLGATHER,
+    # FA3 (vLLM 0.25.0's attention on H200)
+    "void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<flash::CollectiveMainloopFwd"
+    "Sm90<2, cute::tuple<cute::C<1>, cute::C<1>, cute::C<1> >, cute::tuple<cute::C<128>, cute::C<176>>>>>>":
+        c.ATTENTION,
+    "void flash_fwd_splitkv_kernel<Flash_fwd_kernel_traits<128, 64, 128, 4>, false, true>": c.ATTENTION,
+    "void flash_fwd_splitkv_combine_kernel<Flash_fwd_kernel_traits<128, 64, 128, 4>, 4, 7>": c.ATTENTION,
+    # fused MoE (vLLM's TRITON unquantized backend, SGLang's triton runner)
+    "fused_moe_kernel": c.MOE_GEMM,
+    "void vllm::moe::moe_align_block_size_kernel<int>(int const*, int*, int*, int*, int, int, int)": c.MOE_PERMUTE,
+    "void moe_align_block_size_small_batch_expert_kernel<int>(int const*, int*, int*)": c.MOE_PERMUTE,
+    "void vllm::moe::topkGatingSoftmax<8, 128, 4, 16, 32, int, __nv_bfloat16>(...)": c.MOE_ROUTING,
+    "void moe_fused_gate_kernel<float, 8, 128>(...)": c.MOE_ROUTING,
+    "void vllm::moe::moe_sum_kernel<__nv_bfloat16, 8>(__nv_bfloat16*, __nv_bfloat16 const*, int)": c.MOE_PERMUTE,
+}
+
 OPS = {
     "vllm::unified_attention_with_output": c.ATTENTION,
     "_C::cpu_fused_moe": c.MOE_GEMM,
@@ -77,6 +117,19 @@ OPS = {
 @pytest.mark.parametrize(("name", "category"), KERNELS.items())
 def test_kernel_names(name, category):
     assert classify(name, KERNEL) == category
+
+
+@pytest.mark.parametrize(("name", "category"), H200_KERNELS.items())
+def test_kernel_names_of_real_gpu_engines(name, category):
+    assert classify(name, KERNEL) == category
+
+
+def test_norms_and_reductions_stay_norms():
+    # The new all-reduce pattern must not take torch's reductions or fused norms.
+    assert classify("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::func_wrapper_t"
+                    "<float, at::native::sum_functor<float, float, float>::operator()>, unsigned int, float, 4>>",
+                    KERNEL) == c.NORM_ELEMENTWISE
+    assert classify("void flashinfer::norm::FusedAddRMSNormKernel<8u, __nv_bfloat16>", KERNEL) == c.NORM_ELEMENTWISE
 
 
 @pytest.mark.parametrize(("name", "category"), OPS.items())

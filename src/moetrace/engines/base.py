@@ -61,6 +61,14 @@ class ProfileRequest:
     """Same, in a thread; returns a job with .join(), .cancel(), .done and .error."""
     expected_ranks: int = 1
     timeout_s: float = 600.0
+    stages: tuple[str, ...] = ("extend", "decode")
+    """The stages wanted; an engine that profiles both at once (SGLang by stage) may return both."""
+    longer: bool = False
+    """A retry after a trace without a step of its stage: hold each window open longer."""
+    alive: Callable[[], bool] | None = None
+    """False once the engine died: waiting for trace files stops at once."""
+    done: dict[str, list[Path]] = field(default_factory=dict)
+    """Filled as each stage's files are complete, so that files written before a failure are still known."""
 
 
 class Engine(ABC):

@@ -6,7 +6,8 @@ parse every generated command with ``sglang.srt.server_args.ServerArgs``):
 ``data: {json}`` chunks whose ``meta_info.completion_tokens`` counts tokens so far;
 ``/flush_cache``; ``/server_info`` (older: ``/get_server_info``); profiling by stage
 with ``/start_profile`` {profile_by_stage, num_steps}, one file per rank and stage:
-``{profile_id}-TP-{tp}[-DP-..][-PP-..][-EP-..]-EXTEND|DECODE.trace.json.gz``.
+``{profile_id}-TP-{tp}[-DP-..][-PP-..][-EP-..]-EXTEND|DECODE.trace.json.gz`` (profiler V2:
+``-prefill|-decode``).
 
 Nothing here has run against a live SGLang server (none runs on our machines);
 the stream and profiler handling are written from the documented formats.
@@ -23,6 +24,7 @@ import httpx
 from ..bench.client import ChunkError, TokenEvent
 from ..errors import ProfileError
 from ..traces.capture import snapshot, wait_for_files
+from ..traces.names import DECODE, EXTEND, parse_trace_name
 from .base import Engine, LaunchSpec, ProfileRequest, register
 
 # SGLang 0.5.23's --moe-runner-backend choices, in its order (MOE_RUNNER_BACKEND_CHOICES in
@@ -137,19 +139,38 @@ class SGLang(Engine):
             return {}
 
     def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
-        """One profiling session by stage: SGLang traces ``steps`` prefill batches and then
-        ``steps`` decode batches, and stops by itself. ``steps`` sequential requests give the
-        prefill batches; each decodes ``steps + 2`` tokens, so decode has enough steps."""
+        """One profiling session by stage; SGLang stops it by itself.
+
+        SGLang's by-stage extend trace holds one prefill, whatever ``num_steps`` says: the first
+        decode step flushes it (profiler V1, 0.5.17, seen on H200; V2 stops a stage when the
+        forward mode changes). So one request is enough: its prefill is the extend trace and its
+        own decode tokens are the decode steps. The decode stage stops after ``num_steps`` + 1
+        decode steps, and a request of N tokens has N - 1 of them, hence ``max_new_tokens`` =
+        ``num_steps`` + a margin. A retry (``req.longer``) doubles both.
+
+        ``with_stack`` and ``record_shapes`` are sent explicitly: SGLang's own default for a
+        missing ``with_stack`` is on (``_ProfilerTorch``: ``with_stack if not None else True``),
+        which makes traces several times larger and trips a PyTorch bug (engines.md);
+        ``record_shapes`` stays off (``--profile-with-stack`` turns the stacks on)."""
+        steps = req.steps * (2 if req.longer else 1)
+        max_new = steps + DECODE_MARGIN * (2 if req.longer else 1)
         before = snapshot(req.out_dir)
-        body = {"output_dir": str(req.out_dir.resolve()), "num_steps": req.steps, "profile_by_stage": True,
+        body = {"output_dir": str(req.out_dir.resolve()), "num_steps": steps, "profile_by_stage": True,
                 "activities": ["CPU", "GPU"], "with_stack": req.with_stack, "record_shapes": False}
         r = http.post(base_url + "/start_profile", json=body, timeout=120)
         if r.status_code != 200:
             raise ProfileError(f"POST /start_profile answered {r.status_code}: {r.text[:200]}")
-        for i in range(req.steps):
-            req.run(100 + i, req.steps + 2, None)
+        req.run(100, max_new, None)
         ranks = req.expected_ranks
-        files = wait_for_files(req.out_dir, before, expect=2 * ranks, timeout_s=req.timeout_s,
-                               match=re.compile(r"-(EXTEND|DECODE)\.trace\.json(\.gz)?$"))
-        return {"extend": [f for f in files if "-EXTEND." in f.name],
-                "decode": [f for f in files if "-DECODE." in f.name]}
+        files = wait_for_files(req.out_dir, before, expect=2 * ranks, timeout_s=req.timeout_s, match=STAGE_FILE,
+                               alive=req.alive)
+        out = {"extend": [f for f in files if parse_trace_name(f.name).stage == EXTEND],
+               "decode": [f for f in files if parse_trace_name(f.name).stage == DECODE]}
+        req.done.update(out)
+        return out
+
+
+# The per-stage files of profiler V1 (-EXTEND, -DECODE) and V2 (-prefill, -decode; 0.5.23
+# sglang/srt/utils/profile_utils.py, ``output_suffix=f"-{stage}"``).
+STAGE_FILE = re.compile(r"-(EXTEND|DECODE|prefill|decode)\.trace\.json(\.gz)?$")
+DECODE_MARGIN = 8  # decode tokens beyond num_steps + 1, so that the decode stage surely ends

@@ -11,6 +11,7 @@ request (extend) and a second one while a long request is decoding (decode).
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import httpx
 
 from ..bench.client import ChunkError, TokenEvent
 from ..errors import ProfileError
-from ..traces.capture import snapshot, wait_for_files
+from ..traces.capture import complete_traces, snapshot, wait_for_files
 from .base import Engine, LaunchSpec, ProfileRequest, register
 
 # vLLM 0.32.0 vllm/config/kernel.py MoEBackend (checked by tests/engines against the installed vLLM).
@@ -143,6 +144,9 @@ class VLLM(Engine):
 
     # ----- profiling: two windows, one per stage
     def _window(self, http: httpx.Client, base_url: str, req: ProfileRequest, traffic) -> list[Path]:
+        """One profiler window. vLLM writes one file per worker rank
+        (``dp{d}_pp{p}_tp{t}_dcp{c}_ep{e}_rank{r}.<ns>.pt.trace.json.gz``), and possibly a frontend
+        (``async_llm``) file: wait for every rank's file, then take the frontend's if it is there."""
         before = snapshot(req.out_dir)
         r = http.post(base_url + "/start_profile", timeout=120)
         if r.status_code != 200:
@@ -151,17 +155,31 @@ class VLLM(Engine):
         try:
             traffic()
         finally:
+            if req.alive is not None and not req.alive():  # a dead engine core never answers /stop_profile
+                raise ProfileError("the engine died while its profiler window was open")
             r = http.post(base_url + "/stop_profile", timeout=req.timeout_s)
         if r.status_code != 200:
             raise ProfileError(f"POST /stop_profile answered {r.status_code}: {r.text[:200]}")
-        return wait_for_files(req.out_dir, before, expect=1, timeout_s=req.timeout_s)
+        ranks = wait_for_files(req.out_dir, before, expect=max(1, req.expected_ranks), timeout_s=req.timeout_s,
+                               match=RANK_FILE, alive=req.alive)
+        others = [p for p in complete_traces(req.out_dir) if p not in before and p not in ranks]
+        return ranks + others
 
     def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
-        # Extend: a prefill-only request (one output token) inside the window.
-        extend = self._window(http, base_url, req, lambda: req.run(1, 1, None))
+        out: dict[str, list[Path]] = {}
+        hold_s = 1.0 if req.longer else 0.0  # a retry keeps each window open a little after its traffic
+        if "extend" in req.stages:
+            # Extend: a prefill-only request (one output token) inside the window.
+            def extend_traffic() -> None:
+                req.run(1, 1, None)
+                time.sleep(hold_s)
+            out["extend"] = req.done["extend"] = self._window(http, base_url, req, extend_traffic)
+        if "decode" not in req.stages:
+            return out
 
         # Decode: start a long request, open the window once its first tokens arrived
-        # (prefill is over), keep it open for ``steps`` more tokens.
+        # (prefill is over), keep it open for ``steps`` more tokens (4x on a retry).
+        want = req.steps * (4 if req.longer else 1)
         first = threading.Event()
         counted = {"n": 0}
         enough = threading.Event()
@@ -170,24 +188,38 @@ class VLLM(Engine):
             counted["n"] = n
             if n >= 2:
                 first.set()
-            if first.is_set() and counted.get("start") is not None and n >= counted["start"] + req.steps:
+            if first.is_set() and counted.get("start") is not None and n >= counted["start"] + want:
                 enough.set()
 
-        max_tokens = max(256, req.steps * 32)
+        max_tokens = max(256, want * 32)
         job = req.run_async(2, max_tokens, on_token)
-        if not first.wait(req.timeout_s):
-            job.join()
-            raise ProfileError(f"decode window: no tokens within {req.timeout_s:.0f} s ({job.error})")
+        t_end = time.monotonic() + req.timeout_s
+        while not first.wait(1.0):  # a request that failed, or a dead engine, ends the wait at once
+            if job.done or time.monotonic() > t_end or (req.alive is not None and not req.alive()):
+                job.cancel()
+                job.join(timeout=10)
+                raise ProfileError(f"decode window: no decode tokens ({job.error or 'the engine died'})")
 
         def decode_traffic() -> None:
             counted["start"] = counted["n"]
+            t_min = time.monotonic() + hold_s
             t_end = time.monotonic() + req.timeout_s
-            while not enough.wait(0.05):
+            t_check = time.monotonic() + 1.0
+            while not (enough.wait(0.05) and time.monotonic() >= t_min):
                 if job.done or time.monotonic() > t_end:
                     break
+                if req.alive is not None and time.monotonic() > t_check:  # about once a second
+                    t_check = time.monotonic() + 1.0
+                    if not req.alive():
+                        break
         try:
-            decode = self._window(http, base_url, req, decode_traffic)
+            out["decode"] = req.done["decode"] = self._window(http, base_url, req, decode_traffic)
         finally:
             job.cancel()  # closing the stream aborts the rest of the request
-            job.join()
-        return {"extend": extend, "decode": decode}
+            # A stream of a dead engine core may carry no more tokens to notice the cancel on:
+            # never wait the whole request timeout for it (the session's close ends it).
+            job.join(timeout=10)
+        return out
+
+
+RANK_FILE = re.compile(r"_rank\d+\.")  # a worker's file, not the frontend's

@@ -296,6 +296,11 @@ def _model_section(idx: int, model: str, rows: Sequence[Row], colors: dict[str, 
             out.append('<p class="muted">No planner floor in these records (the planner computes floors for '
                        'GPU runs; CPU runs and runs without a plan have none).</p>')
         out.append("<h3>Extend and decode time breakdown</h3>")
+        prof_errs = [r for r in wrows if r.ok and r.profile_error]
+        if prof_errs:
+            out.append('<p class="profile-failures">Profiling failed (the measured numbers stand):</p><ul>'
+                       + "".join(f'<li>{esc(r.config)}: {esc(r.profile_error)}</li>'
+                                 for r in sorted(prof_errs, key=lambda r: r.config)) + "</ul>")
         bds = breakdowns(wrows)
         if bds:
             out.append('<div class="charts">' + "".join(svg_breakdown(b, cat_colors) for b in bds) + "</div>")

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["config_table", "model_tables", "failure_table", "summary_lines", "full_report",
+__all__ = ["config_table", "model_tables", "failure_table", "profile_failure_table", "summary_lines", "full_report",
            "append_step_summary", "SPEC_COLUMNS"]
 
 SPEC_COLUMNS = ("batch size", "input len", "latency (s)", "input throughput (tok/s)",
@@ -46,17 +46,17 @@ class _Raw(str):
     """A cell that is already markdown (a link)."""
 
 
-def _link(path: str | None, base: Path | None) -> str:
+def _link(path: str | None, base: Path | None, failed: bool = False) -> str:
     if not path:
-        return _Raw("-")
+        return _Raw("profile failed" if failed else "-")
     target = str(base / path) if base is not None and not os.path.isabs(path) else path
     return _Raw(f"[trace]({target.replace(' ', '%20')})")
 
 
 def _spec_row(e: dict[str, Any], base: Path | None, extra: tuple[str, ...]) -> list[Any]:
     row = [e.get("batch_size"), e.get("input_len"), e.get("latency_s"), e.get("input_throughput_tok_per_s"),
-           e.get("output_throughput_tok_per_s"), e.get("itl_ms"), _link(e.get("profile_extend"), base),
-           _link(e.get("profile_decode"), base)]
+           e.get("output_throughput_tok_per_s"), e.get("itl_ms"), _link(e.get("profile_extend"), base, bool(e.get("profile_error"))),
+           _link(e.get("profile_decode"), base, bool(e.get("profile_error")))]
     return row + [_extra(e, k) for k in extra]
 
 
@@ -86,7 +86,17 @@ def _extra(e: dict[str, Any], key: str) -> Any:
 def config_table(e: dict[str, Any], *, base: Path | None = None, extra: tuple[str, ...] = ()) -> str:
     """The spec's per-config table: title line, then one row."""
     header = list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in extra]
-    return f"{e['model']} ({e['config']})\n\n" + _md(header, [_spec_row(e, base, extra)])
+    text = f"{e['model']} ({e['config']})\n\n" + _md(header, [_spec_row(e, base, extra)])
+    if e.get("profile_error"):
+        text += f"\n\nprofiling failed: {_cell(e['profile_error'])}"
+    return text
+
+
+def profile_failure_table(success: dict[str, dict[str, Any]]) -> str:
+    """Successes whose profiling failed (the numbers stand; a trace is missing or holds no step)."""
+    rows = [[e.get("model"), e.get("config"), e.get("profile_error")]
+            for _, e in sorted(success.items()) if e.get("profile_error")]
+    return _md(["model", "config", "profiling error"], rows) if rows else ""
 
 
 def model_tables(success: dict[str, dict[str, Any]], *, base: Path | None = None,
@@ -130,6 +140,8 @@ def summary_lines(success: dict, failure: dict) -> str:
 
 def full_report(success: dict, failure: dict, *, base: Path | None = None, extra: tuple[str, ...] = ()) -> str:
     parts = ["## Results", model_tables(success, base=base, extra=extra) or "_no successful results_"]
+    if prof := profile_failure_table(success):
+        parts += ["## Profiling failures", prof]
     if failure:
         parts += ["## Failures", failure_table(failure, success)]
     parts += ["## Summary", summary_lines(success, failure)]

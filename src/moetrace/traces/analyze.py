@@ -27,7 +27,8 @@ from .reader import DEFAULT_MAX_BYTES, TraceError, TraceStream
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "MultiSummary", "OpStat", "RankRow", "StageGroup", "StageSummary", "StepStats",
-    "TraceError", "TraceSummary", "analyze_trace", "analyze_traces", "format_summary", "short_breakdown",
+    "TraceError", "TraceSummary", "analyze_trace", "analyze_traces", "format_summary", "group_stages",
+    "short_breakdown", "step_count",
 ]
 
 _DEVICE_CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "Kernel", "Memcpy", "Memset"})
@@ -116,19 +117,26 @@ class RankRow:
     rank: int | None
     path: str
     step_mean_us: float | None
-    busy_us: float
+    busy_us: float  # category time, idle excluded
     breakdown: dict[str, float]
+    collective_us: float = 0.0  # time inside collectives (all-reduce, all-gather, all-to-all, other comm.)
+    compute_us: float = 0.0  # busy time excluding collectives
 
 
 @dataclass(frozen=True)
 class StageGroup:
     stage: str
     rows: list[RankRow]
-    slowest_rank: int | None
+    slowest_rank: int | None  # the longest mean step: with collectives, waiting for others counts in it
     slowest_path: str
     spread: float | None  # slowest / fastest mean step time
     category_us: dict[str, float]  # summed over ranks
     breakdown: dict[str, float]  # short breakdown of the sum
+    # The rank the others wait for: the least time inside collectives (a rank that reaches a
+    # collective first waits in it for the last one); ties: the most busy time outside them.
+    # Without collectives: the slowest rank.
+    bottleneck_rank: int | None = None
+    bottleneck_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -298,18 +306,35 @@ def analyze_traces(paths: Iterable[str | Path], *, top_n: int = 15,
                    max_bytes: int = DEFAULT_MAX_BYTES) -> MultiSummary:
     """Summarize several traces (ranks of one config): per rank, and across ranks per stage."""
     traces = [analyze_trace(p, top_n=top_n, max_bytes=max_bytes) for p in paths]
+    return MultiSummary(traces, group_stages(traces))
+
+
+def group_stages(traces: Sequence[TraceSummary]) -> list[StageGroup]:
+    """Per stage, one row per rank (of summaries already made), in stage order."""
     by_stage: dict[str, list[tuple[TraceSummary, StageSummary]]] = defaultdict(list)
     for t in traces:
         for stage, s in t.stages.items():
             by_stage[stage].append((t, s))
-    groups = [_group(stage, members) for stage, members in sorted(by_stage.items(), key=lambda kv: _stage_order(kv[0]))]
-    return MultiSummary(traces, groups)
+    return [_group(stage, members) for stage, members in sorted(by_stage.items(), key=lambda kv: _stage_order(kv[0]))]
+
+
+def step_count(summary: TraceSummary, stage: str) -> int:
+    """How many steps of ``stage`` (EXTEND, DECODE) the trace holds; 0 for a trace of nothing."""
+    s = summary.stages.get(stage.upper())
+    return s.steps.count if s is not None and s.steps is not None else 0
+
+
+def _collective_us(category_us: dict[str, float]) -> float:
+    return sum(category_us.get(c, 0.0) for c in GROUPS["communication"])
 
 
 def _group(stage: str, members: list[tuple[TraceSummary, StageSummary]]) -> StageGroup:
-    rows = [RankRow(t.rank, t.path, s.steps.mean_us if s.steps else None,
-                    sum(v for k, v in s.category_us.items() if k != IDLE), _short(s.category_us))
-            for t, s in members]
+    rows = []
+    for t, s in members:
+        busy = sum(v for k, v in s.category_us.items() if k != IDLE)
+        coll = _collective_us(s.category_us)
+        rows.append(RankRow(t.rank, t.path, s.steps.mean_us if s.steps else None, busy, _short(s.category_us),
+                            coll, busy - coll))
     rows.sort(key=lambda r: (r.rank is None, r.rank if r.rank is not None else 0, r.path))
     timed = [r for r in rows if r.step_mean_us is not None]
     key = (lambda r: r.step_mean_us) if timed else (lambda r: r.busy_us)
@@ -320,7 +345,12 @@ def _group(stage: str, members: list[tuple[TraceSummary, StageSummary]]) -> Stag
     for _, s in members:
         for k, v in s.category_us.items():
             summed[k] += v
-    return StageGroup(stage, rows, slowest.rank, slowest.path, spread, dict(summed), _short(summed))
+    if len(rows) > 1 and any(r.collective_us > 0 for r in rows):
+        held = min(rows, key=lambda r: (r.collective_us, -r.compute_us))
+    else:
+        held = slowest
+    return StageGroup(stage, rows, slowest.rank, slowest.path, spread, dict(summed), _short(summed),
+                      held.rank, held.path)
 
 
 # ---- views ------------------------------------------------------------------------------------

@@ -24,6 +24,13 @@ Where the names come from:
   (vLLM/SGLang custom all-reduce); FlashInfer ``BatchDecodeWithPagedKVCacheKernel`` /
   ``PersistentVariableLengthMergeStates`` in FlashInfer benchmark write-ups.
 - [doc] /work/shared/docs/engines.md (vLLM CPU op names), DeepEP and DeepGEMM kernel namespaces.
+- [h200] kernel names in SGLang 0.5.17 and vLLM 0.25.0 traces on H200 (Qwen3-235B-mid, TP1, TP2,
+  TP2 with EP2; /work/shared/gpu-engines/README.md): SGLang's Triton attention ``_fwd_kernel``,
+  ``_fwd_grouped_kernel_stage1`` / ``_fwd_kernel_stage2``, ``_router_triton_kernel``,
+  ``create_flashinfer_kv_indices_triton``, ``get_num_kv_splits_triton``,
+  ``_vocab_parallel_embedding_kernel``, SGLang's custom ``all_reduce_kernel<AllReducePushImpl<...>>``,
+  FlashInfer's ``allreduce_fusion_kernel_oneshot_lamport``, vLLM's ``cross_device_reduce_1stage``,
+  ``ncclDevKernel_AllReduce_Sum_bf16_RING_LL``, ``ncclDevKernel_AllGather_RING_LL``.
 - [vcpu] traces of the real vLLM CPU server (0.32, tiny Qwen3-235B and DeepSeek-V3.1 variants, TP1
   and TP2) from this project's end-to-end sweep on 2026-11-26.
 
@@ -40,7 +47,8 @@ from functools import lru_cache
 from typing import Final
 
 __all__ = [
-    "ALLGATHER", "ALLREDUCE", "ALLTOALL", "ATTENTION", "CATEGORIES", "COMM_OTHER", "GEMM", "GROUPS",
+    "ALLGATHER", "ALLREDUCE", "ALLTOALL", "ATTENTION", "ATTENTION_META", "CATEGORIES", "COMM_OTHER", "EMBEDDING",
+    "GEMM", "GROUPS",
     "IDLE", "KERNEL", "MEMCPY", "MOE_GEMM", "MOE_PERMUTE", "MOE_ROUTING", "NORM_ELEMENTWISE", "OP", "OTHER",
     "RULES", "Rule", "SAMPLING", "UNMATCHED", "classify", "group_of",
 ]
@@ -49,6 +57,8 @@ MOE_ROUTING: Final = "moe_routing"
 MOE_GEMM: Final = "moe_gemm"
 MOE_PERMUTE: Final = "moe_permute"
 ATTENTION: Final = "attention"
+ATTENTION_META: Final = "attention_metadata"
+EMBEDDING: Final = "embedding"
 GEMM: Final = "gemm"
 ALLREDUCE: Final = "comm_allreduce"
 ALLTOALL: Final = "comm_alltoall"
@@ -66,6 +76,8 @@ CATEGORIES: Final = {
     MOE_GEMM: "MoE expert GEMMs",
     MOE_PERMUTE: "MoE permute/align/unpermute",
     ATTENTION: "attention",
+    ATTENTION_META: "attention metadata (KV indices, split counts)",
+    EMBEDDING: "embedding lookup",
     GEMM: "dense GEMM",
     ALLREDUCE: "all-reduce",
     ALLTOALL: "all-to-all",
@@ -82,10 +94,10 @@ CATEGORIES: Final = {
 # The coarse groups of a short breakdown (a record's "decode: MoE 41%, attention 22%, ...").
 GROUPS: Final = {
     "moe": (MOE_ROUTING, MOE_GEMM, MOE_PERMUTE),
-    "attention": (ATTENTION,),
+    "attention": (ATTENTION, ATTENTION_META),
     "gemm": (GEMM,),
     "communication": (ALLREDUCE, ALLTOALL, ALLGATHER, COMM_OTHER),
-    "other": (NORM_ELEMENTWISE, SAMPLING, MEMCPY, OTHER, UNMATCHED),
+    "other": (NORM_ELEMENTWISE, EMBEDDING, SAMPLING, MEMCPY, OTHER, UNMATCHED),
     "idle": (IDLE,),
 }
 _GROUP_OF: Final = {cat: group for group, cats in GROUPS.items() for cat in cats}
@@ -122,8 +134,11 @@ _ATEN_ELEMENTWISE = (r"add|add_|sub|sub_|rsub|mul|mul_|div|div_|floor_divide|rem
 RULES: Final[tuple[Rule, ...]] = (
     # ---- communication (first: names like cross_device_reduce or AllReduce must not fall to generic rules)
     Rule(ALLREDUCE, KERNEL, r"ncclDevKernel_AllReduce|ncclKernel_AllReduce|cross_device_reduce|custom_?all_?reduce"
-         r"|quickreduce|allreduce_fusion|one_?shot_?all_?reduce|two_?shot_?all_?reduce|trtllm.*allreduce",
-         "[h100] ncclDevKernel_AllReduce_Sum_bf16_RING_LL; [ar] vllm::/sglang::cross_device_reduce_1stage"),
+         r"|quickreduce|allreduce_fusion|one_?shot_?all_?reduce|two_?shot_?all_?reduce|trtllm.*allreduce"
+         r"|all_?reduce_kernel|AllReduce(?:Push|Pull|OneShot|TwoShot)\w*Impl|\ball_?reduce",
+         "[h100] ncclDevKernel_AllReduce_Sum_bf16_RING_LL; [ar] vllm::/sglang::cross_device_reduce_1stage; "
+         "[h200] SGLang's all_reduce_kernel<AllReducePushImpl<...>> (its name ends in reduce_kernel: must "
+         "precede the norm rule), FlashInfer's allreduce_fusion_kernel_oneshot_lamport / twoshot"),
     Rule(ALLGATHER, KERNEL, r"ncclDevKernel_AllGather|ncclKernel_AllGather|all_?gather",
          "[h100] ncclDevKernel_AllGather_RING_LL (TP logits gather)"),
     Rule(ALLTOALL, KERNEL, r"deep_?ep::|all_?to_?all|AllToAll|ncclDevKernel_AlltoAll",
@@ -135,10 +150,16 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule(ALLTOALL, OP, r"all_to_all|alltoall", "c10d::alltoall_base_"),
     Rule(COMM_OTHER, OP, r"^c10d::|^nccl:|^gloo:|reduce_scatter|broadcast|barrier|record_param_comms",
          "[cpu] c10d::barrier, gloo:barrier; record_param_comms wraps every c10d collective"),
+    # ---- FlashAttention by name, before the MoE rules (whose generic combine_kernel would take FA2/FA3's
+    # flash_fwd_splitkv_combine_kernel)
+    Rule(ATTENTION, KERNEL, r"flash_fwd|flash::|FlashAttn", "[h200] vLLM 0.25.0's FA3 flash::FlashAttnFwdSm90; "
+         "FA2's flash_fwd_splitkv_kernel and flash_fwd_splitkv_combine_kernel"),
     # ---- MoE routing
     Rule(MOE_ROUTING, KERNEL, r"topkGating|topk_?gating|topk_softmax|topk_sigmoid|moe_fused_gate|grouped_topk"
          r"|fused_topk|kimi_k2_moe_fused_gate",
          "[sgl] topkGatingSoftmax<__nv_bfloat16, 8, 128, 4, 16>, vllm::moe::topkGating<8, 128, ...>"),
+    Rule(MOE_ROUTING, KERNEL, r"_router_triton_kernel|moe_router|router_gemm|fused_moe_router",
+         "[h200] SGLang's _router_triton_kernel (the router's fused gate and top-k, Triton)"),
     Rule(MOE_ROUTING, KERNEL, r"sbtopk|gatherTopK|bitonicSortKVInPlace",
          "[h100] torch.topk's kernels (sbtopk::gatherTopK, bitonicSortKVInPlace): the router's top-k"),
     Rule(MOE_ROUTING, OP, r"topk|moe_fused_gate|grouped_topk|fused_gate",
@@ -159,6 +180,12 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule(MOE_GEMM, OP, r"fused_moe|fused_experts|_grouped_mm|moe_forward|moe_mm|cutlass_moe|MoE",
          "[doc] _C::cpu_fused_moe; vllm::moe_forward; [cpu] aten::_grouped_mm"),
     # ---- attention
+    Rule(ATTENTION_META, KERNEL, r"create_flashinfer_kv_indices|get_num_kv_splits|kv_indices|num_kv_splits",
+         "[h200] SGLang's create_flashinfer_kv_indices_triton, get_num_kv_splits_triton (the page table and "
+         "split-KV plan of its attention backends)"),
+    Rule(ATTENTION, KERNEL, r"(?:^|\W)_fwd_(?:grouped_)?kernel",
+         "[h200] SGLang's Triton attention: _fwd_kernel (extend, prefill), _fwd_grouped_kernel_stage1 and "
+         "_fwd_kernel_stage2 (split-KV decode)"),
     Rule(ATTENTION, KERNEL, r"flash::|FlashAttn|flash_fwd|flash_attn|fmha|sdpa|attention|attn_|_attn|"
          r"BatchPrefillWith|BatchDecodeWith|SinglePrefillWith|MergeStates|flashmla|mla_decode|_mla_|"
          r"paged_attention|reshape_and_cache|set_kv_buffer|store_kvcache|fused_rope_store|lean_reduction",
@@ -170,6 +197,8 @@ RULES: Final[tuple[Rule, ...]] = (
          "[doc] vllm::unified_attention_with_output; aten::scaled_dot_product_attention; _vllm_fa3_C::fwd; "
          "[vcpu] _C::cpu_attention_with_kv_cache, vllm::unified_kv_cache_update, _C::get_scheduler_metadata, "
          "_C::compute_slot_mapping_kernel_impl"),
+    # ---- embedding (before the generic index/gather rules)
+    Rule(EMBEDDING, KERNEL, r"embedding", "[h200] SGLang's _vocab_parallel_embedding_kernel (Triton)"),
     # ---- sampling (before GEMM/elementwise: argmax reductions and RNG kernels)
     Rule(SAMPLING, KERNEL, r"sampling|Sampling|multinomial|TopKTopP|TopPRenorm|TopKRenorm|top_p|ArgMaxOps"
          r"|distribution_elementwise|sampleMultinomial",

@@ -95,14 +95,23 @@ def format_trace(t: TraceSummary, *, top_n: int | None = None) -> str:
 def format_multi(m: MultiSummary, *, top_n: int | None = None) -> str:
     lines = ["## Across ranks", ""]
     for g in m.groups:
-        lines += [f"### {g.stage}: {len(g.rows)} rank(s), slowest rank {g.slowest_rank}"
-                  + (f" ({g.spread:.3f}x the fastest)" if g.spread else ""), ""]
-        lines += ["| rank | mean step ms | busy ms | breakdown |", "|---:|---:|---:|---|"]
+        head = f"### {g.stage}: {len(g.rows)} rank(s)"
+        if len(g.rows) > 1:
+            held = next((r for r in g.rows if r.path == g.bottleneck_path), None)
+            if held is not None and any(r.collective_us > 0 for r in g.rows):
+                head += (f"; rank {g.bottleneck_rank} holds the others back (least time in collectives: "
+                         f"{_ms(held.collective_us)} ms)")
+            head += f"; longest mean step: rank {g.slowest_rank}"
+            head += (f" ({g.spread:.3f}x the fastest, waiting in collectives included)" if g.spread else "")
+        lines += [head, ""]
+        lines += ["| rank | mean step ms | busy ms | in collectives ms | busy outside collectives ms | breakdown |",
+                  "|---:|---:|---:|---:|---:|---|"]
         for r in g.rows:
-            mark = " (slowest)" if r.path == g.slowest_path else ""
+            mark = " (holds others back)" if len(g.rows) > 1 and r.path == g.bottleneck_path else ""
             parts = sorted(r.breakdown.items(), key=lambda kv: -kv[1])
             bd = ", ".join(f"{_GROUP_LABELS.get(k, k)} {v:.1f}%" for k, v in parts)
-            lines.append(f"| {r.rank}{mark} | {_ms(r.step_mean_us)} | {_ms(r.busy_us)} | {bd} |")
+            lines.append(f"| {r.rank}{mark} | {_ms(r.step_mean_us)} | {_ms(r.busy_us)} | {_ms(r.collective_us)} "
+                         f"| {_ms(r.compute_us)} | {bd} |")
         lines += ["", "all ranks: " + breakdown_line(g.stage, g.breakdown), ""]
     lines += ["## Per rank", ""]
     for t in m.traces:
