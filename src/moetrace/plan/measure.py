@@ -73,6 +73,9 @@ class LoggedMemory:
 
 
 _MODEL_LOADING = re.compile(r"Model loading took (\d+(?:\.\d+)?) ?GiB(?: memory)? and")
+# SGLang (0.5.17 on H200): "Load weight end. elapsed=1.92 s, type=..., avail mem=129.34 GB, mem usage=9.78 GB."
+# SGLang's "GB" are GiB (it divides by 1 << 30: tests/data/gpu's KV lines give 2304.0 bytes a token for MLA).
+_SGLANG_WEIGHTS = re.compile(r"Load weight end\..*?mem usage=(\d+(?:\.\d+)?) GB")
 _MODEL_WEIGHTS_V0 = re.compile(r"Loading model weights took (\d+(?:\.\d+)?) ?GB")
 _CHECKPOINT_SIZE = re.compile(r"Checkpoint size: (\d+(?:\.\d+)?) GiB")
 
@@ -84,12 +87,13 @@ def _line_of(text: str, m: re.Match[str]) -> str:
 
 
 def parse_model_memory(text: str) -> LoggedMemory | None:
-    """The model memory a vLLM log states: ``Model loading took X GiB memory`` (GPU builds;
-    older ``Loading model weights took X GB``) when present, else the CPU build's
+    """The model memory an engine log states: vLLM's ``Model loading took X GiB memory`` (GPU
+    builds; older ``Loading model weights took X GB``) or SGLang's ``Load weight end. ... mem
+    usage=X GB`` (GiB, one line a rank) when present, else vLLM's CPU build's
     ``Checkpoint size: X GiB``; None when the log has neither (the server died before
     loading, or another engine). The last occurrence wins (a log of one server has one)."""
     for kind, rx in (("model_loading", _MODEL_LOADING), ("model_loading", _MODEL_WEIGHTS_V0),
-                     ("checkpoint_size", _CHECKPOINT_SIZE)):
+                     ("model_loading", _SGLANG_WEIGHTS), ("checkpoint_size", _CHECKPOINT_SIZE)):
         found = list(rx.finditer(text))
         if found:
             m = found[-1]
@@ -121,9 +125,23 @@ _KV_GPU = re.compile(r"Available KV cache memory: (\d+(?:\.\d+)?) GiB")
 _KV_TOKENS = re.compile(r"(?:CPU|GPU) KV cache size: ([\d,]+) tokens")
 
 
+# SGLang: "KV Cache is allocated. dtype: torch.bfloat16, #tokens: 30366843, K size: 57.92 GB, V size: 57.92 GB"
+# (MHA/GQA) or "... #tokens: 53106262, KV size: 113.95 GB" (MLA's one latent cache).
+_KV_SGLANG = re.compile(r"KV Cache is allocated\..*?#tokens: (\d+), (?:KV size: (\d+(?:\.\d+)?) GB|"
+                        r"K size: (\d+(?:\.\d+)?) GB, V size: (\d+(?:\.\d+)?) GB)")
+
+
 def parse_kv_cache(text: str) -> LoggedKV | None:
-    """KV cache size and token count from a vLLM log (CPU: ``Auto set (X/Y) GiB for KV cache``;
-    GPU: ``Available KV cache memory: X GiB``; both: ``... KV cache size: N tokens``)."""
+    """KV cache size and token count from an engine log: vLLM (CPU: ``Auto set (X/Y) GiB for KV
+    cache``; GPU: ``Available KV cache memory: X GiB``; both: ``... KV cache size: N tokens``) or
+    SGLang (``KV Cache is allocated. ... #tokens: N, KV size: X GB`` or ``K size: X GB, V size: Y GB``)."""
+    sgl = list(_KV_SGLANG.finditer(text))
+    if sgl:
+        m = sgl[-1]
+        parts = [g for g in m.groups()[1:] if g is not None]
+        gib = sum(float(g) for g in parts)
+        return LoggedKV(gib, int(m.group(1)), sum(_resolution(g) for g in parts), (_line_of(text, m),)) \
+            if gib > 0 and int(m.group(1)) > 0 else None
     size = list(_KV_CPU.finditer(text)) or list(_KV_GPU.finditer(text))
     tokens = list(_KV_TOKENS.finditer(text))
     if not size or not tokens:
