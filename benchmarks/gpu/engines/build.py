@@ -103,8 +103,7 @@ def build_bundle(name: str, spec: dict, out: Path, work: Path, python_version: s
     payloads: list[dict] = []
 
     def add(path: Path, kind: str, target: str | None = None) -> None:
-        payloads.append({"file": path.name, "kind": kind, "target": target, "size": path.stat().st_size,
-                         "sha256": sha256(path)})
+        payloads.append(payload(path, kind, target))
 
     if spec.get("unpack"):
         members = set()
@@ -135,8 +134,23 @@ def build_bundle(name: str, spec: dict, out: Path, work: Path, python_version: s
             shutil.copy(whl, stage / whl.name)
             add(stage / whl.name, "wheel", None)
     shutil.rmtree(tree)
+    index = {"bundle": name, "engine": spec["engine"], "version": spec["version"], "into": spec.get("into", name),
+             "env": spec.get("env", {}), "python": python_version}
+    dirs = pack_parts(payloads, stage, out / name, index, max_bytes)
+    shutil.rmtree(work / name)
+    return dirs
 
-    # Chunks of at most max_bytes, packed first-fit-decreasing into parts.
+
+def payload(path: Path, kind: str, target: str | None = None) -> dict:
+    """One payload's entry in index.json: ``kind`` is wheel, tree (a tar.xz extracted into the site)
+    or file (an .xz decompressed to ``target``, a path inside the site)."""
+    return {"file": path.name, "kind": kind, "target": target, "size": path.stat().st_size, "sha256": sha256(path)}
+
+
+def pack_parts(payloads: list[dict], stage: Path, out: Path, index: dict, max_bytes: int) -> list[Path]:
+    """Cut the payloads (files in ``stage``) into chunks of at most ``max_bytes``, pack the chunks
+    first-fit-decreasing into ``out/partNN/`` and put the whole bundle's ``index.json`` and
+    ``install.py`` in every part."""
     chunks = []
     for p in payloads:
         n = -(-p["size"] // max_bytes)
@@ -154,12 +168,11 @@ def build_bundle(name: str, spec: dict, out: Path, work: Path, python_version: s
     for k, part in enumerate(parts):
         for _, c, p, _ in part:
             p.setdefault("part_of", {})[c] = k + 1
-    index = {"bundle": name, "engine": spec["engine"], "version": spec["version"], "into": spec.get("into", name),
-             "env": spec.get("env", {}), "python": python_version, "parts": len(parts), "payloads": payloads}
+    index = {**index, "parts": len(parts), "payloads": payloads}
     dirs = []
-    shutil.rmtree(out / name, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     for k, part in enumerate(parts):
-        d = out / name / f"part{k + 1:02d}"
+        d = out / f"part{k + 1:02d}"
         d.mkdir(parents=True)
         for size, c, p, i in part:
             src = stage / p["file"]
@@ -169,7 +182,6 @@ def build_bundle(name: str, spec: dict, out: Path, work: Path, python_version: s
         (d / "index.json").write_text(json.dumps(index, indent=1) + "\n")
         shutil.copy(HERE / "install.py", d / "install.py")
         dirs.append(d)
-    shutil.rmtree(work / name)
     return dirs
 
 
