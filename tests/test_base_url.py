@@ -60,3 +60,30 @@ def test_plan_check_reports_accuracy_over_recorded_outcomes(tmp_path):
              check=True)
     cp = moetrace("plan", "--check", "-r", str(tmp_path), check=True)
     assert "Planner accuracy" in cp.stdout and "1 records" in cp.stdout
+
+
+def test_a_matrix_against_one_external_server_is_refused(tmp_path):
+    """One server, many labels: the preset's matrix (or several -c) against --base-url would
+    record the same server's numbers under every config name. One line, exit 2, nothing sent."""
+    body = (STREAMS / "vllm_cpu_completions_bs1.sse").read_bytes()
+    with ReplayServer(Reply(body)) as srv:
+        for extra in ([], ["-c", "TP8_EP2_auto", "-c", "TP4_auto"]):
+            cp = moetrace("run", "Qwen3-235B", *extra, "--engine", "vllm", "--base-url", srv.url, "--input-len", "8",
+                          "--output-len", "8", "--no-profile", "--no-warmup", "-r", str(tmp_path))
+            assert cp.returncode == 2, cp.stderr
+            (line,) = cp.stderr.strip().splitlines()
+            assert "--base-url measures one server" in line and "TP8_EP2_auto" in line
+        cp = moetrace("sweep", "Qwen3-235B", "DeepSeek-V3.1", "-c", "TP8_EP2_auto", "--engine", "vllm",
+                      "--base-url", srv.url, "--no-profile", "-r", str(tmp_path))
+        assert cp.returncode == 2 and "not a matrix" in cp.stderr
+        assert srv.reply.requests == []
+    assert not (tmp_path / "records").exists() or not list((tmp_path / "records").iterdir())
+
+
+def test_the_record_says_moetrace_did_not_launch_the_engine(tmp_path):
+    body = (STREAMS / "vllm_cpu_completions_bs1.sse").read_bytes()
+    with ReplayServer(Reply(body)) as srv:
+        moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", srv.url,
+                 "--input-len", "8", "--output-len", "8", "--no-profile", "--no-warmup", "-r", str(tmp_path), check=True)
+    rec = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
+    assert rec["engine"]["launched_by_moetrace"] is False and rec["engine"]["command"] is None

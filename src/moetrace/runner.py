@@ -220,8 +220,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         "schema": 1, "attempt_id": attempt_id, "model": preset.name, "config": config.name, "role": role,
         "config_detail": config.to_dict(), "moetrace_version": __version__, "started_at": now_iso(),
         "host": host_facts(), "options": opts.to_dict(), "attempt_dir": rel(adir), "phases": phases,
-        "engine": {"name": engine.name, "external": bool(opts.base_url), "model_path": model_path,
-                   "device": device},
+        "engine": {"name": engine.name, "external": bool(opts.base_url), "launched_by_moetrace": not opts.base_url,
+                   "model_path": model_path, "device": device},
     }
     if plan is not None:
         base["plan"] = plan
