@@ -10,6 +10,8 @@ seeded token-id prompts:
      engine's Python on the same prompts.
 
     .venv/bin/python benchmarks/fidelity.py [--requests 10] [--model-dir DIR]
+    .venv/bin/python benchmarks/fidelity.py --replay tests/data/streams/vllm_cpu_completions_bs1.sse
+        (the client's cost only, on a recorded real stream; no engine needed)
 """
 
 from __future__ import annotations
@@ -121,8 +123,39 @@ def client_cost_us(raw: bytes, gap_s: float, parse) -> float:
         p.terminate()
 
 
+def stretch_stream(raw: bytes, tokens: int) -> bytes:
+    """A recorded vLLM stream of a few tokens made ``tokens`` long: its first event, its middle
+    (one-token) events repeated in order, its last token event, the usage event with the new
+    count, and [DONE]. Every event keeps the recorded bytes (sizes, fields) of the real server."""
+    events = [e for e in raw.split(b"\n\n") if e.strip()]
+    done = [e for e in events if e.strip() == b"data: [DONE]"]
+    usage = [e for e in events if b'"usage"' in e and b'"choices":[]' in e]
+    toks = [e for e in events if e not in done and e not in usage]
+    if len(toks) < 3 or not done or not usage:
+        raise ValueError("expected a recorded stream with at least 3 token events, a usage event and [DONE]")
+    middle = toks[1:-1]
+    body = [toks[0]] + [middle[i % len(middle)] for i in range(tokens - 2)] + [toks[-1]]
+    u = json.loads(usage[0].split(b"data:", 1)[1])
+    u["usage"]["completion_tokens"] = tokens
+    u["usage"]["total_tokens"] = u["usage"]["prompt_tokens"] + tokens
+    body += [b"data: " + json.dumps(u, separators=(",", ":")).encode(), done[0]]
+    return b"\n\n".join(body) + b"\n\n"
+
+
+def replay_only(path: Path, tokens: int, gap_ms: float) -> None:
+    from moetrace.engines.vllm import parse_completion_chunk
+    raw = stretch_stream(path.read_bytes(), tokens)
+    cost = client_cost_us(raw, gap_ms / 1000, parse_completion_chunk)
+    print(f"client CPU per streamed token: {cost:.1f} us ({100 * cost / 1000 / gap_ms:.2f}% of a {gap_ms} ms ITL); "
+          f"{path.name} stretched to {tokens} tokens, replayed {gap_ms} ms apart, host {os.uname().nodename} "
+          f"({os.cpu_count()} CPUs)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--replay", type=Path, default=None,
+                    help="measure only the client's cost, on this recorded vLLM stream (no engine)")
+    ap.add_argument("--replay-gap-ms", type=float, default=2.9, help="gap between replayed events")
     ap.add_argument("--requests", type=int, default=10)
     ap.add_argument("--input-len", type=int, default=4096)
     ap.add_argument("--output-len", type=int, default=512)
@@ -130,6 +163,9 @@ def main() -> None:
     ap.add_argument("--engine-python", default=os.environ.get("MOETRACE_ENGINE_PYTHON",
                                                              str(ROOT / ".venv-engine/bin/python")))
     a = ap.parse_args()
+    if a.replay:
+        replay_only(a.replay, a.output_len, a.replay_gap_ms)
+        return
 
     preset = preset_from_checkpoint(Path(a.model_dir)) if a.model_dir else \
         tiny_preset(get_preset("Qwen3-235B"), ROOT / ".cache" / "tiny")
