@@ -171,6 +171,7 @@ class Session:
         self.http = httpx.Client(timeout=opts.request_timeout_s)
         self.vocab = int(preset.hf_config.get("vocab_size", 32000))
         self.served_model: str | None = None
+        self.nonce = uuid.uuid4().hex[:16]  # this attempt's prompts are its own (bench/prompts.py)
 
     def close(self) -> None:
         self.http.close()
@@ -178,7 +179,7 @@ class Session:
     def request(self, *, batch: int, seed: int, max_tokens: int, input_len: int | None = None,
                 on_token: Callable[[int], None] | None = None):
         prompts = random_prompts(batch=batch, input_len=input_len or self.opts.input_len, vocab_size=self.vocab,
-                                 seed=seed)
+                                 seed=seed, nonce=self.nonce)
         path, body, parse = self.engine.generate(prompts, max_tokens)
         if "model" in body and body["model"] is None:
             body["model"] = self.served_model or self.opts.model_path or self.preset.hf_id
@@ -263,6 +264,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             server, base_url = _launch(engine, preset, config, opts, store, adir, log_path, model_path, device,
                                        progress, base, phases)
         session = Session(engine, base_url, preset, opts, server)
+        prompt_nonce = session.nonce
         if opts.base_url and not engine.is_ready(session.http, session.base_url):
             raise LaunchError(f"no ready server at {opts.base_url} ({engine.ready_path} did not answer 200)")
         base["engine"]["server_info"] = engine.server_info(session.http, session.base_url)
@@ -323,7 +325,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
                                         workload_suffix(bs, opts.input_len, opts.output_len)),
                    status="success", finished_at=now_iso(),
                    workload={"batch_size": bs, "input_len": opts.input_len, "output_len": opts.output_len,
-                             "repeat": opts.repeat, "seed": opts.seed},
+                             "repeat": opts.repeat, "seed": opts.seed, "prompt_nonce": prompt_nonce},
                    metrics=agg, runs=runs, profile=profile,
                    log_path=rel(log_path) if log_path.exists() else None,
                    plan_check=plan_check(plan, "success", None))

@@ -35,6 +35,9 @@ class ChunkError(Exception):
 
 
 ChunkParser = Callable[[dict[str, Any], dict[str, Any]], Iterable[TokenEvent]]
+"""parse(chunk, state): the events of one chunk. ``state`` persists over the stream; a parser
+puts the server's ``usage`` there, and ``cached_tokens`` ({request index: prompt tokens the
+engine's prefix cache served}) where the engine reports it."""
 
 
 def _events(chunks: Iterable[bytes]) -> Iterable[tuple[float, bytes]]:
@@ -108,4 +111,7 @@ def stream_batch(http: httpx.Client, url: str, body: dict[str, Any], *, batch: i
     if isinstance(usage.get("completion_tokens"), int) and usage["completion_tokens"] != received:
         raise BenchmarkFailure(f"stream carried {received} tokens but the server's usage says "
                                f"{usage['completion_tokens']}")
+    for idx, n in (state.get("cached_tokens") or {}).items():  # set by the parser where the engine reports it
+        if 0 <= idx < batch and isinstance(n, int):
+            traces[idx].cached_tokens = n
     return traces

@@ -31,6 +31,7 @@ class RequestTrace:
 
     token_times: list[float] = field(default_factory=list)
     finish_reason: str | None = None
+    cached_tokens: int | None = None  # prompt tokens the engine says its prefix cache served; None: not reported
 
     @property
     def n_tokens(self) -> int:
@@ -46,6 +47,12 @@ def run_metrics(requests: Sequence[RequestTrace], *, input_len: int, output_len:
         if r.n_tokens < output_len:
             raise BenchmarkFailure(f"request {i}: stream ended after {r.n_tokens} of {output_len} tokens"
                                    f" (finish_reason={r.finish_reason!r})")
+    cached = [(i, r.cached_tokens) for i, r in enumerate(requests) if r.cached_tokens is not None]
+    hits = [(i, n) for i, n in cached if n > 0]
+    if hits:
+        raise BenchmarkFailure(f"{sum(n for _, n in hits)} prompt tokens were served from the engine's prefix cache ("
+                               + ", ".join(f"request {i}: {n} of {input_len}" for i, n in hits)
+                               + "): TTFT would measure a cache hit, not a prefill")
     b = len(requests)
     ttft = max(r.token_times[0] for r in requests)
     latency = max(r.token_times[-1] for r in requests)
@@ -57,6 +64,9 @@ def run_metrics(requests: Sequence[RequestTrace], *, input_len: int, output_len:
         "input_throughput_tok_per_s": b * input_len / ttft if ttft > 0 else None,
         "output_throughput_tok_per_s": b * output_len / decode_s if decode_s > 0 else None,
         "output_tokens": sum(r.n_tokens for r in requests),
+        # what the engine said about its prefix cache: 0 when it reported, None when it did not
+        "cached_prompt_tokens": sum(n for _, n in cached) if cached else None,
+        "cached_tokens_reported": bool(cached),
     }
     if gaps:
         m.update(itl_ms=statistics.fmean(gaps) * 1000, itl_p50_ms=percentile(gaps, 50) * 1000,
@@ -74,6 +84,10 @@ def aggregate_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise ValueError("no runs")
     out: dict[str, Any] = {"repeat": len(runs)}
     for k in runs[0]:
+        flags = [r[k] for r in runs if isinstance(r.get(k), bool)]
+        if flags:  # a yes/no of every run (cache flushed, cached tokens reported): true only if true for all
+            out[k] = all(flags)
+            continue
         vals = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
         if vals:
             out[k] = statistics.median(vals)
