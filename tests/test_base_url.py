@@ -87,3 +87,26 @@ def test_the_record_says_moetrace_did_not_launch_the_engine(tmp_path):
                  "--input-len", "8", "--output-len", "8", "--no-profile", "--no-warmup", "-r", str(tmp_path), check=True)
     rec = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
     assert rec["engine"]["launched_by_moetrace"] is False and rec["engine"]["command"] is None
+
+
+def test_each_attempt_sends_its_own_prompts_and_a_cache_hit_is_a_failure(tmp_path):
+    """Two attempts against one external server: their prompts differ (a nonce per attempt,
+    recorded). A server reporting cached prompt tokens (a real vLLM stream of a repeated
+    prompt, 384 of 512 cached) makes the attempt a BenchmarkFailure, not a fast success."""
+    first = (STREAMS / "vllm_cpu_cached_first.sse").read_bytes()
+    args = ("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--input-len", "512", "--output-len", "16",
+            "--no-profile", "--no-warmup", "-r", str(tmp_path))
+    with ReplayServer(Reply(first)) as srv:
+        moetrace(*args, "--base-url", srv.url, check=True)
+        moetrace(*args, "--base-url", srv.url, check=True)
+        prompts = [json.loads(r)["prompt"] for r in srv.reply.requests if r]
+    assert len(prompts) == 2 and prompts[0] != prompts[1] and len(prompts[0]) == 512
+    recs = [json.loads(p.read_text()) for p in sorted((tmp_path / "records").glob("*.json"))]
+    assert [r["status"] for r in recs] == ["success", "success"]
+    assert recs[0]["workload"]["prompt_nonce"] != recs[1]["workload"]["prompt_nonce"]
+    assert all(r["runs"][0]["metrics"]["cached_prompt_tokens"] == 0 for r in recs)
+    with ReplayServer(Reply((STREAMS / "vllm_cpu_cached_again.sse").read_bytes())) as srv:
+        moetrace(*args, "--base-url", srv.url, check=True)
+    f = json.loads((tmp_path / "failure_results.json").read_text())["Qwen3-235B::TP8_EP2_auto::bs1_in512_out16"]
+    assert f["error_type"] == "BenchmarkFailure" and "384 prompt tokens were served from the engine's prefix cache" \
+        in f["error_message"]
