@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from moetrace.bench.client import stream_batch  # noqa: E402
 from moetrace.bench.metrics import run_metrics  # noqa: E402
 from moetrace.bench.prompts import random_prompts  # noqa: E402
+from moetrace.bench.server_metrics import histogram as server_histogram  # noqa: E402
 from moetrace.engines.base import LaunchSpec  # noqa: E402
 from moetrace.engines.process import ServerProcess, free_port  # noqa: E402
 from moetrace.engines.vllm import VLLM  # noqa: E402
@@ -60,19 +61,8 @@ asyncio.run(main())
 
 
 def histogram(text: str, name: str) -> tuple[float, float, list[tuple[float, float]]]:
-    """(sum, count, cumulative buckets) of a Prometheus histogram, summed over label sets."""
-    total = count = 0.0
-    buckets: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(name + "_count"):
-            count += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(name + "_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float("inf") if le == "+Inf" else float(le)] = \
-                buckets.get(float("inf") if le == "+Inf" else float(le), 0.0) + float(line.rsplit(" ", 1)[1])
-    return total, count, sorted(buckets.items())
+    """(sum, count, cumulative buckets) of a server histogram (the library's parser), zeros when absent."""
+    return server_histogram(text, name) or (0.0, 0.0, [])
 
 
 def _replay_server(port_q, body: bytes, gap_s: float) -> None:

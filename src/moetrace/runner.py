@@ -28,6 +28,7 @@ from . import __version__
 from .bench.client import stream_batch
 from .bench.metrics import aggregate_runs, run_metrics
 from .bench.prompts import random_prompts
+from .bench.server_metrics import server_timing
 from .engines.base import Engine, LaunchSpec, ProfileRequest, get_engine
 from .engines.process import ServerProcess, free_port, port_is_free, tail
 from .errors import LaunchError, MoetraceError, ServerDied
@@ -287,10 +288,13 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             for r in range(opts.repeat):
                 progress.step(f"{preset.name} {config.name}: measure bs={bs} run {r + 1}/{opts.repeat}")
                 flushed = engine.flush_cache(session.http, session.base_url)
+                before = engine.read_metrics(session.http, session.base_url)
                 traces = _guard_server(lambda: session.request(batch=bs, seed=opts.seed + 7919 * r + bs,
                                                                max_tokens=opts.output_len), server, session)
+                after = engine.read_metrics(session.http, session.base_url) if before is not None else None
                 m = run_metrics(traces, input_len=opts.input_len, output_len=opts.output_len)
                 m["cache_flushed"] = flushed
+                m.update(server_timing(before, after, itl=engine.itl_metrics, ttft=engine.ttft_metrics))
                 runs.append({"metrics": m, "token_times": [tr.token_times for tr in traces]})
                 progress.done(f"latency {m['latency_s']:.2f} s, TTFT {m['ttft_ms']:.1f} ms, "
                               f"ITL {m.get('itl_ms', float('nan')):.2f} ms")

