@@ -10,6 +10,8 @@ seeded token-id prompts:
      engine's Python on the same prompts.
 
     .venv/bin/python benchmarks/fidelity.py [--requests 10] [--model-dir DIR]
+    .venv/bin/python benchmarks/fidelity.py --replay tests/data/streams/vllm_cpu_completions_bs1.sse
+        (the client's cost only, on a recorded real stream; no engine needed)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from moetrace.bench.client import stream_batch  # noqa: E402
 from moetrace.bench.metrics import run_metrics  # noqa: E402
 from moetrace.bench.prompts import random_prompts  # noqa: E402
+from moetrace.bench.server_metrics import histogram as server_histogram  # noqa: E402
 from moetrace.engines.base import LaunchSpec  # noqa: E402
 from moetrace.engines.process import ServerProcess, free_port  # noqa: E402
 from moetrace.engines.vllm import VLLM  # noqa: E402
@@ -58,24 +61,14 @@ asyncio.run(main())
 
 
 def histogram(text: str, name: str) -> tuple[float, float, list[tuple[float, float]]]:
-    """(sum, count, cumulative buckets) of a Prometheus histogram, summed over label sets."""
-    total = count = 0.0
-    buckets: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(name + "_count"):
-            count += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(name + "_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float("inf") if le == "+Inf" else float(le)] = \
-                buckets.get(float("inf") if le == "+Inf" else float(le), 0.0) + float(line.rsplit(" ", 1)[1])
-    return total, count, sorted(buckets.items())
+    """(sum, count, cumulative buckets) of a server histogram (the library's parser), zeros when absent."""
+    return server_histogram(text, name) or (0.0, 0.0, [])
 
 
 def _replay_server(port_q, body: bytes, gap_s: float) -> None:
-    """Serve ``body`` (an SSE stream) event by event, ``gap_s`` apart, from another process,
-    so that only the client's own CPU time is counted in the client's process."""
+    """Serve ``body`` (an SSE stream) event by event, ``gap_s`` apart, one HTTP chunk per event (as
+    uvicorn does), from another process, so that only the client's own CPU time is counted in the
+    client's process."""
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     class H(BaseHTTPRequestHandler):
@@ -88,41 +81,107 @@ def _replay_server(port_q, body: bytes, gap_s: float) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Connection", "close")
+            self.send_header("Transfer-Encoding", "chunked")  # as vLLM's and SGLang's uvicorn send a stream
             self.end_headers()
             for ev in body.split(b"\n\n"):
                 if ev:
-                    self.wfile.write(ev + b"\n\n")
+                    ev += b"\n\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
                     self.wfile.flush()
                     time.sleep(gap_s)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
 
     srv = HTTPServer(("127.0.0.1", 0), H)
     port_q.put(srv.server_address[1])
     srv.serve_forever()
 
 
-def client_cost_us(raw: bytes, gap_s: float, parse) -> float:
+def client_cost_us(raw: bytes, gap_s: float, parse) -> dict[str, float]:
     """moetrace's client CPU time per streamed token, on a real recorded stream replayed
-    event by event (one network read per token, as from a live server)."""
+    event by event (one network read per token, as from a live server): total, user and system
+    time, and the same for a bare socket that only reads the bytes (the floor any
+    Python client pays per network read: the kernel's wake-up and copy), median of 5 runs each."""
     import multiprocessing as mp
+    import resource
+    import socket
     q = mp.Queue()
     p = mp.Process(target=_replay_server, args=(q, raw, gap_s), daemon=True)
     p.start()
     try:
-        url = f"http://127.0.0.1:{q.get(timeout=30)}/v1/completions"
-        costs = []
-        with httpx.Client() as http:
-            for _ in range(3):
-                c0 = time.process_time()
-                traces = stream_batch(http, url, {}, batch=1, parse=parse, request_timeout_s=60)
-                costs.append((time.process_time() - c0) / traces[0].n_tokens * 1e6)
-        return statistics.median(costs)
+        port = q.get(timeout=30)
+        url = f"http://127.0.0.1:{port}/v1/completions"
+
+        def bare() -> int:
+            s = socket.create_connection(("127.0.0.1", port))
+            s.settimeout(60)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
+            while True:
+                d = s.recv(1 << 16)
+                if not d or d.endswith(b"0\r\n\r\n"):
+                    break
+            s.close()
+            return raw.count(b'"token_ids"')
+
+        http = httpx.Client()  # made once: building its SSL context costs tens of ms
+
+        def ours() -> int:
+            return stream_batch(http, url, {}, batch=1, parse=parse, request_timeout_s=60)[0].n_tokens
+
+        out: dict[str, float] = {}
+        for name, fn in (("bare", bare), ("client", ours)):
+            runs = []
+            for _ in range(5):
+                r0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
+                n = fn()
+                r1, c1 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
+                runs.append(((c1 - c0) / n * 1e6, (r1.ru_utime - r0.ru_utime) / n * 1e6,
+                             (r1.ru_stime - r0.ru_stime) / n * 1e6))
+            out[f"{name}_us"] = statistics.median(t for t, _, _ in runs)  # CLOCK_PROCESS_CPUTIME_ID: exact
+            out[f"{name}_user_us"] = statistics.median(u for _, u, _ in runs)  # getrusage: its split
+            out[f"{name}_sys_us"] = statistics.median(s_ for _, _, s_ in runs)
+        return out
     finally:
         p.terminate()
 
 
+def stretch_stream(raw: bytes, tokens: int) -> bytes:
+    """A recorded vLLM stream of a few tokens made ``tokens`` long: its first event, its middle
+    (one-token) events repeated in order, its last token event, the usage event with the new
+    count, and [DONE]. Every event keeps the recorded bytes (sizes, fields) of the real server."""
+    events = [e for e in raw.split(b"\n\n") if e.strip()]
+    done = [e for e in events if e.strip() == b"data: [DONE]"]
+    usage = [e for e in events if b'"usage"' in e and b'"choices":[]' in e]
+    toks = [e for e in events if e not in done and e not in usage]
+    if len(toks) < 3 or not done or not usage:
+        raise ValueError("expected a recorded stream with at least 3 token events, a usage event and [DONE]")
+    middle = toks[1:-1]
+    body = [toks[0]] + [middle[i % len(middle)] for i in range(tokens - 2)] + [toks[-1]]
+    u = json.loads(usage[0].split(b"data:", 1)[1])
+    u["usage"]["completion_tokens"] = tokens
+    u["usage"]["total_tokens"] = u["usage"]["prompt_tokens"] + tokens
+    body += [b"data: " + json.dumps(u, separators=(",", ":")).encode(), done[0]]
+    return b"\n\n".join(body) + b"\n\n"
+
+
+def replay_only(path: Path, tokens: int, gap_ms: float) -> None:
+    from moetrace.engines.vllm import parse_completion_chunk
+    raw = stretch_stream(path.read_bytes(), tokens)
+    c = client_cost_us(raw, gap_ms / 1000, parse_completion_chunk)
+    above = c["client_us"] - c["bare_us"]
+    print(f"client CPU per streamed token: {c['client_us']:.1f} us (user {c['client_user_us']:.1f}, system "
+          f"{c['client_sys_us']:.1f}); a bare socket reading the same stream: {c['bare_us']:.1f} us (user "
+          f"{c['bare_user_us']:.1f}, system {c['bare_sys_us']:.1f}); moetrace above the bare read: {above:.1f} us "
+          f"({100 * above / 1000 / gap_ms:.2f}% of a {gap_ms} ms ITL; all of it {100 * c['client_us'] / 1000 / gap_ms:.2f}%). "
+          f"{path.name} stretched to {tokens} tokens, one HTTP chunk per event {gap_ms} ms apart, host "
+          f"{os.uname().nodename} ({os.cpu_count()} CPUs)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--replay", type=Path, default=None,
+                    help="measure only the client's cost, on this recorded vLLM stream (no engine)")
+    ap.add_argument("--replay-gap-ms", type=float, default=2.9, help="gap between replayed events")
     ap.add_argument("--requests", type=int, default=10)
     ap.add_argument("--input-len", type=int, default=4096)
     ap.add_argument("--output-len", type=int, default=512)
@@ -130,6 +189,9 @@ def main() -> None:
     ap.add_argument("--engine-python", default=os.environ.get("MOETRACE_ENGINE_PYTHON",
                                                              str(ROOT / ".venv-engine/bin/python")))
     a = ap.parse_args()
+    if a.replay:
+        replay_only(a.replay, a.output_len, a.replay_gap_ms)
+        return
 
     preset = preset_from_checkpoint(Path(a.model_dir)) if a.model_dir else \
         tiny_preset(get_preset("Qwen3-235B"), ROOT / ".cache" / "tiny")
@@ -193,7 +255,7 @@ def main() -> None:
         if theirs else float("nan")
     their_itl_mean = statistics.median(statistics.fmean(r["itl"]) * 1000 for r in theirs if r["itl"]) \
         if theirs else float("nan")
-    cost_us = client_cost_us(raw_stream, our_itl_mean / 1000, parse)
+    cost_us = client_cost_us(raw_stream, our_itl_mean / 1000, parse)["client_us"]
 
     def pct(a_: float, b: float) -> str:
         return f"{100 * (a_ - b) / b:+.1f}%" if b and b == b else "n/a"

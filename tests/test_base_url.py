@@ -60,3 +60,53 @@ def test_plan_check_reports_accuracy_over_recorded_outcomes(tmp_path):
              check=True)
     cp = moetrace("plan", "--check", "-r", str(tmp_path), check=True)
     assert "Planner accuracy" in cp.stdout and "1 records" in cp.stdout
+
+
+def test_a_matrix_against_one_external_server_is_refused(tmp_path):
+    """One server, many labels: the preset's matrix (or several -c) against --base-url would
+    record the same server's numbers under every config name. One line, exit 2, nothing sent."""
+    body = (STREAMS / "vllm_cpu_completions_bs1.sse").read_bytes()
+    with ReplayServer(Reply(body)) as srv:
+        for extra in ([], ["-c", "TP8_EP2_auto", "-c", "TP4_auto"]):
+            cp = moetrace("run", "Qwen3-235B", *extra, "--engine", "vllm", "--base-url", srv.url, "--input-len", "8",
+                          "--output-len", "8", "--no-profile", "--no-warmup", "-r", str(tmp_path))
+            assert cp.returncode == 2, cp.stderr
+            (line,) = cp.stderr.strip().splitlines()
+            assert "--base-url measures one server" in line and "TP8_EP2_auto" in line
+        cp = moetrace("sweep", "Qwen3-235B", "DeepSeek-V3.1", "-c", "TP8_EP2_auto", "--engine", "vllm",
+                      "--base-url", srv.url, "--no-profile", "-r", str(tmp_path))
+        assert cp.returncode == 2 and "not a matrix" in cp.stderr
+        assert srv.reply.requests == []
+    assert not (tmp_path / "records").exists() or not list((tmp_path / "records").iterdir())
+
+
+def test_the_record_says_moetrace_did_not_launch_the_engine(tmp_path):
+    body = (STREAMS / "vllm_cpu_completions_bs1.sse").read_bytes()
+    with ReplayServer(Reply(body)) as srv:
+        moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", srv.url,
+                 "--input-len", "8", "--output-len", "8", "--no-profile", "--no-warmup", "-r", str(tmp_path), check=True)
+    rec = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
+    assert rec["engine"]["launched_by_moetrace"] is False and rec["engine"]["command"] is None
+
+
+def test_each_attempt_sends_its_own_prompts_and_a_cache_hit_is_a_failure(tmp_path):
+    """Two attempts against one external server: their prompts differ (a nonce per attempt,
+    recorded). A server reporting cached prompt tokens (a real vLLM stream of a repeated
+    prompt, 384 of 512 cached) makes the attempt a BenchmarkFailure, not a fast success."""
+    first = (STREAMS / "vllm_cpu_cached_first.sse").read_bytes()
+    args = ("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--input-len", "512", "--output-len", "16",
+            "--no-profile", "--no-warmup", "-r", str(tmp_path))
+    with ReplayServer(Reply(first)) as srv:
+        moetrace(*args, "--base-url", srv.url, check=True)
+        moetrace(*args, "--base-url", srv.url, check=True)
+        prompts = [json.loads(r)["prompt"] for r in srv.reply.requests if r]
+    assert len(prompts) == 2 and prompts[0] != prompts[1] and len(prompts[0]) == 512
+    recs = [json.loads(p.read_text()) for p in sorted((tmp_path / "records").glob("*.json"))]
+    assert [r["status"] for r in recs] == ["success", "success"]
+    assert recs[0]["workload"]["prompt_nonce"] != recs[1]["workload"]["prompt_nonce"]
+    assert all(r["runs"][0]["metrics"]["cached_prompt_tokens"] == 0 for r in recs)
+    with ReplayServer(Reply((STREAMS / "vllm_cpu_cached_again.sse").read_bytes())) as srv:
+        moetrace(*args, "--base-url", srv.url, check=True)
+    f = json.loads((tmp_path / "failure_results.json").read_text())["Qwen3-235B::TP8_EP2_auto::bs1_in512_out16"]
+    assert f["error_type"] == "BenchmarkFailure" and "384 prompt tokens were served from the engine's prefix cache" \
+        in f["error_message"]

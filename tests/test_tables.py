@@ -54,3 +54,20 @@ def test_failures_and_summary():
                                                 "  (1 of the failed keys have an earlier success kept)"]
     rep = full_report(s, f)
     assert rep.index("## Results") < rep.index("## Failures") < rep.index("## Summary")
+
+
+def test_bursty_itl_is_marked_with_a_footnote():
+    from moetrace.report.tables import config_table, model_tables
+    base = {"model": "M", "batch_size": 1, "input_len": 4096, "latency_s": 2.6, "input_throughput_tok_per_s": 6826.7,
+            "output_throughput_tok_per_s": 257.6, "itl_ms": 3.88, "server_itl_ms": 2.91}
+    burst = dict(base, config="TP8_auto", delivery={"burst_share": 0.998, "longest_stall_ms": 1980.0,
+                                                    "stall_ratio": 141428.6, "bursty": True})
+    steady = dict(base, config="TP4_auto", delivery={"burst_share": 0.0, "longest_stall_ms": 4.1, "stall_ratio": 1.4,
+                                                     "bursty": False})
+    out = model_tables({"M::TP8_auto": burst, "M::TP4_auto": steady})
+    assert "| TP8_auto | 1 | 4096 | 2.60 | 6826.70 | 257.60 | 3.88 † |" in out
+    assert "| TP4_auto | 1 | 4096 | 2.60 | 6826.70 | 257.60 | 3.88 |" in out
+    (note,) = [line for line in out.splitlines() if line.startswith("†")]
+    assert "M TP8_auto" in note and "100% of token gaps under 50 µs" in note and "1980 ms" in note
+    assert "describes delivery, not generation" in note and "server's own mean ITL: 2.91 ms" in note
+    assert "3.88 †" in config_table(burst) and "†" not in config_table(steady)

@@ -194,7 +194,20 @@ def _targets(models: Sequence[str], config_names: Sequence[str], opts: RunOption
             configs = parse_matrix(matrix if matrix is not None else preset.matrix)
         validate(configs, backends=engine.moe_backends, engine=opts.engine, quantizations=engine.quantizations)
         out.append((preset, configs))
+    if opts.base_url:
+        _one_external_config(out, config_names)
     return out
+
+
+def _one_external_config(targets: list[tuple[Preset, list[Config]]], config_names: Sequence[str]) -> None:
+    """A server someone else started runs one model under one config: measuring it under
+    every name of a matrix would record the same numbers as different configs."""
+    names = [f"{p.name} {c.name}" + (f" (fallback {c.fallback.name})" if c.fallback else "")
+             for p, cs in targets for c in cs]
+    if not config_names or len(names) != 1 or "(fallback" in names[0]:
+        listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise ValueError(f"--base-url measures one server, so one model and one config named with -c (the one that "
+                         f"server runs), not a matrix: {listed}")
 
 
 def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | None = None) -> None:

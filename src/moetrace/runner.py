@@ -28,6 +28,7 @@ from . import __version__
 from .bench.client import stream_batch
 from .bench.metrics import aggregate_runs, run_metrics
 from .bench.prompts import random_prompts
+from .bench.server_metrics import server_timing
 from .engines.base import Engine, LaunchSpec, ProfileRequest, get_engine
 from .engines.process import ServerProcess, free_port, port_is_free, tail
 from .errors import LaunchError, MoetraceError, ServerDied
@@ -171,6 +172,7 @@ class Session:
         self.http = httpx.Client(timeout=opts.request_timeout_s)
         self.vocab = int(preset.hf_config.get("vocab_size", 32000))
         self.served_model: str | None = None
+        self.nonce = uuid.uuid4().hex[:16]  # this attempt's prompts are its own (bench/prompts.py)
 
     def close(self) -> None:
         self.http.close()
@@ -178,7 +180,7 @@ class Session:
     def request(self, *, batch: int, seed: int, max_tokens: int, input_len: int | None = None,
                 on_token: Callable[[int], None] | None = None):
         prompts = random_prompts(batch=batch, input_len=input_len or self.opts.input_len, vocab_size=self.vocab,
-                                 seed=seed)
+                                 seed=seed, nonce=self.nonce)
         path, body, parse = self.engine.generate(prompts, max_tokens)
         if "model" in body and body["model"] is None:
             body["model"] = self.served_model or self.opts.model_path or self.preset.hf_id
@@ -220,8 +222,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         "schema": 1, "attempt_id": attempt_id, "model": preset.name, "config": config.name, "role": role,
         "config_detail": config.to_dict(), "moetrace_version": __version__, "started_at": now_iso(),
         "host": host_facts(), "options": opts.to_dict(), "attempt_dir": rel(adir), "phases": phases,
-        "engine": {"name": engine.name, "external": bool(opts.base_url), "model_path": model_path,
-                   "device": device},
+        "engine": {"name": engine.name, "external": bool(opts.base_url), "launched_by_moetrace": not opts.base_url,
+                   "model_path": model_path, "device": device},
     }
     if plan is not None:
         base["plan"] = plan
@@ -263,6 +265,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             server, base_url = _launch(engine, preset, config, opts, store, adir, log_path, model_path, device,
                                        progress, base, phases)
         session = Session(engine, base_url, preset, opts, server)
+        prompt_nonce = session.nonce
         if opts.base_url and not engine.is_ready(session.http, session.base_url):
             raise LaunchError(f"no ready server at {opts.base_url} ({engine.ready_path} did not answer 200)")
         base["engine"]["server_info"] = engine.server_info(session.http, session.base_url)
@@ -286,10 +289,13 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             for r in range(opts.repeat):
                 progress.step(f"{preset.name} {config.name}: measure bs={bs} run {r + 1}/{opts.repeat}")
                 flushed = engine.flush_cache(session.http, session.base_url)
+                before = engine.read_metrics(session.http, session.base_url)
                 traces = _guard_server(lambda: session.request(batch=bs, seed=opts.seed + 7919 * r + bs,
                                                                max_tokens=opts.output_len), server, session)
+                after = engine.read_metrics(session.http, session.base_url) if before is not None else None
                 m = run_metrics(traces, input_len=opts.input_len, output_len=opts.output_len)
                 m["cache_flushed"] = flushed
+                m.update(server_timing(before, after, itl=engine.itl_metrics, ttft=engine.ttft_metrics))
                 runs.append({"metrics": m, "token_times": [tr.token_times for tr in traces]})
                 progress.done(f"latency {m['latency_s']:.2f} s, TTFT {m['ttft_ms']:.1f} ms, "
                               f"ITL {m.get('itl_ms', float('nan')):.2f} ms")
@@ -325,7 +331,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
                                         workload_suffix(bs, opts.input_len, opts.output_len)),
                    status="success", finished_at=now_iso(),
                    workload={"batch_size": bs, "input_len": opts.input_len, "output_len": opts.output_len,
-                             "repeat": opts.repeat, "seed": opts.seed},
+                             "repeat": opts.repeat, "seed": opts.seed, "prompt_nonce": prompt_nonce},
                    metrics=agg, runs=runs, profile=profile,
                    log_path=rel(log_path) if log_path.exists() else None,
                    plan_check=plan_check(plan, "success", None))

@@ -60,3 +60,26 @@ def test_prompts_are_seeded_and_in_range():
     assert a == random_prompts(batch=2, input_len=50, vocab_size=1000, seed=3)
     assert a != random_prompts(batch=2, input_len=50, vocab_size=1000, seed=4)
     assert all(10 <= t < 990 for p in a for t in p) and a[0] != a[1]
+
+
+def test_prompts_of_two_attempts_differ_by_their_nonce():
+    a = random_prompts(batch=1, input_len=50, vocab_size=1000, seed=3, nonce="a1")
+    assert a == random_prompts(batch=1, input_len=50, vocab_size=1000, seed=3, nonce="a1")
+    assert a != random_prompts(batch=1, input_len=50, vocab_size=1000, seed=3, nonce="b2")
+
+
+def test_prompt_tokens_served_from_a_cache_are_a_failure_naming_how_many():
+    hit = RequestTrace([0.04 + i * 0.003 for i in range(4)], "length", cached_tokens=4080)
+    with pytest.raises(BenchmarkFailure, match=r"4080 prompt tokens were served from the engine's prefix cache "
+                                               r"\(request 0: 4080 of 4096\)"):
+        run_metrics([hit], input_len=4096, output_len=4)
+
+
+def test_cached_tokens_recorded_as_reported():
+    clean = RequestTrace([0.5 + i * 0.003 for i in range(4)], "length", cached_tokens=0)
+    m = run_metrics([clean], input_len=4096, output_len=4)
+    assert m["cached_prompt_tokens"] == 0 and m["cached_tokens_reported"] is True
+    m = run_metrics([_trace(0.5, 0.003, 4)], input_len=4096, output_len=4)  # the engine said nothing
+    assert m["cached_prompt_tokens"] is None and m["cached_tokens_reported"] is False
+    agg = aggregate_runs([dict(m, cache_flushed=True), dict(m, cache_flushed=False)])
+    assert agg["cache_flushed"] is False and agg["cached_tokens_reported"] is False

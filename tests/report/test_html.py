@@ -110,3 +110,21 @@ def test_log_excerpts_stay_inside_the_results_directory(tmp_path):
     assert log_excerpt(root, "attempts/server.log", lines=2) == "line\nlast line"
     assert log_excerpt(root, "../secret.txt") is None
     assert log_excerpt(root, "attempts/none.log") is None and log_excerpt(root, None) is None
+
+
+def test_bursty_itl_is_marked_in_the_report(tmp_path):
+    from moetrace.results.store import ResultsStore
+
+    from .conftest import synthetic_record
+    store = ResultsStore(tmp_path / "res")
+    m = {"latency_s": 2.6, "ttft_ms": 600.0, "itl_ms": 3.88, "itl_p50_ms": 0.01, "itl_p99_ms": 1980.0,
+         "input_throughput_tok_per_s": 6826.7, "output_throughput_tok_per_s": 257.6, "server_itl_ms": 2.91,
+         "delivery": {"burst_share": 0.998, "longest_stall_ms": 1980.0, "stall_ratio": 141428.6, "bursty": True}}
+    store.commit(synthetic_record("M", "TP8_auto", metrics=m))
+    store.commit(synthetic_record("M", "TP4_auto", tp=4))
+    page = _page(tmp_path / "res", tmp_path / "r.html")
+    (cell,) = re.findall(r'<td class="bursty" title="([^"]*)">([^<]*)</td>', page)
+    assert cell[1] == "3.88 †" and "describes delivery, not generation" in cell[0]
+    assert "server&#x27;s own mean ITL: 2.91 ms" in cell[0]
+    assert '<ul class="note bursts"><li>TP8_auto: † the stream arrived in bursts (100% of token gaps under 50 µs' in page
+    assert page.count('class="bursty"') == 1  # the steady row is not marked

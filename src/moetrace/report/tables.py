@@ -53,9 +53,37 @@ def _link(path: str | None, base: Path | None, failed: bool = False) -> str:
     return _Raw(f"[trace]({target.replace(' ', '%20')})")
 
 
+BURST_MARK = "†"
+
+
+def _bursty(e: dict[str, Any]) -> bool:
+    return bool((e.get("delivery") or {}).get("bursty"))
+
+
+def _itl(e: dict[str, Any]) -> Any:
+    """The ITL cell; marked when the stream came in bursts (its ITL describes delivery)."""
+    v = e.get("itl_ms")
+    return f"{_cell(v)} {BURST_MARK}" if _bursty(e) and v is not None else v
+
+
+def burst_notes(entries: Iterable[dict[str, Any]]) -> str:
+    """The footnote under a table with marked ITL cells, one line per marked row."""
+    lines = []
+    for e in entries:
+        if not _bursty(e):
+            continue
+        d = e["delivery"]
+        server = f"; the server's own mean ITL: {e['server_itl_ms']:.2f} ms" if e.get("server_itl_ms") else ""
+        lines.append(f"{BURST_MARK} {e['model']} {e['config']}: the stream arrived in bursts "
+                     f"({100 * d['burst_share']:.0f}% of token gaps under 50 µs, longest stall "
+                     f"{d['longest_stall_ms']:.0f} ms = {d['stall_ratio']:.0f}× the median gap), so its ITL "
+                     f"describes delivery, not generation{server}.")
+    return "\n\n".join(lines)
+
+
 def _spec_row(e: dict[str, Any], base: Path | None, extra: tuple[str, ...]) -> list[Any]:
     row = [e.get("batch_size"), e.get("input_len"), e.get("latency_s"), e.get("input_throughput_tok_per_s"),
-           e.get("output_throughput_tok_per_s"), e.get("itl_ms"), _link(e.get("profile_extend"), base, bool(e.get("profile_error"))),
+           e.get("output_throughput_tok_per_s"), _itl(e), _link(e.get("profile_extend"), base, bool(e.get("profile_error"))),
            _link(e.get("profile_decode"), base, bool(e.get("profile_error")))]
     return row + [_extra(e, k) for k in extra]
 
@@ -87,6 +115,9 @@ def config_table(e: dict[str, Any], *, base: Path | None = None, extra: tuple[st
     """The spec's per-config table: title line, then one row."""
     header = list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in extra]
     text = f"{e['model']} ({e['config']})\n\n" + _md(header, [_spec_row(e, base, extra)])
+    notes = burst_notes([e])
+    if notes:
+        text += f"\n\n{notes}"
     if e.get("profile_error"):
         text += f"\n\nprofiling failed: {_cell(e['profile_error'])}"
     return text
@@ -108,8 +139,10 @@ def model_tables(success: dict[str, dict[str, Any]], *, base: Path | None = None
     header = ["config"] + list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in extra]
     out = []
     for model in sorted(by_model):
-        rows = [[e["config"]] + _spec_row(e, base, extra) for e in sorted(by_model[model], key=_config_order)]
-        out.append(f"### {model}\n\n" + _md(header, rows))
+        entries = sorted(by_model[model], key=_config_order)
+        rows = [[e["config"]] + _spec_row(e, base, extra) for e in entries]
+        notes = burst_notes(entries)
+        out.append(f"### {model}\n\n" + _md(header, rows) + (f"\n\n{notes}" if notes else ""))
     return "\n\n".join(out)
 
 

@@ -93,9 +93,11 @@ def success_entry(rec: dict[str, Any]) -> dict[str, Any]:
     }
     for k in ("ttft_ms", "itl_p50_ms", "itl_p90_ms", "itl_p99_ms", "output_tokens", "repeat",
               "latency_s_min", "latency_s_max", "itl_floor_ms", "ttft_floor_ms",
-              "itl_efficiency", "ttft_efficiency"):
+              "itl_efficiency", "ttft_efficiency", "server_itl_ms", "server_ttft_ms"):
         if m.get(k) is not None:
             e[k] = _r2(m[k])
+    if m.get("delivery"):  # the stream came in bursts: its ITL describes delivery (bench/metrics.py)
+        e["delivery"] = m["delivery"]
     prof = rec.get("profile") or {}
     e["profile_extend"] = prof.get("extend")
     e["profile_decode"] = prof.get("decode")
