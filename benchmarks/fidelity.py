@@ -123,10 +123,9 @@ def client_cost_us(raw: bytes, gap_s: float, parse) -> dict[str, float]:
             s.close()
             return raw.count(b'"token_ids"')
 
-        http = httpx.Client()  # made once: building its SSL context costs tens of ms
 
         def ours() -> int:
-            return stream_batch(http, url, {}, batch=1, parse=parse, request_timeout_s=60)[0].n_tokens
+            return stream_batch(url, {}, batch=1, parse=parse, request_timeout_s=60)[0].n_tokens
 
         out: dict[str, float] = {}
         for name, fn in (("bare", bare), ("client", ours)):
@@ -209,7 +208,7 @@ def main() -> None:
         model = eng.model_name(http, base)
         # warm-up, not counted anywhere
         _, body, parse = eng.generate([prompts[0][:256]], 16)
-        stream_batch(http, base + "/v1/completions", dict(body, model=model), batch=1, parse=parse,
+        stream_batch(base + "/v1/completions", dict(body, model=model), batch=1, parse=parse,
                      request_timeout_s=120)
 
         m0 = http.get(base + "/metrics").text
@@ -218,7 +217,7 @@ def main() -> None:
         for p in prompts:
             eng.flush_cache(http, base)
             _, body, parse = eng.generate([p], a.output_len)
-            traces = stream_batch(http, base + "/v1/completions", dict(body, model=model), batch=1, parse=parse,
+            traces = stream_batch(base + "/v1/completions", dict(body, model=model), batch=1, parse=parse,
                                   request_timeout_s=120)
             ours.append(run_metrics(traces, input_len=a.input_len, output_len=a.output_len))
             stamps = sorted(set(traces[0].token_times))  # one stamp per chunk that carried tokens

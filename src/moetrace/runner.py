@@ -184,7 +184,7 @@ class Session:
         path, body, parse = self.engine.generate(prompts, max_tokens)
         if "model" in body and body["model"] is None:
             body["model"] = self.served_model or self.opts.model_path or self.preset.hf_id
-        return stream_batch(self.http, self.base_url + path, body, batch=batch, parse=parse,
+        return stream_batch(self.base_url + path, body, batch=batch, parse=parse,
                             request_timeout_s=self.opts.request_timeout_s, on_token=on_token)
 
     def run_async(self, seed: int, max_tokens: int, on_token: Callable[[int], None] | None) -> _Job:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from moetrace.bench.client import stream_batch
@@ -23,8 +22,8 @@ STREAMS = Path(__file__).resolve().parents[1] / "data" / "streams"
 
 
 def _traces(body: bytes, parse, path: str):
-    with ReplayServer(Reply(body)) as srv, httpx.Client() as http:
-        return stream_batch(http, srv.url + path, {}, batch=1, parse=parse, request_timeout_s=10)
+    with ReplayServer(Reply(body)) as srv:
+        return stream_batch(srv.url + path, {}, batch=1, parse=parse, request_timeout_s=10)
 
 
 def test_vllm_first_request_reports_no_cached_tokens():

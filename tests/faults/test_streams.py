@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 
 from moetrace.bench.client import stream_batch
@@ -27,8 +26,8 @@ SGL = (STREAMS / "sglang_generate_doc.sse").read_bytes()
 
 
 def _run(reply: Reply, *, batch=1, parse=parse_completion_chunk, timeout=5.0, path="/v1/completions"):
-    with ReplayServer(reply) as srv, httpx.Client() as http:
-        return stream_batch(http, srv.url + path, {"prompt": [1, 2]}, batch=batch, parse=parse,
+    with ReplayServer(reply) as srv:
+        return stream_batch(srv.url + path, {"prompt": [1, 2]}, batch=batch, parse=parse,
                             request_timeout_s=timeout)
 
 
