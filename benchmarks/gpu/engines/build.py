@@ -23,7 +23,6 @@ xz, not zstd: Python's ``lzma`` is always on the node. Needs ``xz`` and ``pip`` 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -32,6 +31,8 @@ import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
+
+from install import sha256  # install.py sits beside this file and travels in every part
 
 HERE = Path(__file__).resolve().parent
 PLATFORMS = ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_27_x86_64",
@@ -83,14 +84,6 @@ def tar_xz(root: Path, members: list[str], dst: Path, exclude: list[str]) -> Non
             t.add(root / m, arcname=m, filter=keep)
     xz(raw, dst)
     raw.unlink()
-
-
-def sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while b := f.read(1 << 22):
-            h.update(b)
-    return h.hexdigest()
 
 
 def build_bundle(name: str, spec: dict, out: Path, work: Path, python_version: str, max_bytes: int) -> list[Path]:
