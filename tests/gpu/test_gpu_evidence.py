@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from moetrace.engines.base import get_engine
 from moetrace.plan.arch import build_arch
 from moetrace.plan.measure import parse_kv_cache, parse_model_memory, predict_weights
 from moetrace.plan.memory import kv_bytes_per_token
@@ -181,7 +182,10 @@ def test_the_real_oom_and_the_planners_verdict_for_it():
     assert rec["options"]["extra_args"] == ["--gpu-memory-utilization", "0.05"]
     assert rec["error"]["type"] == "OOM" and "No available memory for the cache blocks" in rec["error"]["evidence"]
     preset = preset_from_checkpoint(DATA / "slices" / "qwen3-235b")
-    plan = plan_config(preset, "TP1_auto", gpu="h200", engine="vllm", mem_fraction=0.05)
+    # the fraction the planner now takes from the engine's own flag among the record's engine arguments
+    given = get_engine("vllm").given_mem_fraction(rec["options"]["extra_args"])
+    assert given == 0.05
+    plan = plan_config(preset, "TP1_auto", gpu="h200", engine="vllm", mem_fraction=given)
     assert plan.verdict == "will_not_fit", plan.reason
     assert plan_config(preset, "TP1_auto", gpu="h200", engine="vllm").verdict == "fits"
 
