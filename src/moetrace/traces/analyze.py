@@ -22,7 +22,7 @@ from typing import Any
 from ..stats import percentile
 from .accumulate import OUTSIDE, DeviceTimeline, HostOps, NameTotals, Steps
 from .categories import GROUPS, IDLE, KERNEL, UNMATCHED, classify
-from .layers import CommStats, LayerStats, StepSequences, WaitSplit, split_wait
+from .layers import CommStats, LayerStats, StepSequences, StepTimes, WaitSplit, split_wait
 from .names import TraceName, parse_trace_name, step_stage
 from .reader import DEFAULT_MAX_BYTES, TraceError, TraceStream
 
@@ -98,6 +98,7 @@ class TraceSummary:
     header: dict[str, Any] = field(default_factory=dict)  # distributedInfo, GPU name, versions
     layers: dict[str, LayerStats] = field(default_factory=dict)  # per stage: transformer layers (layers.py)
     comm: dict[str, CommStats] = field(default_factory=dict)  # per stage: collectives, overlap, per-call times
+    step_times: dict[str, StepTimes] = field(default_factory=dict)  # per stage: busy and gaps inside each step
 
     @property
     def source(self) -> str:
@@ -188,7 +189,9 @@ class _Analysis:
         if stage is None:
             return
         if cat == "gpu_user_annotation":
-            self.steps.device_durations[stage].append(float(ev.get("dur", 0.0)))
+            ts, ext = float(ev["ts"]), (ev.get("args") or {}).get("External id")
+            self.steps.add_device_span(stage, ext if ext is not None else (ev.get("tid"), ts), ts,
+                                       ts + float(ev.get("dur", 0.0)))
         else:
             self.steps.add(stage, ev.get("pid"), float(ev["ts"]), float(ev.get("dur", 0.0)),
                            (ev.get("args") or {}).get("External id"))
@@ -218,6 +221,8 @@ class _Analysis:
             self.seq.add(step, stage, ts, ts + dur, name, category)
         elif ext is None:  # a CUDA-graph replay's or Triton's kernel: no launching op recorded
             self.seq.add_follower(ts, ts + dur, name, category)
+        else:  # launched outside every step: the kernels after it no longer follow the last step
+            self.seq.break_chain()
 
     def finish(self) -> None:
         if self.host_ops is not None:
@@ -286,18 +291,20 @@ def _summarize(path: Path, name: TraceName, a: _Analysis, header: dict, stream: 
         unmatched_us=sum(r[1] for _, r in unmatched_rows), unmatched_names=len(unmatched_rows),
         events=a.events + stream.skipped, bytes_read=stream.bytes_read, header=_header_facts(header),
         layers=a.seq.layer_stats() if a.has_device else {}, comm=a.seq.comm_stats() if a.has_device else {},
+        step_times=a.seq.step_times() if a.has_device else {},
     )
 
 
 def _stages(a: _Analysis, totals: NameTotals) -> dict[str, StageSummary]:
     host_durs = a.steps.host_durations()
+    device_durs = a.steps.device_durations
     out: dict[str, StageSummary] = {}
     names = set(totals.by_stage) | set(host_durs) | set(a.timeline.idle_by_stage if a.has_device else ())
     for stage in sorted(names, key=_stage_order):
         cats = dict(totals.by_stage.get(stage, {}))
         if a.has_device:
             cats[IDLE] = a.timeline.idle_by_stage.get(stage, 0.0)
-        dev = a.steps.device_durations.get(stage) if a.has_device else None
+        dev = device_durs.get(stage) if a.has_device else None
         steps = StepStats.of(dev, "device") if dev else (
             StepStats.of(host_durs[stage], "host") if host_durs.get(stage) else None)
         out[stage] = StageSummary(stage, steps, cats)

@@ -44,7 +44,8 @@ from .categories import (
     MOE_ROUTING,
 )
 
-__all__ = ["COLLECTIVES", "CommStats", "LayerRow", "LayerStats", "StepSequences", "layer_groups"]
+__all__ = ["COLLECTIVES", "CommStats", "LayerRow", "LayerStats", "StepSequences", "StepTimes", "WaitSplit",
+           "layer_groups", "split_wait"]
 
 COLLECTIVES = (ALLREDUCE, ALLTOALL, ALLGATHER, COMM_OTHER)
 # Attention kernels that prepare attention, not do it: they neither start nor make a layer.
@@ -109,6 +110,17 @@ class CommStats:
         return self.total_us - self.overlapped_us
 
 
+@dataclass(frozen=True)
+class StepTimes:
+    """Per-step means of one stage, from each step's own kernels (CUDA-graph replays included)."""
+    stage: str
+    steps: int
+    extent_us: float  # first kernel start to last kernel end
+    busy_us: float  # union of the kernels' intervals (all streams)
+    gaps_us: float  # extent - busy: the device idle between the step's kernels
+    group_us: dict[str, float]  # kernel time per group (overlapping streams counted each)
+
+
 class _LayerAcc:
     def __init__(self, n: int) -> None:
         self.steps = 0
@@ -122,6 +134,7 @@ class StepSequences:
         self._open: dict[int, tuple[str, list]] = {}
         self._layers: dict[str, dict[int, _LayerAcc]] = defaultdict(dict)
         self._comm: dict[str, dict] = {}
+        self._times: dict[str, list] = {}  # stage -> [steps, extent, busy, *group sums]
         self._last = -1
 
     def add(self, step: int, stage: str, start: float, end: float, name: str, category: str) -> None:
@@ -133,9 +146,13 @@ class StepSequences:
         item[1].append((start, end, _role(name, category), category))
         self._last = step
 
+    def break_chain(self) -> None:
+        self._last = -1
+
     def add_follower(self, start: float, end: float, name: str, category: str) -> None:
         """A kernel with no launching op (CUDA-graph replays, some Triton launches): it belongs to the
-        step of the kernel before it (Kineto writes a device's kernels in start order)."""
+        step of the kernel before it (Kineto writes a device's kernels in start order), unless a kernel
+        launched outside every step came in between (:meth:`break_chain`)."""
         item = self._open.get(self._last)
         if item is not None:
             item[1].append((start, end, _role(name, category), category))
@@ -148,8 +165,26 @@ class StepSequences:
     def _flush(self, step: int) -> None:
         stage, ks = self._open.pop(step)
         ks.sort()
+        self._step_times(stage, ks)
         self._step_comm(stage, ks)
         self._step_layers(stage, ks)
+
+    def _step_times(self, stage: str, ks: list) -> None:
+        t = self._times.get(stage)
+        if t is None:
+            t = self._times[stage] = [0, 0.0, 0.0] + [0.0] * len(layer_groups)
+        busy, cur_s, cur_e = 0.0, ks[0][0], ks[0][1]
+        for s, e, r, _ in ks:
+            t[3 + _ROLE_GI[r]] += e - s
+            if s > cur_e:
+                busy += cur_e - cur_s
+                cur_s, cur_e = s, e
+            elif e > cur_e:
+                cur_e = e
+        busy += cur_e - cur_s
+        t[0] += 1
+        t[1] += cur_e - ks[0][0]
+        t[2] += busy
 
     def _step_comm(self, stage: str, ks: list) -> None:
         calls = [k for k in ks if k[2] == _COMM]
@@ -251,6 +286,14 @@ class StepSequences:
                             {g: sum(r.group_us[g] for r in rows) / n for g in layer_groups})
             outside = LayerRow("outside", "-", 0.0, {g: acc.outside[i] / k for i, g in enumerate(layer_groups)})
             out[stage] = LayerStats(stage, n, k, counts, rows, mean, outside)
+        return out
+
+    def step_times(self) -> dict[str, StepTimes]:
+        out = {}
+        for stage, t in self._times.items():
+            n = t[0]
+            out[stage] = StepTimes(stage, n, t[1] / n, t[2] / n, (t[1] - t[2]) / n,
+                                   {g: t[3 + i] / n for i, g in enumerate(layer_groups)})
         return out
 
     def comm_stats(self) -> dict[str, CommStats]:
