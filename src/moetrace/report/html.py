@@ -24,7 +24,8 @@ from .data import (CHART_METRICS, DECOMPOSITION_PARTS, METRIC, Bar, BarChart, Br
 __all__ = ["render_html", "write_html", "esc", "svg_bar_chart", "svg_breakdown", "svg_decomposition", "log_excerpt"]
 
 _PART_COLORS = {"floor": "#2b6cb0", "above floor: moe": "#dd6b20", "above floor: attention": "#38a169",
-                "above floor: gemm": "#805ad5", "above floor: communication": "#e53e3e", "above floor: other": "#718096",
+                "above floor: gemm": "#805ad5", "above floor: communication": "#e53e3e",
+                "above floor: other": "#718096",
                 "idle in steps": "#cbd5e0", "host/other": "#f6e05e"}
 
 PERFETTO_NOTE = (
