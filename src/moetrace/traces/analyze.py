@@ -240,6 +240,7 @@ def _run(path: Path, max_bytes: int, file_stage: str | None, host_ops: bool | No
     ``deviceProperties``, written before the events), which saves most of the work on GPU traces."""
     stream = TraceStream(path, max_bytes=max_bytes)
     stream.skip_cats = _UNUSED_CATS
+    stream.want_cats = _DEVICE_CATS | _HOST_OP_CATS | _ANNOTATION_CATS  # add() reads nothing else
     events = stream.events()
     first = next(events, None)
     if host_ops is None:
