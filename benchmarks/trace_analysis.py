@@ -29,6 +29,7 @@ import json
 import lzma
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -106,6 +107,43 @@ def prefixes(big: Path, steps: list[int], data: Path) -> list[Path]:
     return out
 
 
+_TS = re.compile(r'"ts": ([0-9.]+)')
+_IDS = re.compile(r'"(External id|correlation|id)": (\d+)')
+
+
+def synthetic(fixture: Path, size_mb: float, data: Path) -> Path:
+    """A large trace made of a real fixture's events repeated: each copy's timestamps shifted past
+    the previous copy and its External ids, correlations and flow ids offset, written back in
+    Kineto's own layout (each event's original text, only those numbers changed). For when the
+    526 MB H100 trace is not at hand; its figures are labelled as synthetic."""
+    sys.path.insert(0, str(ROOT / "tests/data/traces"))
+    from trim import split_events
+    dst = data / f"synthetic-{fixture.name.split('.')[0]}-{size_mb:.0f}MB-TP-0-DECODE.trace.json"
+    if dst.exists():
+        return dst
+    with gzip.open(fixture, "rt") if fixture.suffix == ".gz" else open(fixture) as f:
+        text = f.read()
+    head, pieces, tail = split_events(text)
+    events = [json.loads(p) for p in pieces]
+    timed = [(p, e) for p, e in zip(pieces, events) if "ts" in e and e.get("ph") != "M"]
+    meta = [p for p, e in zip(pieces, events) if not ("ts" in e and e.get("ph") != "M")]
+    t0 = min(e["ts"] for _, e in timed)
+    span = max(e["ts"] + e.get("dur", 0) for _, e in timed) - t0 + 100.0
+    id_span = max((int(m.group(2)) for p, _ in timed for m in _IDS.finditer(p)), default=0) + 1
+    with open(dst, "w") as out:
+        out.write(head + "\n" + ",\n".join(meta))
+        k = 0
+        while out.tell() < size_mb * 1e6:
+            dt, di = k * span, k * id_span
+            for p, _ in timed:
+                p = _TS.sub(lambda m: f'"ts": {float(m.group(1)) + dt:.3f}', p)
+                p = _IDS.sub(lambda m: f'"{m.group(1)}": {int(m.group(2)) + di}', p)
+                out.write(",\n" + p)
+            k += 1
+        out.write(tail)
+    return dst
+
+
 def from_parts(pattern: str, data: Path) -> Path:
     parts = sorted(glob.glob(pattern))
     if not parts:
@@ -177,6 +215,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "moetrace-bench")
     ap.add_argument("--from-parts", help="glob of the xz parts benchmarks/gpu/collect.sh brought back")
     ap.add_argument("--generate", action="store_true", help="profile a new big trace (CUDA GPU needed)")
+    ap.add_argument("--synthetic", type=Path, help="repeat this real fixture's events into a big trace instead")
+    ap.add_argument("--size-mb", type=float, default=520.0, help="size of the --synthetic trace")
     ap.add_argument("--steps", type=int, default=809, help="decode steps to profile with --generate")
     ap.add_argument("--torch-python", default=sys.executable, help="interpreter with torch, for --generate")
     ap.add_argument("--hta-python", help="interpreter with HolisticTraceAnalysis installed")
@@ -190,6 +230,8 @@ def main() -> None:
         big = from_parts(args.from_parts, args.data)
     elif args.generate:
         big = generate(args.data, args.steps, args.torch_python)
+    elif args.synthetic:
+        big = synthetic(args.synthetic, args.size_mb, args.data)
     if big is None or not big.exists():
         raise SystemExit("give --trace, --from-parts or --generate")
     steps = [int(s) for s in args.prefix_steps.split(",") if s]

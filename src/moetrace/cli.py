@@ -72,8 +72,8 @@ RUN_OPTIONS: list[Callable] = [
     click.option("--tiny-dir", default=".cache/tiny", show_default=True),
     click.option("--dry-run", is_flag=True, help="print the plan and the exact engine commands; launch nothing"),
     click.option("--show", "extra_columns", multiple=True,
-                 type=click.Choice(["ttft", "itl_p99", "efficiency", "breakdown"]),
-                 help="extra table columns"),
+                 type=click.Choice(["ttft", "itl_p99", "efficiency", "breakdown", "floor"]),
+                 help="extra table columns (floor: ITL floor, kernels above it, idle, host/other, ms)"),
 ]
 
 
@@ -319,7 +319,7 @@ def summary(results: str) -> None:
 @main.command()
 @results_option
 @click.option("--show", "extra_columns", multiple=True, type=click.Choice(["ttft", "itl_p99", "efficiency",
-                                                                          "breakdown"]))
+                                                                          "breakdown", "floor"]))
 @bad_input
 def table(results: str, extra_columns: Sequence[str]) -> None:
     """Print the spec's tables of all successful results, grouped by model."""

@@ -349,13 +349,17 @@ def plan_check(plan: dict[str, Any] | None, status: str, error_type: str | None)
 
 
 def _add_floors(rec: dict[str, Any], plan: dict[str, Any] | None) -> None:
-    """The planner's floors and efficiency = floor / measured, into the metrics."""
-    if not plan:
-        return
-    from .plan import floor_fields
+    """The planner's floors and efficiency = floor / measured, into the metrics; and, when the
+    profile has step times, where ITL and TTFT go against the floor (``profile.decomposition``)."""
     m = rec["metrics"]
-    m.update({k: v for k, v in floor_fields(plan, itl_ms=m.get("itl_ms"), ttft_ms=m.get("ttft_ms")).items()
-              if v is not None})
+    if plan:
+        from .plan import floor_fields
+        m.update({k: v for k, v in floor_fields(plan, itl_ms=m.get("itl_ms"), ttft_ms=m.get("ttft_ms")).items()
+                  if v is not None})
+    prof = rec.get("profile")
+    if isinstance(prof, dict) and prof.get("step_times"):
+        from .traces.decompose import decompose
+        rec["profile"] = dict(prof, decomposition=decompose(plan, m, prof["step_times"]))  # per batch size
 
 
 def _engine_version(engine: Engine, opts: RunOptions, info: dict[str, Any]) -> str | None:
@@ -658,7 +662,9 @@ def _breakdowns(stages: dict[str, list[Path]], summaries: dict[Path, Any], empty
     """Per stage: every rank's short breakdown and collective time, the rank the others wait for,
     and (``breakdown``, for tables) the first rank's breakdown."""
     from .traces.analyze import group_stages, short_breakdown, step_count
+    from .traces.decompose import step_times_dict
     breakdown: dict[str, Any] = {}
+    step_times: dict[str, Any] = {}
     by_rank: dict[str, Any] = {}
     bottleneck: dict[str, Any] = {}
     for stage, files in stages.items():
@@ -666,6 +672,7 @@ def _breakdowns(stages: dict[str, list[Path]], summaries: dict[Path, Any], empty
         if not ranked:
             continue
         breakdown[stage] = short_breakdown(summaries[ranked[0]], stage)
+        step_times[stage] = step_times_dict(summaries[ranked[0]], stage)
         groups = {g.stage: g for g in group_stages([summaries[f] for f in ranked])}
         g = groups.get(stage.upper())
         rows = []
@@ -680,5 +687,6 @@ def _breakdowns(stages: dict[str, list[Path]], summaries: dict[Path, Any], empty
         by_rank[stage] = rows
         if g is not None and len(g.rows) > 1:
             bottleneck[stage] = {"rank": g.bottleneck_rank, "longest_step_rank": g.slowest_rank}
-    return {"breakdown": breakdown, "breakdown_by_rank": by_rank, "bottleneck": bottleneck}
+    return {"breakdown": breakdown, "breakdown_by_rank": by_rank, "bottleneck": bottleneck,
+            "step_times": {k: v for k, v in step_times.items() if v is not None}}
 

@@ -145,3 +145,29 @@ def test_malformed_event_names_the_file(write_trace):
     with pytest.raises(TraceError, match="malformed event") as e:
         analyze_trace(path)
     assert str(path) in str(e.value)
+
+
+def test_wanted_events_are_found_by_search_and_the_rest_counted(tmp_path):
+    """In Kineto's layout the reader jumps from one wanted event to the next; the events in between
+    are counted, not read. Events that the search would miss (another key order) turn it off."""
+    from moetrace.traces.reader import TraceStream
+    from tests.traces.conftest import kineto_text
+
+    evs = []
+    for i in range(200):
+        evs.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": i, "dur": 1})
+        evs.append({"ph": "X", "cat": "kernel", "name": f"k{i}", "pid": 0, "tid": 7, "ts": i, "dur": 1})
+        evs.append({"ph": "f", "cat": "ac2g", "name": "ac2g", "id": i, "pid": 0, "tid": 7, "ts": i})
+    p = tmp_path / "t.json"
+    p.write_text(kineto_text(evs))
+    s = TraceStream(p)
+    s.want_cats = frozenset({"kernel"})
+    got = list(s.events())
+    assert [e["name"] for e in got if e.get("cat") == "kernel"] == [f"k{i}" for i in range(200)]
+    assert len(got) + s.skipped == 600 and s.skipped > 300
+    # a wanted event written with another key order: the search is dropped, nothing is lost
+    evs2 = [{"cat": "kernel", "ph": "X", "name": f"k{i}", "ts": i, "dur": 1} for i in range(100)]
+    p.write_text(kineto_text(evs2))
+    s = TraceStream(p)
+    s.want_cats = frozenset({"kernel"})
+    assert len([e for e in s.events() if e.get("cat") == "kernel"]) == 100 and s.want_cats is None

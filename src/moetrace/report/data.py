@@ -102,6 +102,7 @@ class Row:
     runs: tuple[dict[str, float], ...] = ()          # per-repetition metrics
     delivery: dict[str, Any] = field(default_factory=dict)  # bursts and stalls of the stream (bench/metrics.py)
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
+    decomposition: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {part: ms}
     profile_extend: str | None = None
     profile_decode: str | None = None
     traces: dict[str, tuple[str, ...]] = field(default_factory=dict)  # stage -> all trace files
@@ -186,6 +187,8 @@ def row_from_record(rec: dict[str, Any]) -> Row:
             clean = {str(c): float(v) for c, v in cats.items() if _num(v) is not None}
             if clean:
                 breakdown[str(stage)] = clean
+    decomposition = {stage: d for stage, d in ((st, decomposition_parts(x))
+                                               for st, x in (prof.get("decomposition") or {}).items()) if d}
     err = rec.get("error") or {}
     evidence = err.get("evidence")
     if isinstance(evidence, (list, tuple)):
@@ -200,6 +203,7 @@ def row_from_record(rec: dict[str, Any]) -> Row:
         finished_at=_str(rec.get("finished_at")), attempt_id=_str(rec.get("attempt_id")),
         record_path=_str(rec.get("record_path")), metrics=metrics, runs=runs, breakdown=breakdown,
         delivery=dict((rec.get("metrics") or {}).get("delivery") or {}),
+        decomposition=decomposition,
         profile_extend=_str(prof.get("extend")), profile_decode=_str(prof.get("decode")), traces=traces,
         profile_error=_str(prof.get("error") or prof.get("analysis_error")),
         error_type=_str(err.get("type")) if rec.get("status") != "success" else None,
@@ -374,6 +378,46 @@ def breakdowns(rows: Sequence[Row]) -> list[Breakdown]:
                 totals[c] = totals.get(c, 0.0) + v
         cats_order = tuple(sorted(totals, key=lambda c: (c in ("other", "idle"), -totals[c], c)))
         out.append(Breakdown(stage=stage, categories=cats_order, configs=tuple(items)))
+    return out
+
+
+DECOMPOSITION_PARTS = ("floor", "above floor: moe", "above floor: attention", "above floor: gemm",
+                       "above floor: communication", "above floor: other", "idle in steps", "host/other")
+
+
+def decomposition_parts(d: Any) -> dict[str, float]:
+    """A record's ``profile.decomposition[stage]`` as {part: ms} (DECOMPOSITION_PARTS; values may be
+    negative: kernel time under the floor's share, or a profiled step longer than the measured one)."""
+    if not isinstance(d, dict) or _num(d.get("measured_ms")) is None:
+        return {}
+    out = {"floor": _num(d.get("floor_ms")) or 0.0}
+    above = d.get("above_floor_by_group_ms") or {}
+    if above:
+        for g in ("moe", "attention", "gemm", "communication", "other"):
+            out[f"above floor: {g}"] = _num(above.get(g)) or 0.0
+    else:  # no floor: all kernel time is above it
+        out["above floor: other"] = _num(d.get("busy_ms")) or 0.0
+    out["idle in steps"] = _num(d.get("idle_ms")) or 0.0
+    out["host/other"] = _num(d.get("host_other_ms")) or 0.0
+    out["measured"] = float(d["measured_ms"])
+    return out
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    stage: str
+    metric: str                                            # "ITL" or "TTFT"
+    configs: tuple[tuple[str, str, dict[str, float]], ...]  # (config, key, {part: ms, "measured": ms})
+
+
+def decompositions(rows: Sequence[Row]) -> list[Decomposition]:
+    """Per stage (decode: ITL, extend: TTFT), each config's measured time in parts, ms."""
+    out = []
+    for stage, metric in (("decode", "ITL"), ("extend", "TTFT")):
+        items = tuple((r.config, r.key, r.decomposition[stage]) for r in sorted(rows, key=config_sort_key)
+                      if r.decomposition.get(stage))
+        if items:
+            out.append(Decomposition(stage, metric, items))
     return out
 
 

@@ -17,12 +17,17 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import quote
 
-from .data import (CHART_METRICS, METRIC, Bar, BarChart, Breakdown, Row, backend_colors, backend_order, bar_chart,
-                   breakdowns, by_model, category_colors, current, fmt_value, nice_ticks, trace_files,
-                   workload_label)
+from .data import (CHART_METRICS, DECOMPOSITION_PARTS, METRIC, Bar, BarChart, Breakdown, Decomposition, Row,
+                   backend_colors, backend_order, bar_chart, breakdowns, by_model, category_colors, current,
+                   decompositions, fmt_value, nice_ticks, trace_files, workload_label)
 from .tables import BURST_MARK
 
-__all__ = ["render_html", "write_html", "esc", "svg_bar_chart", "svg_breakdown", "log_excerpt"]
+__all__ = ["render_html", "write_html", "esc", "svg_bar_chart", "svg_breakdown", "svg_decomposition", "log_excerpt"]
+
+_PART_COLORS = {"floor": "#2b6cb0", "above floor: moe": "#dd6b20", "above floor: attention": "#38a169",
+                "above floor: gemm": "#805ad5", "above floor: communication": "#e53e3e",
+                "above floor: other": "#718096",
+                "idle in steps": "#cbd5e0", "host/other": "#f6e05e"}
 
 PERFETTO_NOTE = (
     "To open a trace, go to https://ui.perfetto.dev in a browser and drag the file onto the page "
@@ -156,6 +161,59 @@ def svg_breakdown(bd: Breakdown, colors: dict[str, str]) -> str:
         ly = axis_y + 30 + (j // per_line) * 16
         out.append(f'<rect x="{lx:.1f}" y="{ly - 9}" width="10" height="10" fill="{colors.get(c, "#888")}"/>'
                    f'<text class="legend" x="{lx + 14:.1f}" y="{ly}">{esc(_clip(c, 20))}<title>{esc(c)}</title></text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def svg_decomposition(d: Decomposition) -> str:
+    """Stacked horizontal bars in ms: per config, the measured ITL (or TTFT) as floor, kernel time
+    above the floor by group, device idle inside steps, and host/other; a tick marks the measured
+    value. Negative parts (a profiled step longer than the measured one) are listed in the
+    tooltip and not drawn."""
+    lw, row_h = 150, 26
+    pw = W - lw - MR
+    n = len(d.configs)
+    per_line = 4
+    legend_lines = (len(DECOMPOSITION_PARTS) + per_line - 1) // per_line
+    h = MT + n * row_h + 26 + legend_lines * 16 + 6
+    top = max(max(sum(max(v, 0.0) for k, v in parts.items() if k != "measured"), parts["measured"])
+              for _, _, parts in d.configs) or 1.0
+    ticks = nice_ticks(top)
+    top = max(top, ticks[-1])
+    out = [f'<svg class="chart decomposition" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {h}" '
+           f'width="{W}" height="{h}" role="img" aria-label="{esc(d.metric)} against the floor">',
+           f'<text class="title" x="{lw}" y="18">{esc(d.metric)} ({d.stage}) against the floor (ms)</text>']
+    axis_y = MT + n * row_h + 2
+    for t in ticks:
+        xx = lw + t * pw / top
+        out.append(f'<line class="grid" x1="{xx:.1f}" x2="{xx:.1f}" y1="{MT}" y2="{axis_y}"/>'
+                   f'<text class="tick" x="{xx:.1f}" y="{axis_y + 12}" text-anchor="middle">{esc(fmt_value(t))}</text>')
+    for i, (config, _key, parts) in enumerate(d.configs):
+        yy = MT + i * row_h
+        tip = f"{config}: measured {parts['measured']:.3f} ms; " + ", ".join(
+            f"{k} {parts[k]:.3f}" for k in DECOMPOSITION_PARTS if k in parts)
+        out.append(f'<text class="group" x="{lw - 6}" y="{yy + row_h / 2 + 4:.1f}" text-anchor="end">'
+                   f'{esc(_clip(config, 22))}<title>{esc(tip)}</title></text>')
+        x = float(lw)
+        for k in DECOMPOSITION_PARTS:
+            v = parts.get(k, 0.0)
+            if v <= 0:
+                continue
+            w = v * pw / top
+            out.append(f'<rect class="bar seg" x="{x:.1f}" y="{yy + 3}" width="{max(w, 0.5):.1f}" '
+                       f'height="{row_h - 6}" fill="{_PART_COLORS[k]}"><title>{esc(f"{config} {k}: {v:.3f} ms")}'
+                       '</title></rect>')
+            x += w
+        measured = parts["measured"]
+        mx = lw + measured * pw / top
+        out.append(f'<line class="measured" x1="{mx:.1f}" x2="{mx:.1f}" y1="{yy + 1}" y2="{yy + row_h - 1}" '
+                   f'stroke="#000" stroke-width="2"><title>{esc(f"{config} measured: {measured:.3f} ms")}'
+                   '</title></line>')
+    for j, k in enumerate(DECOMPOSITION_PARTS):
+        lx = 8 + (j % per_line) * ((W - 16) / per_line)
+        ly = axis_y + 30 + (j // per_line) * 16
+        out.append(f'<rect x="{lx:.1f}" y="{ly - 9}" width="10" height="10" fill="{_PART_COLORS[k]}"/>'
+                   f'<text class="legend" x="{lx + 14:.1f}" y="{ly}">{esc(_clip(k, 26))}<title>{esc(k)}</title></text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -324,6 +382,15 @@ def _model_section(idx: int, model: str, rows: Sequence[Row], colors: dict[str, 
             out.append('<p class="profile-failures">Profiling failed (the measured numbers stand):</p><ul>'
                        + "".join(f'<li>{esc(r.config)}: {esc(r.profile_error)}</li>'
                                  for r in sorted(prof_errs, key=lambda r: r.config)) + "</ul>")
+        decs = decompositions(wrows)
+        if decs:
+            out.append("<h3>Where the time goes against the floor</h3>")
+            out.append('<p class="muted">From the profiled steps of the first rank: the planner\'s floor, device '
+                       'busy time above it by kernel group, device idle inside steps (launch and host work), and '
+                       'host/other = the measured value minus the profiled step (between-step host time, '
+                       'streaming, the profiler\'s own cost; negative when the profiled step is the longer). '
+                       'The black tick is the measured value.</p>')
+            out.append('<div class="charts">' + "".join(svg_decomposition(x) for x in decs) + "</div>")
         bds = breakdowns(wrows)
         if bds:
             out.append('<div class="charts">' + "".join(svg_breakdown(b, cat_colors) for b in bds) + "</div>")

@@ -85,7 +85,7 @@ def _spec_row(e: dict[str, Any], base: Path | None, extra: tuple[str, ...]) -> l
     row = [e.get("batch_size"), e.get("input_len"), e.get("latency_s"), e.get("input_throughput_tok_per_s"),
            e.get("output_throughput_tok_per_s"), _itl(e), _link(e.get("profile_extend"), base, bool(e.get("profile_error"))),
            _link(e.get("profile_decode"), base, bool(e.get("profile_error")))]
-    return row + [_extra(e, k) for k in extra]
+    return row + [_extra(e, k) for k in _columns(extra)]
 
 
 EXTRA_COLUMNS = {
@@ -93,7 +93,24 @@ EXTRA_COLUMNS = {
     "itl_p99": ("ITL p99 (ms)", lambda e: e.get("itl_p99_ms")),
     "efficiency": ("ITL eff.", lambda e: _pct(e.get("itl_efficiency"))),
     "breakdown": ("decode breakdown", lambda e: _breakdown_text((e.get("breakdown") or {}).get("decode"))),
+    # --show floor: where the ITL goes against the floor (traces/decompose.py), from the decode trace
+    "floor_ms": ("ITL floor ms", lambda e: _dec(e, "floor_ms")),
+    "above_floor_ms": ("kernels above floor ms", lambda e: _dec(e, "above_floor_ms")),
+    "idle_ms": ("idle in steps ms", lambda e: _dec(e, "idle_ms")),
+    "host_other_ms": ("host/other ms", lambda e: _dec(e, "host_other_ms")),
 }
+# a --show choice that stands for several columns
+COLUMN_SETS = {"floor": ("floor_ms", "above_floor_ms", "idle_ms", "host_other_ms")}
+SHOW_CHOICES = ("ttft", "itl_p99", "efficiency", "breakdown", "floor")
+
+
+def _columns(extra: Iterable[str]) -> list[str]:
+    return [c for k in extra for c in COLUMN_SETS.get(k, (k,))]
+
+
+def _dec(e: dict[str, Any], key: str) -> str | None:
+    v = ((e.get("decomposition") or {}).get("decode") or {}).get(key)
+    return None if v is None else f"{v:.3f}"
 
 
 def _pct(x: Any) -> str | None:
@@ -113,7 +130,7 @@ def _extra(e: dict[str, Any], key: str) -> Any:
 
 def config_table(e: dict[str, Any], *, base: Path | None = None, extra: tuple[str, ...] = ()) -> str:
     """The spec's per-config table: title line, then one row."""
-    header = list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in extra]
+    header = list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in _columns(extra)]
     text = f"{e['model']} ({e['config']})\n\n" + _md(header, [_spec_row(e, base, extra)])
     notes = burst_notes([e])
     if notes:
@@ -136,7 +153,7 @@ def model_tables(success: dict[str, dict[str, Any]], *, base: Path | None = None
     by_model: dict[str, list[dict[str, Any]]] = {}
     for e in success.values():
         by_model.setdefault(e["model"], []).append(e)
-    header = ["config"] + list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in extra]
+    header = ["config"] + list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in _columns(extra)]
     out = []
     for model in sorted(by_model):
         entries = sorted(by_model[model], key=_config_order)

@@ -103,6 +103,8 @@ def success_entry(rec: dict[str, Any]) -> dict[str, Any]:
     e["profile_decode"] = prof.get("decode")
     if prof.get("breakdown"):
         e["breakdown"] = prof["breakdown"]
+    if prof.get("decomposition"):
+        e["decomposition"] = prof["decomposition"]
     if prof.get("error"):
         e["profile_error"] = prof["error"]
     e["engine"] = (rec.get("engine") or {}).get("name")

@@ -55,7 +55,9 @@ class Steps:
 
     def __init__(self) -> None:
         self.items: list[Step] = []
-        self.device_durations: dict[str, list[float]] = defaultdict(list)  # from gpu_user_annotation
+        # from gpu_user_annotation: one span per stream a step ran on (vLLM runs GLM's shared expert on a
+        # second stream), keyed by the host annotation's External id, merged into one span per step
+        self._device_spans: dict[str, dict[object, list[float]]] = defaultdict(dict)
         self._by_pid: dict[object, tuple[list[float], list[int]]] = {}
         self._ext_starts: list[int] = []
         self._ext_steps: list[int] = []
@@ -72,6 +74,17 @@ class Steps:
             pos = bisect_right(self._ext_starts, ext)
             self._ext_starts.insert(pos, ext)
             self._ext_steps.insert(pos, idx)
+
+    def add_device_span(self, stage: str, key: object, start: float, end: float) -> None:
+        span = self._device_spans[stage].get(key)
+        if span is None:
+            self._device_spans[stage][key] = [start, end]
+        else:
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+
+    @property
+    def device_durations(self) -> dict[str, list[float]]:
+        return {stage: [e - s for s, e in spans.values()] for stage, spans in self._device_spans.items()}
 
     def at(self, pid: object, ts: float) -> int | None:
         """Index of the step of process ``pid`` whose window holds ``ts``."""

@@ -22,6 +22,7 @@ from typing import Any
 from ..stats import percentile
 from .accumulate import OUTSIDE, DeviceTimeline, HostOps, NameTotals, Steps
 from .categories import GROUPS, IDLE, KERNEL, UNMATCHED, classify
+from .layers import CommStats, LayerStats, StepSequences, StepTimes, WaitSplit, split_wait
 from .names import TraceName, parse_trace_name, step_stage
 from .reader import DEFAULT_MAX_BYTES, TraceError, TraceStream
 
@@ -95,6 +96,9 @@ class TraceSummary:
     events: int
     bytes_read: int
     header: dict[str, Any] = field(default_factory=dict)  # distributedInfo, GPU name, versions
+    layers: dict[str, LayerStats] = field(default_factory=dict)  # per stage: transformer layers (layers.py)
+    comm: dict[str, CommStats] = field(default_factory=dict)  # per stage: collectives, overlap, per-call times
+    step_times: dict[str, StepTimes] = field(default_factory=dict)  # per stage: busy and gaps inside each step
 
     @property
     def source(self) -> str:
@@ -121,6 +125,8 @@ class RankRow:
     breakdown: dict[str, float]
     collective_us: float = 0.0  # time inside collectives (all-reduce, all-gather, all-to-all, other comm.)
     compute_us: float = 0.0  # busy time excluding collectives
+    wait_us: float | None = None  # of collective_us: waiting for another rank (calls matched across ranks)
+    transfer_us: float | None = None  # of collective_us: the rest (the shortest rank's time of each call)
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,9 @@ class StageGroup:
     # Without collectives: the slowest rank.
     bottleneck_rank: int | None = None
     bottleneck_path: str = ""
+    # Collective calls matched across ranks: wait and transfer per rank, and per step the rank the
+    # others waited for and by how much (see layers.split_wait). When present it names bottleneck_rank.
+    wait: WaitSplit | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,7 @@ class _Analysis:
         self.host = NameTotals()
         self.host_ops = HostOps(self.host) if host_ops else None
         self.timeline = DeviceTimeline()
+        self.seq = StepSequences()
         self.events = 0
 
     def add(self, ev: Any) -> None:
@@ -179,7 +189,9 @@ class _Analysis:
         if stage is None:
             return
         if cat == "gpu_user_annotation":
-            self.steps.device_durations[stage].append(float(ev.get("dur", 0.0)))
+            ts, ext = float(ev["ts"]), (ev.get("args") or {}).get("External id")
+            self.steps.add_device_span(stage, ext if ext is not None else (ev.get("tid"), ts), ts,
+                                       ts + float(ev.get("dur", 0.0)))
         else:
             self.steps.add(stage, ev.get("pid"), float(ev["ts"]), float(ev.get("dur", 0.0)),
                            (ev.get("args") or {}).get("External id"))
@@ -202,13 +214,21 @@ class _Analysis:
         ext = args.get("External id")
         step = self.steps.of_external_id(ext) if ext is not None else None
         stage = self._stage(step)
-        self.device.add(name, classify(name, KERNEL), stage, dur)
+        category = classify(name, KERNEL)
+        self.device.add(name, category, stage, dur)
         self.timeline.add(args.get("device", ev.get("pid")), ts, ts + dur, step, stage)
+        if step is not None:
+            self.seq.add(step, stage, ts, ts + dur, name, category)
+        elif ext is None:  # a CUDA-graph replay's or Triton's kernel: no launching op recorded
+            self.seq.add_follower(ts, ts + dur, name, category)
+        else:  # launched outside every step: the kernels after it no longer follow the last step
+            self.seq.break_chain()
 
     def finish(self) -> None:
         if self.host_ops is not None:
             self.host_ops.finish()
         self.timeline.finish()
+        self.seq.finish()
 
     @property
     def has_device(self) -> bool:
@@ -220,6 +240,7 @@ def _run(path: Path, max_bytes: int, file_stage: str | None, host_ops: bool | No
     ``deviceProperties``, written before the events), which saves most of the work on GPU traces."""
     stream = TraceStream(path, max_bytes=max_bytes)
     stream.skip_cats = _UNUSED_CATS
+    stream.want_cats = _DEVICE_CATS | _HOST_OP_CATS | _ANNOTATION_CATS  # add() reads nothing else
     events = stream.events()
     first = next(events, None)
     if host_ops is None:
@@ -270,18 +291,21 @@ def _summarize(path: Path, name: TraceName, a: _Analysis, header: dict, stream: 
         busy_us=busy, stages=_stages(a, totals), top_ops=top, unmatched=unmatched,
         unmatched_us=sum(r[1] for _, r in unmatched_rows), unmatched_names=len(unmatched_rows),
         events=a.events + stream.skipped, bytes_read=stream.bytes_read, header=_header_facts(header),
+        layers=a.seq.layer_stats() if a.has_device else {}, comm=a.seq.comm_stats() if a.has_device else {},
+        step_times=a.seq.step_times() if a.has_device else {},
     )
 
 
 def _stages(a: _Analysis, totals: NameTotals) -> dict[str, StageSummary]:
     host_durs = a.steps.host_durations()
+    device_durs = a.steps.device_durations
     out: dict[str, StageSummary] = {}
     names = set(totals.by_stage) | set(host_durs) | set(a.timeline.idle_by_stage if a.has_device else ())
     for stage in sorted(names, key=_stage_order):
         cats = dict(totals.by_stage.get(stage, {}))
         if a.has_device:
             cats[IDLE] = a.timeline.idle_by_stage.get(stage, 0.0)
-        dev = a.steps.device_durations.get(stage) if a.has_device else None
+        dev = device_durs.get(stage) if a.has_device else None
         steps = StepStats.of(dev, "device") if dev else (
             StepStats.of(host_durs[stage], "host") if host_durs.get(stage) else None)
         out[stage] = StageSummary(stage, steps, cats)
@@ -345,12 +369,32 @@ def _group(stage: str, members: list[tuple[TraceSummary, StageSummary]]) -> Stag
     for _, s in members:
         for k, v in s.category_us.items():
             summed[k] += v
-    if len(rows) > 1 and any(r.collective_us > 0 for r in rows):
+    wait = _wait_split(stage, rows, members)
+    if wait is not None:
+        for i, r in enumerate(rows):
+            rows[i] = replace(r, wait_us=wait.wait_us[i], transfer_us=wait.transfer_us[i])
+        # the rank the others waited for in most steps; ties: the one that waited least in all
+        held = min(rows, key=lambda r: (-wait.held_steps.get(r.rank, 0), r.wait_us))
+    elif len(rows) > 1 and any(r.collective_us > 0 for r in rows):
         held = min(rows, key=lambda r: (r.collective_us, -r.compute_us))
     else:
         held = slowest
     return StageGroup(stage, rows, slowest.rank, slowest.path, spread, dict(summed), _short(summed),
-                      held.rank, held.path)
+                      held.rank, held.path, wait)
+
+
+def _wait_split(stage: str, rows: list[RankRow], members: list[tuple[TraceSummary, StageSummary]]) -> WaitSplit | None:
+    """Wait versus transfer inside collectives, calls matched across ranks (rows' order)."""
+    if len(rows) < 2 or len({r.rank for r in rows}) != len(rows):
+        return None
+    by_path = {t.path: t for t, _ in members}
+    calls = []
+    for r in rows:
+        c = by_path[r.path].comm.get(stage)
+        if c is None:
+            return None
+        calls.append(c.call_us)
+    return split_wait([r.rank for r in rows], calls)
 
 
 # ---- views ------------------------------------------------------------------------------------
