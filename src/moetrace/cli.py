@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .cli_common import BadInput, bad_input, results_option
+from .engines.base import default_engine, engine_classes, engine_names
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
 from .results.store import DEFAULT_DIR, ResultsStore, check_writable
@@ -32,8 +33,9 @@ def _store(results: str | None, *, readonly: bool = False) -> ResultsStore:
 
 RUN_OPTIONS: list[Callable] = [
     results_option,
-    click.option("--engine", type=click.Choice(["sglang", "vllm"]), default=None,
-                 help="engine to launch [default: sglang; vllm with --device cpu or --tiny]"),
+    click.option("--engine", type=click.Choice(engine_names()), default=None,
+                 help=f"engine to launch [default: {default_engine('cuda')}; {default_engine('cpu')} with --device cpu "
+                      "or --tiny]"),
     click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
     click.option("--config", "-c", "config_names", multiple=True,
                  help="run only these configs, by name (e.g. TP8_EP2_auto); default: the model's matrix"),
@@ -51,8 +53,9 @@ RUN_OPTIONS: list[Callable] = [
     click.option("--profile-with-stack", is_flag=True),
     click.option("--profile-timeout", type=float, default=900.0, show_default=True),
     click.option("--engine-python", default=None,
-                 help="Python interpreter of the engine's environment [default: $MOETRACE_SGLANG_PYTHON or "
-                      "$MOETRACE_VLLM_PYTHON for that engine, else $MOETRACE_ENGINE_PYTHON, else this Python]"),
+                 help="Python interpreter of the engine's environment [default: "
+                      + " or ".join(f"$MOETRACE_{n.upper()}_PYTHON" for n in engine_names())
+                      + " for that engine, else $MOETRACE_ENGINE_PYTHON, else this Python]"),
     click.option("--launch-prefix", default="", help="words put before the engine command, e.g. 'docker exec sgl'"),
     click.option("--engine-arg", "engine_args", multiple=True,
                  help="extra engine argument, repeatable: --engine-arg=--mem-fraction-static=0.85"),
@@ -64,7 +67,8 @@ RUN_OPTIONS: list[Callable] = [
     click.option("--max-model-len", type=int, default=None),
     click.option("--gpu", default=None, help="GPU type for the planner (h100, h200, b200) [default: detect]"),
     click.option("--mem-fraction", type=float, default=None,
-                 help="engine memory fraction: SGLang --mem-fraction-static, vLLM --gpu-memory-utilization"),
+                 help="engine memory fraction: " + ", ".join(f"{c.label} {c.mem_fraction_flags[0]}" for c in
+                                                             engine_classes().values() if c.mem_fraction_flags)),
     click.option("--no-skip-predicted", is_flag=True, help="launch configs the planner predicts will not fit"),
     click.option("--skip-succeeded", is_flag=True, help="resume: skip configs that already succeeded"),
     click.option("--only-failed", is_flag=True, help="resume: run only configs that failed"),
@@ -108,7 +112,7 @@ def models() -> None:
 
 # ---------------------------------------------------------------- run / sweep
 def _options(kw: dict[str, Any]) -> RunOptions:
-    engine = kw["engine"] or ("vllm" if kw["device"] == "cpu" or kw["tiny"] else "sglang")
+    engine = kw["engine"] or default_engine("cpu" if kw["device"] == "cpu" or kw["tiny"] else "cuda")
     device = kw["device"]
     if kw["tiny"] and device == "auto":
         device = "cpu"
@@ -127,7 +131,7 @@ def _options(kw: dict[str, Any]) -> RunOptions:
 
 def _engine_python(engine: str, given: str | None) -> str:
     """An engine may live in its own environment; each engine can have its own variable."""
-    return (given or os.environ.get(f"MOETRACE_{engine.upper()}_PYTHON") or os.environ.get("MOETRACE_ENGINE_PYTHON")
+    return (given or engine_classes()[engine].default_python() or os.environ.get("MOETRACE_ENGINE_PYTHON")
             or sys.executable)
 
 
@@ -165,7 +169,7 @@ def _check_engine(opts: RunOptions) -> None:
     """The engine must be importable by its interpreter (found without importing it)."""
     if opts.base_url:
         return
-    module = {"sglang": "sglang", "vllm": "vllm"}[opts.engine]
+    module = engine_classes()[opts.engine].python_module or opts.engine
     code = f"import importlib.util,sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 3)"
     try:
         rc = subprocess.run([*opts.launch_prefix, opts.engine_python, "-c", code], capture_output=True,
@@ -368,7 +372,8 @@ def _gpu_arg(gpu: str | None, custom: str | None):
 @click.option("--custom-gpu", default=None, help="MEM_GIB,HBM_TBPS,BF16_TFLOPS[,FP8_TFLOPS] for --gpu custom")
 @click.option("--gpus-per-node", type=int, default=8, show_default=True)
 @click.option("--mem-fraction", type=float, default=None, help="engine memory fraction [default: the engine's]")
-@click.option("--engine", type=click.Choice(["sglang", "vllm"]), default="sglang", show_default=True)
+@click.option("--engine", type=click.Choice([n for n, c in engine_classes().items() if c.planner_memory]),
+              default=default_engine("cuda"), show_default=True)
 @click.option("--config", "-c", "config_names", multiple=True, help="plan only these configs")
 @click.option("--batch-size", "-b", type=int, default=1, show_default=True)
 @click.option("--input-len", type=int, default=4096, show_default=True)

@@ -22,7 +22,8 @@ from ..bench.client import ChunkParser
 from ..matrix import Config
 from ..presets import Preset
 
-__all__ = ["Engine", "LaunchSpec", "ProfileRequest", "register", "get_engine", "ENGINES"]
+__all__ = ["Engine", "LaunchSpec", "ProfileRequest", "register", "get_engine", "engine_classes", "engine_names",
+           "default_engine", "ENGINES"]
 
 
 @dataclass
@@ -72,7 +73,15 @@ class ProfileRequest:
 
 
 class Engine(ABC):
+    """One inference engine. Everything moetrace knows about an engine is here: its launch
+    command and multi-node flags, the choices the CLI offers, what the planner assumes about its
+    memory, and the names of its profiler files and step annotations. A new engine is one
+    module in this package defining a subclass decorated with ``@register(name)``."""
+
     name: ClassVar[str]
+    label: ClassVar[str] = ""  # the engine's name as its users write it (SGLang, vLLM), for messages
+    python_module: ClassVar[str] = ""  # the module its interpreter must find (checked before a launch)
+    default_for: ClassVar[tuple[str, ...]] = ()  # devices ("cuda", "cpu") on which --engine defaults to it
     moe_backends: ClassVar[tuple[str, ...]]
     quantizations: ClassVar[tuple[str, ...] | None] = None  # None: the engine's list is not checked
     ready_path: ClassVar[str]
@@ -140,6 +149,38 @@ class Engine(ABC):
 
     dist_names: ClassVar[tuple[str, ...]] = ()
 
+    # ---- what the planner assumes (plan/planner.py); None: the planner cannot plan for this engine
+    planner_memory: ClassVar[str | None] = None
+    """The planner's memory model that matches the engine: "static" (a fraction of the memory left after
+    the CUDA context holds weights and KV cache; activations and graphs live in the rest, SGLang) or
+    "utilization" (a fraction of all memory holds weights, peak activations and KV cache, vLLM)."""
+    default_mem_fraction: ClassVar[float | None] = None  # None: the planner's model computes the engine's own
+    planner_ep_is_tp: ClassVar[bool] = False  # EP > 1 spreads the experts over the whole TP group (vLLM)
+    planner_load_extras: ClassVar[bool] = False  # tensors built at load time (SGLang's absorbed MLA copies)
+
+    # ---- multi-node
+    def dist_init_args(self, host: str, port: int) -> list[str]:
+        """The arguments that point an engine process at the first node of a multi-node launch."""
+        raise ValueError(f"no multi-node launch for engine {self.name!r}")
+
+    # ---- profiler files and step annotations (traces/names.py asks every engine)
+    @classmethod
+    def parse_trace_name(cls, file_name: str) -> Any:
+        """A ``traces.names.TraceName`` when ``file_name`` has the form of this engine's profiler
+        files, else None."""
+        return None
+
+    @classmethod
+    def step_stage(cls, name: str) -> str | None:
+        """EXTEND, DECODE, MIXED or IDLE when ``name`` is this engine's step annotation, else None."""
+        return None
+
+    @classmethod
+    def default_python(cls) -> str | None:
+        """The engine's interpreter from the environment: ``$MOETRACE_<NAME>_PYTHON``."""
+        import os
+        return os.environ.get(f"MOETRACE_{cls.name.upper()}_PYTHON")
+
     def mem_fraction_args(self, spec: LaunchSpec) -> list[str]:
         """``--mem-fraction`` as the engine's own flag (before the preset's and the user's
         arguments, so that theirs win as they would in the engine's parser)."""
@@ -182,9 +223,40 @@ def register(name: str) -> Callable[[type[Engine]], type[Engine]]:
     return deco
 
 
-def get_engine(name: str) -> Engine:
-    from . import sglang, vllm  # noqa: F401  (registration)
+_NOT_ADAPTERS = {"base", "process"}
 
+
+def engine_classes() -> dict[str, type[Engine]]:
+    """Every engine, by name: the modules of this package that are not infrastructure are
+    imported once, and each registers its adapter (``@register``)."""
+    if not _loaded:
+        import importlib
+        import pkgutil
+        package = importlib.import_module(__name__.rpartition(".")[0])
+        for m in pkgutil.iter_modules(package.__path__):
+            if m.name not in _NOT_ADAPTERS and not m.name.startswith("_"):
+                importlib.import_module(f"{package.__name__}.{m.name}")
+        _loaded.append(True)
+    return dict(sorted(ENGINES.items()))
+
+
+_loaded: list[bool] = []
+
+
+def engine_names() -> list[str]:
+    return list(engine_classes())
+
+
+def default_engine(device: str) -> str:
+    """The engine ``--engine`` defaults to on a device ("cuda" or "cpu")."""
+    for name, cls in engine_classes().items():
+        if device in cls.default_for:
+            return name
+    return engine_names()[0]
+
+
+def get_engine(name: str) -> Engine:
+    engine_classes()
     try:
         return ENGINES[name]()
     except KeyError:

@@ -25,7 +25,7 @@ import httpx
 from ..bench.client import ChunkError, TokenEvent
 from ..errors import ProfileError
 from ..traces.capture import snapshot, wait_for_files
-from ..traces.names import DECODE, EXTEND, parse_trace_name
+from ..traces.names import DECODE, EXTEND, STAGE_WORDS, TraceName, parse_trace_name
 from .base import Engine, LaunchSpec, ProfileRequest, register
 
 # SGLang 0.5.23's --moe-runner-backend choices, in its order (MOE_RUNNER_BACKEND_CHOICES in
@@ -78,8 +78,21 @@ def parse_generate_chunk(obj: dict[str, Any], state: dict[str, Any]) -> Iterable
         yield TokenEvent(idx, max(new, 0), fin)
 
 
+# {prefix-}{profile_id}-TP-{tp}[-DP-{dp}][-PP-{pp}][-EP-{ep}][-EXTEND|-DECODE].trace.json.gz per rank
+# (``merged-{profile_id}...`` when merged; profiler V2 ends in -prefill / -decode and writes -DP-/-PP-/-EP-
+# only when that size is above 1); steps are annotated ``step[EXTEND bs=N toks=M]`` / ``step[DECODE bs=N]``.
+_NAME_PART = re.compile(r"-(TP|DP|PP|EP)-(\d+)")
+_NAME_STAGE = re.compile(r"-(EXTEND|DECODE|prefill|decode)(?=[.-]|$)")
+_STEP = re.compile(r"^step\[(EXTEND|DECODE|MIXED|IDLE)\b")  # SGLang ForwardMode names
+
+
 @register("sglang")
 class SGLang(Engine):
+    label = "SGLang"
+    python_module = "sglang"
+    default_for = ("cuda",)
+    planner_memory = "static"  # --mem-fraction-static of the memory after the CUDA context
+    planner_load_extras = True  # absorbed MLA copies (w_kc, w_vc) built at load time
     moe_backends = SGLANG_MOE_BACKENDS
     quantizations = SGLANG_QUANTIZATIONS
     ready_path = "/health_generate"
@@ -109,6 +122,23 @@ class SGLang(Engine):
         cmd.append("--enable-metrics")  # /metrics: the server's own TTFT and ITL histograms, recorded beside ours
         cmd += [*self.mem_fraction_args(spec), *spec.preset.extra_args("sglang"), *spec.extra_args]
         return cmd
+
+    def dist_init_args(self, host: str, port: int) -> list[str]:
+        return ["--dist-init-addr", f"{host}:{port}"]
+
+    @classmethod
+    def parse_trace_name(cls, file_name: str) -> TraceName | None:
+        parts = {k.lower(): int(v) for k, v in _NAME_PART.findall(file_name)}
+        if "tp" not in parts and not file_name.startswith("merged-"):
+            return None
+        stage = _NAME_STAGE.search(file_name)
+        return TraceName("sglang", parts.get("tp"), STAGE_WORDS[stage.group(1).lower()] if stage else None, parts,
+                         merged=file_name.startswith("merged-"))
+
+    @classmethod
+    def step_stage(cls, name: str) -> str | None:
+        m = _STEP.match(name)
+        return m.group(1) if m else None
 
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
         env = {}

@@ -22,6 +22,7 @@ import httpx
 from ..bench.client import ChunkError, TokenEvent
 from ..errors import ProfileError
 from ..traces.capture import complete_traces, snapshot, wait_for_files
+from ..traces.names import DECODE, EXTEND, MIXED, TraceName
 from .base import Engine, LaunchSpec, ProfileRequest, register
 
 # vLLM 0.32.0 vllm/config/kernel.py MoEBackend (checked by tests/engines against the installed vLLM).
@@ -67,8 +68,20 @@ def cpu_thread_binding(ranks: int) -> str:
     return "|".join(f"{g[0]}-{g[-1]}" if len(g) > 1 else str(g[0]) for g in groups)
 
 
+# ``dp{d}_pp{p}_tp{t}_dcp{c}_ep{e}_rank{r}.<ns>.pt.trace.json.gz`` per worker; steps are annotated
+# ``execute_context_N(tokens)_generation_M(tokens)``.
+_NAME = re.compile(r"dp(\d+)_pp(\d+)_tp(\d+)_dcp(\d+)_ep(\d+)_rank(\d+)")
+_STEP = re.compile(r"^execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)")
+
+
 @register("vllm")
 class VLLM(Engine):
+    label = "vLLM"
+    python_module = "vllm"
+    default_for = ("cpu",)
+    planner_memory = "utilization"  # --gpu-memory-utilization of all memory, peak activations inside it
+    default_mem_fraction = 0.9  # vLLM's default --gpu-memory-utilization
+    planner_ep_is_tp = True  # --enable-expert-parallel: EP over the whole TP group
     moe_backends = VLLM_MOE_BACKENDS
     ready_path = "/health"
     mem_fraction_flags = ("--gpu-memory-utilization", "--device-memory-utilization")  # vLLM 0.32 arg_utils.py
@@ -114,6 +127,29 @@ class VLLM(Engine):
                 "torch_profiler_with_stack": spec.profile_with_stack})]
         cmd += [*self.mem_fraction_args(spec), *spec.preset.extra_args("vllm"), *spec.extra_args]
         return cmd
+
+    def dist_init_args(self, host: str, port: int) -> list[str]:
+        return ["--master-addr", host, "--master-port", str(port)]
+
+    @classmethod
+    def parse_trace_name(cls, file_name: str) -> TraceName | None:
+        m = _NAME.search(file_name)
+        if not m:
+            return None
+        dp, pp, tp, dcp, ep, rank = map(int, m.groups())
+        return TraceName("vllm", rank, None, {"dp": dp, "pp": pp, "tp": tp, "dcp": dcp, "ep": ep})
+
+    @classmethod
+    def step_stage(cls, name: str) -> str | None:
+        m = _STEP.match(name)
+        if not m:
+            return None
+        ctx, gen = int(m.group(1)), int(m.group(3))
+        if ctx and gen:
+            return MIXED
+        if not ctx and not gen:
+            return "IDLE"  # an empty step (nothing scheduled), as SGLang's IDLE forward mode
+        return EXTEND if ctx else DECODE
 
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
         # /reset_prefix_cache is served only in dev mode; no other dev endpoint is used.

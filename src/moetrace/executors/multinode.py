@@ -71,12 +71,9 @@ def split_addr(addr: str) -> tuple[str, int]:
 def dist_init_args(engine: str, addr: str) -> list[str]:
     """The arguments that point an engine process at the first node. Rank 0's ``moetrace run``
     gets them as extra engine arguments (its runner builds the rest of the multi-node command)."""
+    from ..engines.base import get_engine
     host, port = split_addr(addr)
-    if engine == "sglang":
-        return ["--dist-init-addr", f"{host}:{port}"]
-    if engine == "vllm":
-        return ["--master-addr", host, "--master-port", str(port)]
-    raise ValueError(f"no multi-node launch for engine {engine!r}")
+    return get_engine(engine).dist_init_args(host, port)
 
 
 def launch_plan(preset: Any, config: Any, opts: Any, nodes: list[str], dist_init_addr: str, *, port: int,

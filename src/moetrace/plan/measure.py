@@ -224,7 +224,8 @@ def predict_weights(hf_config: dict[str, Any], *, tp: int = 1, ep: int = 1, engi
     ``--quantization``). ``engine="sglang"`` adds SGLang's MLA extras (``w_kc``/``w_vc``)."""
     a = build_arch(hf_config)
     scheme = quant_format_for(hf_config, quantization)
-    tensors = inventory(a, include_mtp=include_mtp, engine_extras=(engine == "sglang"))
+    from .planner import _planned_engine
+    tensors = inventory(a, include_mtp=include_mtp, engine_extras=_planned_engine(engine).planner_load_extras)
     bits = _DTYPE_BITS.get(str(dtype).lower(), None) if dtype else None
     if dtype and bits is None:
         raise ValueError(f"dtype {dtype!r}: one of bf16, fp16, fp32")

@@ -39,7 +39,7 @@ class PlannerSettings:
     context_tp_gib: float = 1.5         # ... plus NCCL and custom all-reduce buffers when TP > 1
     margin_gib: float = 2.0             # error allowance: fixed part
     margin_frac_of_weights: float = 0.03  # error allowance: share of the weights
-    vllm_default_util: float = 0.9
+    vllm_default_util: float = 0.9  # a "utilization" engine's default when its adapter gives none
     cuda_graph_mib_per_bs: float = 2.0  # SGLang's own allowance per captured batch size
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,23 +152,22 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
     g = resolve_gpu(gpu)
     s = settings or PlannerSettings()
     comm = comm or CommModel()
-    if engine not in ("sglang", "vllm"):
-        raise ValueError(f"engine must be 'sglang' or 'vllm', got {engine!r}")
+    eng = _planned_engine(engine)
     if batch < 1 or input_len < 1 or output_len < 0:
         raise ValueError("batch and input_len must be positive, output_len non-negative")
     hf = preset.hf_config
     a = build_arch(hf)
     scheme = quant_format_for(hf, cfg.quantization)
     tp, ep, nodes = cfg.tp, cfg.ep, cfg.nodes
-    # vLLM's --enable-expert-parallel puts EP over the whole TP group
-    if engine == "vllm" and ep > 1:
+    # e.g. vLLM's --enable-expert-parallel puts EP over the whole TP group
+    if eng.planner_ep_is_tp and ep > 1:
         ep = tp
     notes = list(a.notes)
     if scheme.warning:
         notes.append(scheme.warning)
     problems = _problems(a, scheme, tp, ep, nodes, gpus_per_node)
 
-    tensors = inventory(a, include_mtp=speculative, engine_extras=(engine == "sglang"))
+    tensors = inventory(a, include_mtp=speculative, engine_extras=eng.planner_load_extras)
     w = weights_per_gpu(a, tensors, scheme, tp, ep)
     weights = w.total
     kv_tok = kv_bytes_per_token(a, tp, include_mtp=speculative)
@@ -178,11 +177,13 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
     context = (s.context_tp1_gib if tp == 1 else s.context_tp_gib) * GIB
     ctx_len = context_len or a.max_position or (input_len + output_len)
 
-    if engine == "sglang":
+    knob = eng.mem_fraction_flags[0] if eng.mem_fraction_flags else "--mem-fraction"
+    if eng.planner_memory == "static":
         d = sglang_defaults(g.memory_mib, tp, speculative=speculative, mla=(a.attn == "mla"))
-        mf = mem_fraction if mem_fraction is not None else d["mem_fraction_static"]
+        default = eng.default_mem_fraction if eng.default_mem_fraction is not None else d["mem_fraction_static"]
+        mf = mem_fraction if mem_fraction is not None else default
         source = "given" if mem_fraction is not None else (
-            f"SGLang default for {g.memory_mib} MiB at TP{tp} (reserve {d['reserved_mib']:.0f} MiB)")
+            f"{eng.label} default for {g.memory_mib} MiB at TP{tp} (reserve {d['reserved_mib']:.0f} MiB)")
         usable = physical - context
         available = mf * usable
         reserve = usable - available
@@ -194,8 +195,9 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
         outside = act + graphs + table           # must fit in the reserve
         needed_mf = (weights + kv_need) / usable
     else:
-        mf = mem_fraction if mem_fraction is not None else s.vllm_default_util
-        source = "given" if mem_fraction is not None else "vLLM default --gpu-memory-utilization"
+        default = eng.default_mem_fraction if eng.default_mem_fraction is not None else s.vllm_default_util
+        mf = mem_fraction if mem_fraction is not None else default
+        source = "given" if mem_fraction is not None else f"{eng.label} default {knob}"
         usable = physical
         act = activation_bytes(a, tp, ep, min(8192, batch * input_len)) + 512 * 2**20
         graphs = 512 * s.cuda_graph_mib_per_bs * 2**20
@@ -216,7 +218,6 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
                   f"at {cfg.name}")
     elif headroom < 0:
         verdict = "will_not_fit"
-        knob = "--mem-fraction-static" if engine == "sglang" else "--gpu-memory-utilization"
         hint = (f"; would need {knob} >= {needed_mf:.3f}" if needed_mf < 1 and
                 (1 - needed_mf) * usable >= outside else "")
         reason = (f"predicted: weights {_gib(weights)} + KV cache {_gib(kv_need)}/GPU exceed the "
@@ -263,6 +264,19 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
         bound=fl.bound, prefill_bound=fl.prefill_bound, total_params=pc.total, active_params=pc.active,
         problems=tuple(problems), notes=tuple(notes), assumptions=assumptions,
     )
+
+
+def _planned_engine(name: str) -> Any:
+    """The engine's adapter, which says which memory model and defaults apply."""
+    from ..engines.base import engine_classes, get_engine
+    try:
+        eng = get_engine(name)
+    except ValueError:
+        eng = None
+    if eng is None or eng.planner_memory not in ("static", "utilization"):
+        plannable = [n for n, c in engine_classes().items() if c.planner_memory in ("static", "utilization")]
+        raise ValueError(f"engine must be {' or '.join(repr(n) for n in plannable)}, got {name!r}")
+    return eng
 
 
 def plan_matrix(preset: Any, configs: list[Config] | None = None, **kw: Any) -> list[Plan]:

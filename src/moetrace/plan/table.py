@@ -83,7 +83,7 @@ def format_assumptions(plans: list[Plan]) -> str:
         f"- Engine: {p0.engine}. Memory fraction per config: {frac_txt}. "
         + ("Budget for weights + KV = fraction x (GPU memory - CUDA context); SGLang's default fraction is its own "
            "heuristic (reserve = 512 MiB + 1.5 MiB x chunked-prefill tokens + 2 MiB x CUDA-graph max batch + "
-           "prefill CUDA graphs (8 MiB per captured size; MLA 1.5 GiB) + TP/8 GiB, at least 10 GiB; SGLang 0.5.23)." if p0.engine == "sglang" else
+           "prefill CUDA graphs (8 MiB per captured size; MLA 1.5 GiB) + TP/8 GiB, at least 10 GiB; SGLang 0.5.23)." if _engine(p0.engine).planner_memory == "static" else
            "vLLM budget = utilization x GPU memory, holding weights, peak activations and KV cache."),
         f"- CUDA context: {s.get('context_tp1_gib', 1.0)} GiB at TP1, {s.get('context_tp_gib', 1.5)} GiB with NCCL "
         "at TP>1. Overhead = context + activations of one prefill chunk (fused-MoE caches, attention, MLP) + "
@@ -95,7 +95,7 @@ def format_assumptions(plans: list[Plan]) -> str:
         "- Weights in native precision from the shipped config: FP8 block 128x128 with FP32 scales, INT4 group-32 "
         "with BF16 scales; routers, norms, embeddings, LM head unquantized. Experts split over EP groups and within a "
         "group over TP/EP; the rest over TP. MTP layers not loaded (no speculative decoding)"
-        + ("; SGLang's absorbed MLA copies (w_kc, w_vc, BF16) counted." if p0.engine == "sglang" else "."),
+        + ("; SGLang's absorbed MLA copies (w_kc, w_vc, BF16) counted." if _engine(p0.engine).planner_load_extras else "."),
         f"- Floors on {gpu.get('label', p0.gpu)}: HBM {gpu.get('hbm_bytes_per_s', 0) / 1e12:.2f} TB/s, dense BF16 "
         f"{gpu.get('bf16_flops', 0) / 1e12:.0f} / FP8 {gpu.get('fp8_flops', 0) / 1e12:.0f} TFLOP/s (datasheet), "
         f"NVLink {gpu.get('nvlink_bytes_per_s', 0) / 1e9:.0f} GB/s per direction. Decode reads top-k experts of "
@@ -113,3 +113,9 @@ def format_assumptions(plans: list[Plan]) -> str:
             if line not in extra:
                 extra.append(line)
     return "\n".join(lines + extra) + "\n"
+
+
+def _engine(name: str):
+    """The engine's adapter: which memory model the planner used for it."""
+    from ..engines.base import get_engine
+    return get_engine(name)
