@@ -6,7 +6,6 @@ missing engine) prints one line naming the problem and exits 2.
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess
@@ -18,11 +17,11 @@ import click
 
 from . import __version__
 from .cli_common import BadInput, bad_input, results_option
-from .engines.base import default_engine, engine_classes, engine_names
+from .engines.base import default_engine, engine_classes
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
 from .results.store import DEFAULT_DIR, ResultsStore, check_writable
-from .runner import RunOptions
+from .options import RUN_OPTIONS as OPTION_SPECS, SHOW_COLUMNS, OptionSpec, RunOptions, from_cli as options_from_cli
 
 
 def _store(results: str | None, *, readonly: bool = False) -> ResultsStore:
@@ -31,54 +30,20 @@ def _store(results: str | None, *, readonly: bool = False) -> ResultsStore:
     return ResultsStore(results, warn=lambda m: click.echo(f"moetrace: warning: {m}", err=True), readonly=readonly)
 
 
-RUN_OPTIONS: list[Callable] = [
-    results_option,
-    click.option("--engine", type=click.Choice(engine_names()), default=None,
-                 help=f"engine to launch [default: {default_engine('cuda')}; {default_engine('cpu')} with --device cpu "
-                      "or --tiny]"),
-    click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
-    click.option("--config", "-c", "config_names", multiple=True,
-                 help="run only these configs, by name (e.g. TP8_EP2_auto); default: the model's matrix"),
-    click.option("--batch-size", "-b", "batch_sizes", type=int, multiple=True, help="batch sizes [default: 1]"),
-    click.option("--input-len", type=int, default=4096, show_default=True),
-    click.option("--output-len", type=int, default=512, show_default=True),
-    click.option("--repeat", "-n", type=int, default=1, show_default=True, help="measured runs per batch size"),
-    click.option("--seed", type=int, default=0, show_default=True, help="seed of the random prompts"),
-    click.option("--no-warmup", is_flag=True),
-    click.option("--launch-timeout", type=float, default=3600.0, show_default=True, help="seconds"),
-    click.option("--request-timeout", type=float, default=300.0, show_default=True,
-                 help="seconds without progress before a request counts as hung"),
-    click.option("--no-profile", is_flag=True, help="skip trace capture"),
-    click.option("--profile-steps", type=int, default=5, show_default=True),
-    click.option("--profile-with-stack", is_flag=True),
-    click.option("--profile-timeout", type=float, default=900.0, show_default=True),
-    click.option("--engine-python", default=None,
-                 help="Python interpreter of the engine's environment [default: "
-                      + " or ".join(f"$MOETRACE_{n.upper()}_PYTHON" for n in engine_names())
-                      + " for that engine, else $MOETRACE_ENGINE_PYTHON, else this Python]"),
-    click.option("--launch-prefix", default="", help="words put before the engine command, e.g. 'docker exec sgl'"),
-    click.option("--engine-arg", "engine_args", multiple=True,
-                 help="extra engine argument, repeatable: --engine-arg=--mem-fraction-static=0.85"),
-    click.option("--engine-env", "engine_env", multiple=True, help="KEY=VALUE for the engine's environment"),
-    click.option("--base-url", default=None, help="measure a server that is already running; launch nothing"),
-    click.option("--host", default="127.0.0.1", show_default=True, help="address the engine binds"),
-    click.option("--port", type=int, default=None, help="engine port [default: a free one]"),
-    click.option("--model-path", default=None, help="load this checkpoint instead of the preset's HF id"),
-    click.option("--max-model-len", type=int, default=None),
-    click.option("--gpu", default=None, help="GPU type for the planner (h100, h200, b200) [default: detect]"),
-    click.option("--mem-fraction", type=float, default=None,
-                 help="engine memory fraction: " + ", ".join(f"{c.label} {c.mem_fraction_flags[0]}" for c in
-                                                             engine_classes().values() if c.mem_fraction_flags)),
-    click.option("--no-skip-predicted", is_flag=True, help="launch configs the planner predicts will not fit"),
-    click.option("--skip-succeeded", is_flag=True, help="resume: skip configs that already succeeded"),
-    click.option("--only-failed", is_flag=True, help="resume: run only configs that failed"),
-    click.option("--tiny", is_flag=True, help="use tiny random-weight variants of the models (CPU engine)"),
-    click.option("--tiny-dir", default=".cache/tiny", show_default=True),
-    click.option("--dry-run", is_flag=True, help="print the plan and the exact engine commands; launch nothing"),
-    click.option("--show", "extra_columns", multiple=True,
-                 type=click.Choice(["ttft", "itl_p99", "efficiency", "breakdown", "floor"]),
-                 help="extra table columns (floor: ITL floor, kernels above it, idle, host/other, ms)"),
-]
+def _click_option(spec: OptionSpec) -> Callable:
+    """A run option of the table in options.py as a click option."""
+    kw: dict[str, Any] = {"help": spec.help_text() or None, "show_default": spec.show_default}
+    if spec.is_flag:
+        kw["is_flag"] = True
+    else:
+        choices = spec.choices()
+        kw["type"] = click.Choice(choices) if choices else spec.type
+        kw["default"] = spec.cli_default()
+        kw["multiple"] = spec.multiple
+    return click.option(*spec.flags, spec.name, **kw)
+
+
+RUN_OPTIONS: list[Callable] = [results_option, *(_click_option(spec) for spec in OPTION_SPECS)]
 
 
 def run_options(fn: Callable) -> Callable:
@@ -112,48 +77,7 @@ def models() -> None:
 
 # ---------------------------------------------------------------- run / sweep
 def _options(kw: dict[str, Any]) -> RunOptions:
-    engine = kw["engine"] or default_engine("cpu" if kw["device"] == "cpu" or kw["tiny"] else "cuda")
-    device = kw["device"]
-    if kw["tiny"] and device == "auto":
-        device = "cpu"
-    return RunOptions(
-        engine=engine, device=device, batch_sizes=tuple(kw["batch_sizes"] or (1,)), input_len=kw["input_len"],
-        output_len=kw["output_len"], repeat=kw["repeat"], seed=kw["seed"], warmup=not kw["no_warmup"],
-        launch_timeout_s=kw["launch_timeout"], request_timeout_s=kw["request_timeout"],
-        profile=not kw["no_profile"], profile_steps=kw["profile_steps"],
-        profile_with_stack=kw["profile_with_stack"], profile_timeout_s=kw["profile_timeout"],
-        engine_python=_engine_python(engine, kw["engine_python"]), launch_prefix=tuple(shlex.split(kw["launch_prefix"])),
-        extra_args=tuple(_split_engine_args(kw["engine_args"])), engine_env=tuple(_env_pairs(kw["engine_env"])),
-        base_url=kw["base_url"], host=kw["host"],
-        port=kw["port"], model_path=kw["model_path"], max_model_len=kw["max_model_len"], gpu=kw["gpu"],
-        skip_predicted=not kw["no_skip_predicted"], mem_fraction=kw["mem_fraction"])
-
-
-def _engine_python(engine: str, given: str | None) -> str:
-    """An engine may live in its own environment; each engine can have its own variable."""
-    return (given or engine_classes()[engine].default_python() or os.environ.get("MOETRACE_ENGINE_PYTHON")
-            or sys.executable)
-
-
-def _split_engine_args(args: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    for a in args:
-        if a.startswith("--") and "=" in a:
-            k, v = a.split("=", 1)
-            out += [k, v]
-        else:
-            out += shlex.split(a)
-    return out
-
-
-def _env_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
-    out = []
-    for it in items:
-        k, sep, v = it.partition("=")
-        if not sep or not k.isidentifier():
-            raise ValueError(f"--engine-env {it!r}: expected KEY=VALUE")
-        out.append((k, v))
-    return out
+    return options_from_cli(kw)
 
 
 def _check_values(opts: RunOptions) -> None:
@@ -261,12 +185,8 @@ def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
         verdict = f"  plan: {j.plan['verdict']} ({j.plan.get('reason', '')})" if j.plan else ""
         click.echo(f"\n{j.label}{verdict}")
         for c in [j.config.without_fallback()] + ([j.config.fallback] if j.config.fallback else []):
-            spec = LaunchSpec(preset=j.preset, config=c, model_path=opts.model_path or j.preset.hf_id,
-                              port=opts.port or 30000, host=opts.host, python=opts.engine_python,
-                              prefix=list(opts.launch_prefix), extra_args=list(opts.extra_args),
-                              profile_dir=Path(store.root / "attempts" / "<attempt>" / "profiler_raw")
-                              if opts.profile else None, device=device,
-                              max_model_len=opts.max_model_len, mem_fraction=opts.mem_fraction)
+            spec = LaunchSpec.from_options(j.preset, c, opts, port=opts.port or 30000, device=device,
+                                           profile_dir=Path(store.root / "attempts" / "<attempt>" / "profiler_raw"))
             env = engine.environment(spec)
             prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
             role = "fallback: " if c is j.config.fallback else ""
@@ -322,8 +242,7 @@ def summary(results: str) -> None:
 
 @main.command()
 @results_option
-@click.option("--show", "extra_columns", multiple=True, type=click.Choice(["ttft", "itl_p99", "efficiency",
-                                                                          "breakdown", "floor"]))
+@click.option("--show", "extra_columns", multiple=True, type=click.Choice(SHOW_COLUMNS))
 @bad_input
 def table(results: str, extra_columns: Sequence[str]) -> None:
     """Print the spec's tables of all successful results, grouped by model."""

@@ -33,6 +33,7 @@ from .engines.base import Engine, LaunchSpec, ProfileRequest, get_engine
 from .engines.process import ServerProcess, free_port, port_is_free, tail
 from .errors import LaunchError, MoetraceError, ServerDied
 from .matrix import Config
+from .options import RunOptions
 from .presets import Preset
 from .results.classify import classify
 from .results.store import ResultsStore, now_iso, result_key, safe_name
@@ -41,47 +42,6 @@ from .traces.capture import complete_traces, file_traces
 __all__ = ["RunOptions", "run_config", "Progress"]
 
 DEFAULT_WORKLOAD = (1, 4096, 512)
-
-
-@dataclass
-class RunOptions:
-    engine: str = "sglang"
-    batch_sizes: tuple[int, ...] = (1,)
-    input_len: int = 4096
-    output_len: int = 512
-    repeat: int = 1
-    warmup: bool = True
-    seed: int = 0
-    launch_timeout_s: float = 3600.0  # loading a 1T-parameter model can take over 20 minutes
-    request_timeout_s: float = 300.0
-    profile: bool = True
-    profile_steps: int = 5
-    profile_with_stack: bool = False
-    profile_timeout_s: float = 900.0
-    engine_python: str = field(default_factory=lambda: os.environ.get("MOETRACE_ENGINE_PYTHON", sys.executable))
-    launch_prefix: tuple[str, ...] = ()
-    extra_args: tuple[str, ...] = ()
-    engine_env: tuple[tuple[str, str], ...] = ()  # extra environment for the engine, e.g. NCCL settings
-    base_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int | None = None
-    device: str = "auto"  # auto | cuda | cpu
-    model_path: str | None = None
-    max_model_len: int | None = None
-    gpu: str | None = None  # planner's GPU type; None = detect
-    skip_predicted: bool = True
-    mem_fraction: float | None = None
-    grace_s: float = 20.0
-
-    def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        return "cuda" if shutil.which("nvidia-smi") else "cpu"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["batch_sizes"] = list(self.batch_sizes)
-        return d
 
 
 class Progress:
@@ -381,11 +341,8 @@ def _launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, st
     attempts = 1 if opts.port is not None else 3  # a free port can be taken between choice and bind
     for attempt in range(attempts):
         port = opts.port or free_port(opts.host)
-        spec = LaunchSpec(preset=preset, config=config, model_path=model_path, port=port, host=opts.host,
-                          python=opts.engine_python, prefix=list(opts.launch_prefix), extra_args=list(opts.extra_args),
-                          profile_dir=(adir / "profiler_raw") if opts.profile else None,
-                          profile_with_stack=opts.profile_with_stack, device=device,
-                          max_model_len=opts.max_model_len, mem_fraction=opts.mem_fraction)
+        spec = LaunchSpec.from_options(preset, config, opts, port=port, device=device,
+                                       profile_dir=adir / "profiler_raw")
         cmd = engine.command(spec)
         extra_env = {**engine.environment(spec), **dict(opts.engine_env)}
         env = dict(os.environ, **extra_env)

@@ -48,6 +48,19 @@ class LaunchSpec:
     node_rank: int = 0
     dist_init_addr: str | None = None
 
+    @classmethod
+    def from_options(cls, preset: Preset, config: Config, opts: Any, *, port: int, device: str,
+                     profile_dir: Path | None = None, node_rank: int = 0,
+                     dist_init_addr: str | None = None) -> "LaunchSpec":
+        """The one place a launch is built from the run options (``options.RunOptions``): the
+        runner's launch, each node of a multi-node launch, and the dry run."""
+        return cls(preset=preset, config=config, model_path=opts.model_path or preset.hf_id, port=port,
+                   host=opts.host, python=opts.engine_python, prefix=list(opts.launch_prefix),
+                   extra_args=list(opts.extra_args), profile_dir=profile_dir if opts.profile else None,
+                   profile_with_stack=opts.profile_with_stack, device=device, max_model_len=opts.max_model_len,
+                   mem_fraction=opts.mem_fraction, nnodes=config.nodes,
+                   node_rank=node_rank, dist_init_addr=dist_init_addr)
+
 
 @dataclass
 class ProfileRequest:

@@ -93,13 +93,8 @@ def launch_plan(preset: Any, config: Any, opts: Any, nodes: list[str], dist_init
     out = []
     for rank, host in enumerate(nodes[:config.nodes]):
         pdir = (profile_dirs or {}).get(rank)
-        spec = LaunchSpec(preset=preset, config=config, model_path=opts.model_path or preset.hf_id, port=port,
-                          host=opts.host, python=opts.engine_python, prefix=list(opts.launch_prefix),
-                          extra_args=list(opts.extra_args), profile_dir=pdir if opts.profile else None,
-                          profile_with_stack=opts.profile_with_stack, device=device,
-                          max_model_len=opts.max_model_len, mem_fraction=opts.mem_fraction,
-                          nnodes=config.nodes, node_rank=rank,
-                          dist_init_addr=dist_init_addr)
+        spec = LaunchSpec.from_options(preset, config, opts, port=port, device=device, profile_dir=pdir,
+                                       node_rank=rank, dist_init_addr=dist_init_addr)
         env = {**engine.environment(spec), **dict(getattr(opts, "engine_env", ()) or ())}
         out.append(NodeLaunch(rank=rank, host=host, command=engine.command(spec), env=env, serves_http=rank == 0,
                               profile_dir=str(spec.profile_dir) if spec.profile_dir else None))
@@ -207,7 +202,6 @@ def _worker(rank: int, job: dict[str, Any], log: Callable[[str], None]) -> int:
     from ..engines.process import ServerProcess, free_port, reap_orphans
     from ..presets import get_preset
     from ..matrix import Config
-    from ..runner import RunOptions
 
     jobdir = Path(job["jobdir"])
     opts = _options(job["options"])
@@ -254,15 +248,8 @@ def _worker(rank: int, job: dict[str, Any], log: Callable[[str], None]) -> int:
 
 
 def _options(d: dict[str, Any]):
-    from ..runner import RunOptions
-    d = dict(d)
-    for k in ("batch_sizes", "launch_prefix", "extra_args"):
-        if k in d and d[k] is not None:
-            d[k] = tuple(d[k])
-    if "engine_env" in d and d["engine_env"] is not None:
-        d["engine_env"] = tuple(tuple(x) for x in d["engine_env"])
-    known = set(RunOptions.__dataclass_fields__)
-    return RunOptions(**{k: v for k, v in d.items() if k in known})
+    from ..options import from_dict
+    return from_dict(d)
 
 
 def collect_node_traces(job: dict[str, Any]) -> list[Path]:

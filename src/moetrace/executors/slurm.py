@@ -135,67 +135,10 @@ def run_command(job: Any, opts: Any, results_dir: str | os.PathLike[str], *, con
     """The ``moetrace run`` command line that runs ``job`` (its ``config``, or the one given: a
     fallback) with ``opts`` on a node: explicit flags for every option that differs from the
     CLI's defaults, so the node runs what the user asked for whatever its environment says."""
-    from ..runner import RunOptions
+    from ..options import node_flags
     config = config or job.config.without_fallback()
-    d = RunOptions(engine_python=opts.engine_python)  # the CLI's defaults
-    cmd = [*(exe or moetrace_exe()), "run", model_arg(job.preset), "-c", config.name,
-           "--results", str(Path(results_dir).resolve())]
-
-    def flag(name: str, value: Any, default: Any) -> None:
-        if value != default:
-            cmd.extend([name, _num(value)])
-
-    cmd += ["--engine", opts.engine, "--device", opts.device]
-    for b in opts.batch_sizes:
-        cmd += ["--batch-size", str(b)]
-    flag("--input-len", opts.input_len, d.input_len)
-    flag("--output-len", opts.output_len, d.output_len)
-    flag("--repeat", opts.repeat, d.repeat)
-    flag("--seed", opts.seed, d.seed)
-    if not opts.warmup:
-        cmd.append("--no-warmup")
-    flag("--launch-timeout", opts.launch_timeout_s, d.launch_timeout_s)
-    flag("--request-timeout", opts.request_timeout_s, d.request_timeout_s)
-    if not opts.profile:
-        cmd.append("--no-profile")
-    flag("--profile-steps", opts.profile_steps, d.profile_steps)
-    if opts.profile_with_stack:
-        cmd.append("--profile-with-stack")
-    flag("--profile-timeout", opts.profile_timeout_s, d.profile_timeout_s)
-    cmd += ["--engine-python", opts.engine_python]
-    if opts.launch_prefix:
-        cmd += ["--launch-prefix", shlex.join(opts.launch_prefix)]
-    for a in opts.extra_args:
-        # One token each. The CLI splits '--k=v' at '=' and shell-splits anything else, so a
-        # token that itself looks like '--k=v' is quoted to come back whole.
-        q = shlex.quote(a)
-        if q.startswith("--") and "=" in q:
-            q = "'" + a.replace("'", "'\"'\"'") + "'"
-        cmd.append(f"--engine-arg={q}")
-    for k, v in getattr(opts, "engine_env", ()) or ():
-        cmd += ["--engine-env", f"{k}={v}"]
-    if opts.base_url:
-        cmd += ["--base-url", opts.base_url]
-    flag("--host", opts.host, d.host)
-    if opts.port is not None:
-        cmd += ["--port", str(opts.port)]
-    if opts.model_path:
-        cmd += ["--model-path", opts.model_path]
-    if opts.max_model_len is not None:
-        cmd += ["--max-model-len", str(opts.max_model_len)]
-    if opts.gpu:
-        cmd += ["--gpu", opts.gpu]
-    if opts.mem_fraction is not None:
-        cmd += ["--mem-fraction", _num(opts.mem_fraction)]
-    if not opts.skip_predicted:
-        cmd.append("--no-skip-predicted")
-    return cmd
-
-
-def _num(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
+    return [*(exe or moetrace_exe()), "run", model_arg(job.preset), "-c", config.name,
+            "--results", str(Path(results_dir).resolve()), *node_flags(opts)]
 
 
 class SubmissionError(ValueError):
