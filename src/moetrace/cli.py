@@ -21,6 +21,7 @@ from .engines.base import default_engine, engine_classes
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
 from .results.store import DEFAULT_DIR, ResultsStore, check_writable
+from .report.data import METRIC, Row, load
 from .options import RUN_OPTIONS as OPTION_SPECS, SHOW_COLUMNS, OptionSpec, RunOptions, from_cli as options_from_cli
 
 
@@ -46,8 +47,39 @@ def _click_option(spec: OptionSpec) -> Callable:
 RUN_OPTIONS: list[Callable] = [results_option, *(_click_option(spec) for spec in OPTION_SPECS)]
 
 
+# where the configs run (executors/): local, or one Slurm job per config
+EXECUTOR_OPTIONS: list[Callable] = [
+    click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+                 help="run configs here, one after another, or as Slurm jobs (one per config)"),
+    click.option("--partition", default=None, help="Slurm partition [default: the cluster's default]"),
+    click.option("--gpus-per-node", type=int, default=8, show_default=True,
+                 help="GPUs per Slurm node; a job asks for TP/nodes of them on each node (0: ask for none)"),
+    click.option("--time", "slurm_time", default="4:00:00", show_default=True,
+                 help="Slurm time limit per job (minutes, HH:MM:SS or D-HH:MM:SS)"),
+    click.option("--slurm-arg", "slurm_args", multiple=True,
+                 help="more sbatch options, repeatable: --slurm-arg account=abc --slurm-arg exclusive"),
+    click.option("--slurm-setup", "slurm_setup", multiple=True,
+                 help="shell line run in the job before moetrace, repeatable (e.g. 'module load cuda')"),
+    click.option("--slurm-poll", type=float, default=10.0, show_default=True,
+                 help="seconds between job state checks"),
+]
+
+
+def executor_options(fn: Callable) -> Callable:
+    """The executor's click options, for ``moetrace run``/``sweep`` and the per-model scripts."""
+    for opt in reversed(EXECUTOR_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def executor_options(fn: Callable) -> Callable:
+    """The executor's click options, for ``moetrace run``/``sweep`` and the per-model scripts."""
+    for opt in reversed(EXECUTOR_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
 def run_options(fn: Callable) -> Callable:
-    from .executors import executor_options
     for opt in reversed(RUN_OPTIONS):
         fn = opt(fn)
     return executor_options(fn)  # --executor local|slurm and the Slurm options
@@ -356,11 +388,112 @@ def analyze(traces: Sequence[str], top_n: int, as_json: bool, max_gib: float) ->
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_summary(result, top_n=top_n))
 
 
-# ---------------------------------------------------------------- reports
-def _register() -> None:
-    from .report.commands import compare, export, plot, report
-    for cmd in (report, export, compare, plot):
-        main.add_command(cmd)
+# ---------------------------------------------------------------- reports: report, export, compare, plot
+# The work is in report/ (data, html, export, compare, plots). Bad input prints one line and exits 2;
+# ``compare`` exits 1 when it finds a regression.
+def _report_warn(msg: str) -> None:
+    click.echo(f"moetrace: warning: {msg}", err=True)
 
 
-_register()
+def _report_rows(results: str) -> list[Row]:
+    return load(Path(results), warn=_report_warn)
+
+
+# ---------------------------------------------------------------- report
+@main.command("report")
+@results_option
+@click.option("--out", "-o", default=None, help="HTML file to write [default: <results>/report.html]")
+@click.option("--title", default="moetrace report", show_default=True)
+@bad_input
+def report(results: str, out: str | None, title: str) -> None:
+    """One self-contained HTML report (charts, failures, trace links) that opens offline."""
+    from .report.html import write_html
+    rows = _report_rows(results)
+    path = write_html(rows, root=Path(results), out=Path(out) if out else Path(results) / "report.html",
+                      title=title)
+    click.echo(str(path))
+
+
+# ---------------------------------------------------------------- export
+@main.command("export")
+@results_option
+@click.option("--format", "-f", "fmt", type=click.Choice(["csv", "parquet", "latex", "markdown"]), default="csv",
+              show_default=True)
+@click.option("--out", "-o", default="-", show_default=True,
+              help="file to write ('-' = standard output; Parquet needs a file)")
+@click.option("--combined", is_flag=True, help="latex/markdown: one table for all models, not one per model")
+@click.option("--no-failures", is_flag=True, help="latex/markdown: leave out configs that only failed")
+@bad_input
+def export(results: str, fmt: str, out: str, combined: bool, no_failures: bool) -> None:
+    """Export the results: CSV or Parquet (one row per attempt, every metric), LaTeX
+    (booktabs) or markdown tables."""
+    from .report import export as ex
+    if fmt == "parquet" and out == "-":
+        raise BadInput("Parquet is binary: give --out FILE.parquet")
+    rows = _report_rows(results)
+    if fmt == "parquet":
+        click.echo(str(ex.write_parquet(rows, Path(out))))
+        return
+    if fmt == "csv":
+        text = ex.write_csv(rows)
+    else:
+        tables = ex.paper_tables(rows, combined=combined, failures=not no_failures)
+        if not tables:
+            raise BadInput(f"{results} has no results to put in a table")
+        text = (ex.render_latex(tables, source=str(results)) if fmt == "latex" else ex.render_markdown(tables))
+    if out == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(out, err=True)
+
+
+# ---------------------------------------------------------------- compare
+@main.command("compare")
+@click.argument("old")
+@click.argument("new")
+@click.option("--threshold", "-t", type=float, default=5.0, show_default=True,
+              help="percent change in the worse direction that counts as a regression (beyond the noise band)")
+@click.option("--metric", "-m", "metrics", multiple=True, type=click.Choice(sorted(METRIC)),
+              help="metrics to compare [default: latency, TTFT, ITL, input and output throughput]")
+@click.option("--fail-on-missing", is_flag=True, help="a key that succeeded in OLD and is missing from NEW fails too")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of markdown")
+@click.option("--no-step-summary", is_flag=True, help="do not append the markdown to $GITHUB_STEP_SUMMARY")
+@bad_input
+def compare(old: str, new: str, threshold: float, metrics: Sequence[str], fail_on_missing: bool, as_json: bool,
+            no_step_summary: bool) -> None:
+    """Compare two results directories per key; exit 1 when anything regressed."""
+    from .report import compare as cmp_mod
+    from .report.tables import append_step_summary
+    cmp = cmp_mod.compare_rows(_report_rows(old), _report_rows(new), threshold_pct=threshold,
+                               metrics=tuple(metrics) or cmp_mod.DEFAULT_METRICS, old_name=old, new_name=new,
+                               fail_on_missing=fail_on_missing)
+    md = cmp_mod.render_markdown(cmp)
+    click.echo(cmp_mod.to_json(cmp) if as_json else md, nl=False)
+    if not no_step_summary:
+        append_step_summary(md)
+    if cmp.failed:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------- plot
+@main.command("plot")
+@results_option
+@click.option("--out", "-o", default=None, help="folder for the figures [default: <results>/figures]")
+@click.option("--format", "-f", "formats", multiple=True, type=click.Choice(["png", "svg"]),
+              help="figure formats [default: png and svg]")
+@bad_input
+def plot(results: str, out: str | None, formats: Sequence[str]) -> None:
+    """Static PNG and SVG figures of the report's charts (matplotlib), for a paper."""
+    from .report.plots import PlotError, write_plots
+    rows = _report_rows(results)
+    try:
+        files = write_plots(rows, Path(out) if out else Path(results) / "figures", formats=tuple(formats) or
+                            ("png", "svg"))
+    except PlotError as e:
+        raise BadInput(str(e)) from None
+    if not files:
+        raise BadInput(f"{results} has no successful results to plot")
+    for f in files:
+        click.echo(str(f))

@@ -7,16 +7,18 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 from .engines.process import reap_orphans
+from .executors.local import Executor, LocalExecutor, run_job
 from .matrix import Config
 from .presets import Preset
 from .report.tables import append_step_summary, config_table, full_report
 from .results.store import ResultsStore, result_key
-from .runner import Progress, RunOptions, run_config, workload_suffix
+from .plan.run import engine_mem_fraction, plan_for
+from .runner import Progress, RunOptions, workload_suffix
 
-__all__ = ["Job", "Executor", "LocalExecutor", "plan_jobs", "run_sweep", "plan_for"]
+__all__ = ["Job", "Executor", "LocalExecutor", "plan_jobs", "run_sweep", "plan_for", "engine_mem_fraction", "run_job"]
 
 
 @dataclass
@@ -30,33 +32,6 @@ class Job:
     @property
     def label(self) -> str:
         return f"[{self.index}/{self.total}] {self.preset.name} {self.config.name}"
-
-
-def plan_for(preset: Preset, config: Config, opts: RunOptions) -> dict[str, Any] | None:
-    """The planner's verdict and floors for this config, when a GPU type is known.
-    Tiny checkpoints on the CPU engine have no GPU to plan for."""
-    gpu = opts.gpu
-    if gpu is None:
-        if opts.resolved_device() != "cuda":
-            return None
-        from .plan.hardware import detect_gpu
-        gpu = detect_gpu()
-        if gpu is None:
-            return None
-    from .plan import plan_config
-    p = plan_config(preset, config, gpu=gpu, batch=opts.batch_sizes[0], input_len=opts.input_len,
-                    output_len=opts.output_len, mem_fraction=engine_mem_fraction(preset, opts), engine=opts.engine)
-    return p.to_dict()
-
-
-def engine_mem_fraction(preset: Preset, opts: RunOptions) -> float | None:
-    """The memory fraction the engine is given, whichever flag carried it: the engine's own flag
-    in the preset's or the user's engine arguments (they come last in the command, so they win),
-    else ``--mem-fraction``; None: the engine's default."""
-    from .engines.base import get_engine
-    engine = get_engine(opts.engine)
-    given = engine.given_mem_fraction([*preset.extra_args(opts.engine), *opts.extra_args])
-    return given if given is not None else opts.mem_fraction
 
 
 def plan_jobs(targets: Iterable[tuple[Preset, list[Config]]], opts: RunOptions, store: ResultsStore, *,
@@ -78,33 +53,6 @@ def plan_jobs(targets: Iterable[tuple[Preset, list[Config]]], opts: RunOptions, 
     for i, j in enumerate(jobs, 1):
         j.index, j.total = i, len(jobs)
     return jobs
-
-
-class Executor(Protocol):
-    def execute(self, jobs: list[Job], opts: RunOptions, store: ResultsStore, progress: Progress,
-                on_done: Callable[[Job, list[dict[str, Any]]], None]) -> None: ...
-
-
-def run_job(job: Job, opts: RunOptions, store: ResultsStore, progress: Progress) -> list[dict[str, Any]]:
-    """One config and, when it failed and has one, its fallback."""
-    progress.prefix = f"[{job.index}/{job.total}] "
-    recs = run_config(job.preset, job.config.without_fallback(), opts, store, progress=progress, plan=job.plan)
-    if job.config.fallback and any(r["status"] == "failure" for r in recs):
-        fb = job.config.fallback
-        progress.step(f"{job.preset.name} {job.config.name} failed; running fallback {fb.name}")
-        progress.done("starting")
-        recs += run_config(job.preset, fb, opts, store, progress=progress, role="fallback",
-                           plan=plan_for(job.preset, fb, opts))
-    return recs
-
-
-@dataclass
-class LocalExecutor:
-    """Runs the jobs one after another in this process (the default)."""
-
-    def execute(self, jobs, opts, store, progress, on_done) -> None:
-        for job in jobs:
-            on_done(job, run_job(job, opts, store, progress))
 
 
 @dataclass

@@ -9,7 +9,8 @@ import sys
 import click
 
 from moetrace import cli
-from moetrace.executors import executor_options, make_executor
+from moetrace.executors import make_executor
+from moetrace.cli import executor_options
 
 bad_input = getattr(cli, "bad_input", None) or getattr(cli, "_bad_input")
 

@@ -1,41 +1,16 @@
-"""Where a sweep's configs run: ``local`` (one after another in this process, the default) or
-``slurm`` (one Slurm job per config, see ``slurm.py``; multi-node configs in ``multinode.py``).
+"""Where a sweep's configs run: ``local`` (one after another in this process, the default,
+``local.py``) or ``slurm`` (one Slurm job per config, see ``slurm.py``; multi-node configs in
+``multinode.py``). An executor has one method, ``execute`` (``local.Executor``).
 
-The CLI adds the options with ``executor_options`` and builds the executor with
+The CLI (``cli.py``) defines the executor options and builds the executor with
 ``make_executor(kw)``; ``None`` means the local executor.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-import click
-
-__all__ = ["executor_options", "make_executor", "EXECUTOR_OPTIONS"]
-
-EXECUTOR_OPTIONS: list[Callable] = [
-    click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
-                 help="run configs here, one after another, or as Slurm jobs (one per config)"),
-    click.option("--partition", default=None, help="Slurm partition [default: the cluster's default]"),
-    click.option("--gpus-per-node", type=int, default=8, show_default=True,
-                 help="GPUs per Slurm node; a job asks for TP/nodes of them on each node (0: ask for none)"),
-    click.option("--time", "slurm_time", default="4:00:00", show_default=True,
-                 help="Slurm time limit per job (minutes, HH:MM:SS or D-HH:MM:SS)"),
-    click.option("--slurm-arg", "slurm_args", multiple=True,
-                 help="more sbatch options, repeatable: --slurm-arg account=abc --slurm-arg exclusive"),
-    click.option("--slurm-setup", "slurm_setup", multiple=True,
-                 help="shell line run in the job before moetrace, repeatable (e.g. 'module load cuda')"),
-    click.option("--slurm-poll", type=float, default=10.0, show_default=True,
-                 help="seconds between job state checks"),
-]
-
-
-def executor_options(fn: Callable) -> Callable:
-    """The executor's click options, for ``moetrace run``/``sweep`` and the per-model scripts."""
-    for opt in reversed(EXECUTOR_OPTIONS):
-        fn = opt(fn)
-    return fn
-
+__all__ = ["make_executor"]
 
 def make_executor(kw: dict[str, Any]):
     """The executor the options ask for; ``None`` for the local one. Raises ValueError on bad
