@@ -1,5 +1,5 @@
 """Where a sweep's configs run: ``local`` (one after another in this process, the default,
-``local.py``) or ``slurm`` (one Slurm job per config, see ``slurm.py``; multi-node configs in
+``local.py``) or ``slurm`` (one Slurm job per config, see the ``slurm`` package; multi-node configs in
 ``multinode.py``). An executor has one method, ``execute`` (``local.Executor``).
 
 The CLI (``cli.py``) defines the executor options and builds the executor with

@@ -1,331 +1,33 @@
-"""The Slurm executor: each config of a sweep becomes one Slurm job that runs moetrace's own
-single-config entry point (``moetrace run MODEL -c CONFIG --results DIR <options>``) on its
-node(s), writing into the same results directory as the driver (a shared filesystem; the
-store's file lock makes the writers safe across nodes).
-
-Submission and cancellation go through submitit (``submitit.SlurmExecutor``); the function it
-runs on the node is ``NodeCommand``, which starts the ``moetrace run`` command line and streams
-its output into the job's log (submitit's ``CommandFunction`` buffers all output in memory, and
-on an exception SIGKILLs the child, which leaves its engine behind). Job *states* come from
-``squeue``/``scontrol`` and, where there is an accounting database, ``sacct``: submitit asks
-only ``sacct``, which on a cluster without accounting prints "Slurm accounting storage is
-disabled" and leaves every job UNKNOWN (a killed job would then never look finished).
-
-The driver keeps a job registry, ``<results>/slurm/jobs.json`` (written atomically, under a
-lock), so that a driver that was stopped finds its jobs again: a restarted sweep re-attaches
-to the jobs still queued or running and finalizes the ones that ended meanwhile.
-
-A job that Slurm ended (time limit, preemption, node failure, out of memory, an outside
-``scancel``) never got to record anything on its node; the driver records it: a failure of
-class ``SlurmKilled`` whose message carries Slurm's state and reason. A job that ended
-without a record for another reason (the node could not run moetrace) is classified from
-its log. Ctrl-C on the driver cancels the jobs it submitted (or re-attached to), records the
-running ones as ``Interrupted`` and re-raises.
-
-Slurm sends ``SIGINT`` ``signal_delay_s`` before a job's time limit (``--signal=INT@N``):
-``moetrace run`` then stops its engine and records ``Interrupted`` with the phase it was in,
-and the job stays until Slurm ends it, so that its state says TIMEOUT.
-"""
+"""The driver: ``SlurmExecutor`` submits each config as a Slurm job (through submitit), follows
+the jobs' states, re-attaches to the jobs of a stopped driver, records the jobs that Slurm ended,
+and cancels its jobs on Ctrl-C (see the package's docstring)."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
 import re
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from filelock import FileLock
-
-from .. import __version__
-from ..matrix import Config
-from ..results.classify import classify
-from ..results.store import ResultsStore, atomic_write_json, now_iso, result_key, safe_name
-
-__all__ = ["SlurmExecutor", "NodeCommand", "JobRegistry", "run_command", "parse_time", "query_states",
-           "SlurmState", "KILLED_STATES", "FINAL_STATES"]
-
-SLURM_DIR = "slurm"
-REGISTRY_FILE = "jobs.json"
-
-# Slurm job states (squeue/scontrol/sacct spell them alike).
-ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
-                 "STAGE_OUT", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "RESV_DEL_HOLD"}
-QUEUED_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
-KILLED_STATES = {"TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "CANCELLED",
-                 "REVOKED"}
-FINAL_STATES = KILLED_STATES | {"COMPLETED", "FAILED", "SPECIAL_EXIT"}
-
-
-# ----------------------------------------------------------------------------- small helpers
-
-def parse_time(text: str | int | float) -> int:
-    """Slurm's time formats (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``,
-    ``D-HH:MM:SS``) as whole minutes, rounded up (submitit takes minutes)."""
-    if isinstance(text, (int, float)):
-        if text <= 0:
-            raise ValueError(f"--time must be positive, got {text}")
-        return int(-(-text // 1))
-    s = str(text).strip()
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", s)
-    if not m:
-        raise ValueError(f"--time {text!r}: expected minutes, MM:SS, HH:MM:SS or D-HH[:MM[:SS]]")
-    days, a, b, c = (int(x) if x is not None else None for x in m.groups())
-    if days is not None:  # D-HH[:MM[:SS]]
-        secs = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    elif c is not None:  # HH:MM:SS
-        secs = a * 3600 + b * 60 + c
-    elif b is not None:  # MM:SS
-        secs = a * 60 + b
-    else:  # MM
-        secs = a * 60
-    if secs <= 0:
-        raise ValueError(f"--time {text!r} must be positive")
-    return -(-secs // 60)
-
-
-def parse_slurm_args(items: Iterable[str]) -> dict[str, Any]:
-    """``--slurm-arg`` values: ``KEY=VALUE`` or a bare ``KEY`` (a flag), with or without leading
-    dashes: ``account=abc``, ``--qos=high``, ``exclusive``, ``constraint=h200``."""
-    out: dict[str, Any] = {}
-    for it in items:
-        k, sep, v = str(it).strip().partition("=")
-        k = k.strip().lstrip("-").replace("_", "-")
-        if not k or not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", k):
-            raise ValueError(f"--slurm-arg {it!r}: expected KEY=VALUE or KEY (an sbatch option)")
-        out[k.replace("-", "_")] = v if sep else True
-    return out
-
-
-def _package_root() -> Path:
-    """The folder this ``moetrace`` package is imported from (``src/`` of a checkout)."""
-    return Path(__file__).resolve().parents[2]
-
-
-def moetrace_exe() -> list[str]:
-    """How this installation's ``moetrace`` is started: the console script next to this Python,
-    else this Python with this package's folder on its path (the per-model scripts run from a
-    checkout without installing)."""
-    exe = Path(sys.executable).with_name("moetrace")
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(_package_root())!r}); "
-            "from moetrace.cli import main; sys.exit(main())"]
-
-
-def model_arg(preset: Any) -> str:
-    """The MODEL argument that names this preset on the node: a built-in by name, a model file
-    or a checkpoint directory (tiny variants) by absolute path."""
-    src = getattr(preset, "source", None)
-    if src and src != "builtin" and Path(src).exists():
-        return str(Path(src).resolve())
-    return preset.name
-
-
-def run_command(job: Any, opts: Any, results_dir: str | os.PathLike[str], *, config: Config | None = None,
-                exe: list[str] | None = None) -> list[str]:
-    """The ``moetrace run`` command line that runs ``job`` (its ``config``, or the one given: a
-    fallback) with ``opts`` on a node: explicit flags for every option that differs from the
-    CLI's defaults, so the node runs what the user asked for whatever its environment says."""
-    from ..options import node_flags
-    config = config or job.config.without_fallback()
-    return [*(exe or moetrace_exe()), "run", model_arg(job.preset), "-c", config.name,
-            "--results", str(Path(results_dir).resolve()), *node_flags(opts)]
+from ... import __version__
+from ...matrix import Config
+from ...results.classify import classify
+from ...results.store import ResultsStore, now_iso, result_key, safe_name
+from .commands import _package_root, model_arg, run_command
+from .node import NodeCommand
+from .registry import SLURM_DIR, JobRegistry, _job_records, _last_seq
+from .state import ACTIVE_STATES, KILLED_STATES, QUEUED_STATES, SlurmState, _exit_code, _run, query_states
 
 
 class SubmissionError(ValueError):
     """sbatch refused a job (the CLI prints it as one line, exit code 2)."""
 
-
-# ----------------------------------------------------------------------------- Slurm states
-
-@dataclass
-class SlurmState:
-    job_id: str
-    state: str
-    reason: str = ""
-    nodes: str = ""
-    elapsed: str = ""
-    time_limit: str = ""
-    exit_code: str = ""
-    source: str = ""  # squeue | scontrol | sacct
-
-    @property
-    def final(self) -> bool:
-        return self.state in FINAL_STATES
-
-    def to_dict(self) -> dict[str, str]:
-        return {k: getattr(self, k) for k in ("state", "reason", "nodes", "elapsed", "time_limit", "exit_code",
-                                                "source")}
-
-
-def _run(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess | None:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def _scontrol_state(job_id: str) -> SlurmState | None:
-    cp = _run(["scontrol", "show", "job", "-o", job_id])
-    if cp is None or cp.returncode != 0 or "JobState=" not in cp.stdout:
-        return None
-    f = dict(re.findall(r"(\w+)=(\S*)", cp.stdout))
-    return SlurmState(job_id, f.get("JobState", "UNKNOWN"), f.get("Reason", ""), f.get("NodeList", ""),
-                      f.get("RunTime", ""), f.get("TimeLimit", ""), f.get("ExitCode", ""), "scontrol")
-
-
-def query_states(job_ids: Iterable[str]) -> dict[str, SlurmState]:
-    """The states of these jobs: ``squeue --states=all`` for all of them at once, ``scontrol``
-    for the final ones (exit code) and for those squeue no longer lists, then ``sacct`` (only
-    where accounting exists). A job none of them knows is absent from the answer."""
-    ids = [str(i) for i in job_ids]
-    out: dict[str, SlurmState] = {}
-    if not ids:
-        return out
-    cp = _run(["squeue", "--noheader", "--states=all", "--jobs", ",".join(ids), "--format", "%i|%T|%r|%N|%M|%l"])
-    if cp is not None and cp.returncode == 0:
-        for line in cp.stdout.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) >= 6 and parts[0] in ids:
-                out[parts[0]] = SlurmState(parts[0], parts[1].upper(), parts[2], parts[3], parts[4], parts[5],
-                                           source="squeue")
-    for i in ids:
-        if i not in out or out[i].final:
-            s = _scontrol_state(i)
-            if s is not None:
-                out[i] = s
-    missing = [i for i in ids if i not in out]
-    if missing:
-        cp = _run(["sacct", "--noheader", "--parsable2", "--allocations", "--jobs", ",".join(missing),
-                   "--format", "JobIDRaw,State,NodeList,Elapsed,Timelimit,ExitCode"])
-        if cp is not None and cp.returncode == 0:
-            for line in cp.stdout.splitlines():
-                p = line.strip().split("|")
-                if len(p) >= 6 and p[0] in missing:
-                    state, _, by = p[1].partition(" ")  # "CANCELLED by 0"
-                    out[p[0]] = SlurmState(p[0], state.upper(), by, p[2], p[3], p[4], p[5], "sacct")
-    return out
-
-
-# ----------------------------------------------------------------------------- the job registry
-
-class JobRegistry:
-    """``<results>/slurm/jobs.json``: every Slurm job a driver submitted into this results
-    directory, keyed by Slurm job id. ``status``: ``active`` (submitted, not yet finalized),
-    ``finished`` (its records, or the driver's record of how Slurm ended it, are in the store),
-    ``cancelled`` (cancelled by a driver)."""
-
-    def __init__(self, results: Path):
-        self.dir = Path(results) / SLURM_DIR
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / REGISTRY_FILE
-        self._lock = FileLock(str(self.dir / ".jobs.lock"), timeout=300)
-
-    def load(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, json.JSONDecodeError) as e:
-            stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-            aside = self.path.with_name(f"{REGISTRY_FILE}.corrupt-{stamp}")
-            try:
-                os.replace(self.path, aside)
-            except OSError:
-                pass
-            print(f"moetrace: warning: {self.path} was unreadable ({e}); moved to {aside}", file=sys.stderr)
-            return {}
-        return data.get("jobs", {}) if isinstance(data, dict) else {}
-
-    def update(self, fn: Callable[[dict[str, dict[str, Any]]], Any]) -> Any:
-        with self._lock:
-            jobs = self.load()
-            result = fn(jobs)
-            atomic_write_json(self.path, {"version": 1, "jobs": jobs})
-            return result
-
-    def put(self, entry: dict[str, Any]) -> None:
-        self.update(lambda jobs: jobs.__setitem__(entry["slurm_id"], entry))
-
-    def patch(self, slurm_id: str, **fields: Any) -> None:
-        def fn(jobs):
-            if slurm_id in jobs:
-                jobs[slurm_id].update(fields)
-        self.update(fn)
-
-
-# ----------------------------------------------------------------------------- on the node
-
-class NodeCommand:
-    """The function a Slurm job runs (through submitit) on each of its tasks: the
-    ``moetrace run`` command line, or for a multi-node config the per-rank part
-    (``multinode.node_main``). Output goes to the job's log as it comes."""
-
-    def __init__(self, command: list[str], job: dict[str, Any], *, cwd: str | None = None,
-                 unset_env: tuple[str, ...] = ("GITHUB_STEP_SUMMARY",), final_wait_s: float = 300.0):
-        self.command = list(command)
-        self.job = dict(job)
-        self.cwd = cwd
-        self.unset_env = unset_env
-        self.final_wait_s = final_wait_s
-
-    def __call__(self) -> dict[str, Any]:
-        rank = int(os.environ.get("SLURM_PROCID") or 0)
-        env = {k: v for k, v in os.environ.items() if k not in self.unset_env}
-        jid = os.environ.get("SLURM_JOB_ID", "local")
-        job = dict(self.job, jobdir=str(Path(self.job["results"]) / SLURM_DIR / "jobs" / jid))
-        log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-        if int(job.get("nnodes", 1)) > 1:
-            from .multinode import node_main
-            rc = node_main(rank, job, lambda extra: self._run(self.command + extra, env, log), log=log)
-        else:
-            rc = self._run(self.command, env, log)
-        if rc != 0:
-            raise RuntimeError(f"rank {rank}: {shlex.join(self.command[:4])} ... exited with code {rc}")
-        return {"returncode": rc, "rank": rank, "host": socket.gethostname()}
-
-    def _run(self, cmd: list[str], env: dict[str, str], log: Callable[[str], None]) -> int:
-        from ..engines.process import reap_orphans
-        log(f"moetrace: node {socket.gethostname()} job {os.environ.get('SLURM_JOB_ID')}: {shlex.join(cmd)}")
-        proc = subprocess.Popen(cmd, env=env, cwd=self.cwd)
-        got: list[int] = []
-
-        def on_signal(signum, frame):
-            # Slurm signals every process of the job step (--signal=INT@N before the time limit,
-            # SIGTERM when it ends the job), so moetrace run has it already: forwarding it would
-            # interrupt its clean-up (stopping the engine) a second time. Note it and keep waiting.
-            got.append(signum)
-
-        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
-        old = {s: signal.signal(s, on_signal) for s in handled}
-        try:
-            rc = proc.wait()
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-            reap_orphans(Path(self.job["results"]) / "running", log=log)
-        if got:
-            names = ", ".join(signal.Signals(s).name for s in got)
-            log(f"moetrace: got {names} from Slurm; moetrace run exited with code {rc}")
-            if signal.SIGINT in got or signal.SIGUSR2 in got:
-                # Slurm's warning before the time limit (--signal=INT@N): the run was stopped and
-                # recorded; stay until Slurm ends the job, so that its state says why (TIMEOUT).
-                deadline = time.monotonic() + self.final_wait_s
-                while time.monotonic() < deadline:
-                    time.sleep(1.0)
-        return rc
-
-
-# ----------------------------------------------------------------------------- the driver
 
 @dataclass
 class _Tracked:
@@ -664,7 +366,7 @@ class SlurmExecutor:
 
     def _failure(self, e: dict[str, Any], etype: str, message: str, phase: str, s: SlurmState | None,
                  log_rel: str | None, evidence: str | None = None) -> dict[str, Any]:
-        from ..runner import workload_suffix
+        from ...runner import workload_suffix
         opts = e.get("options") or self._opts.to_dict()
         bs = (opts.get("batch_sizes") or [1])[0]
         key = result_key(e["model"], e["config"], workload_suffix(bs, opts.get("input_len", 4096),
@@ -738,8 +440,6 @@ class SlurmExecutor:
         print(f"moetrace: {text}", file=self._out, flush=True)
 
 
-# ----------------------------------------------------------------------------- helpers
-
 def _block_sigint() -> bool:
     if not hasattr(signal, "pthread_sigmask"):
         return False
@@ -756,42 +456,9 @@ def _unblock_sigint(blocked: bool) -> None:
 
 
 def _job_key(job, config: Config, opts) -> str:
-    from ..runner import workload_suffix
+    from ...runner import workload_suffix
     return result_key(job.preset.name, config.name, workload_suffix(opts.batch_sizes[0], opts.input_len,
                                                                     opts.output_len))
-
-
-_RECORD_RE = re.compile(r"^(\d{8,})\.json$")
-
-
-def _record_files(root: Path) -> list[tuple[int, Path]]:
-    d = Path(root) / "records"
-    if not d.is_dir():
-        return []
-    return sorted((int(m.group(1)), p) for p in d.iterdir() if (m := _RECORD_RE.match(p.name)))
-
-
-def _last_seq(root: Path) -> int:
-    files = _record_files(root)
-    return files[-1][0] if files else 0
-
-
-def _job_records(root: Path, e: dict[str, Any]) -> list[dict[str, Any]]:
-    """The job's records: what its node committed (same model and config, committed after its
-    submission) and what a driver recorded for this Slurm job."""
-    out = []
-    for seq, p in _record_files(root):
-        if seq <= int(e.get("since_seq", 0)):
-            continue
-        try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        mine = rec.get("recorded_by") != "driver" or str((rec.get("slurm") or {}).get("job_id")) == str(e["slurm_id"])
-        if rec.get("model") == e["model"] and rec.get("config") == e["config"] and mine:
-            rec["seq"], rec["record_path"] = seq, str(p.relative_to(root))
-            out.append(rec)
-    return out
 
 
 def _result_pickle(logs: Path, sid: str) -> Path:
@@ -819,16 +486,6 @@ def _last_progress(log_text: str, model: str, config: str) -> str | None:
         if m and needle in line:
             return m.group(1)[:200]
     return None
-
-
-def _exit_code(text: str | None) -> int | None:
-    if not text:
-        return None
-    m = re.match(r"(\d+)(?::(\d+))?", text)
-    if not m:
-        return None
-    code, sig = int(m.group(1)), int(m.group(2) or 0)
-    return code if code else (-sig if sig else 0)
 
 
 def _outcome(recs: list[dict[str, Any]]) -> str:
