@@ -344,6 +344,7 @@ class Record(_Part):
     status: str | None = ABSENT
     finished_at: str | None = ABSENT
     recorded_by: str | None = ABSENT  # "driver": the Slurm driver recorded how Slurm ended the job
+    slurm: dict[str, Any] | None = ABSENT  # the driver's record: the job id, its state, command and log
     predicted: bool | None = ABSENT
     imported: bool | None = ABSENT
     error: Error | None = ABSENT
