@@ -48,6 +48,7 @@ from filelock import FileLock
 from .. import __version__
 from ..matrix import Config
 from ..results.classify import classify
+from ..text import tail
 from ..results.record import DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, EngineInfo, Error, Record, workload_suffix
 from ..results.store import ResultsStore, atomic_write_json, now_iso, result_key, safe_name
 
@@ -684,7 +685,7 @@ class SlurmExecutor:
         succeeded = bool(recs) and all(r["status"] == "success" for r in recs)
         log_rel = e.get("log")
         log_path = self._root / log_rel if log_rel else None
-        log_text = _tail(log_path) if log_path else ""
+        log_text = tail(log_path)
         where = f" on {s.nodes}" if s and s.nodes else ""
         if state in KILLED_STATES:
             if succeeded:
@@ -824,19 +825,6 @@ def _job_records(store: ResultsStore, e: dict[str, Any]) -> list[Record]:
 
 def _result_pickle(logs: Path, sid: str) -> Path:
     return logs / sid / f"{sid}_0_result.pkl"
-
-
-def _tail(path: Path | None, n: int = 256_000) -> str:
-    if path is None:
-        return ""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - n))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _last_progress(log_text: str, model: str, config: str) -> str | None:

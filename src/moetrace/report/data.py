@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..matrix import parse_config_name
-from ..results.record import DEFAULT_WORKLOAD, Metrics, Record, num
+from ..results.record import DEFAULT_WORKLOAD, Metrics, Record
+from ..text import num
 
 __all__ = ["Metric", "METRICS", "CHART_METRICS", "Row", "load", "rows_from_records", "current",
            "by_model", "bar_chart", "BarChart", "Bar", "breakdowns", "Breakdown", "trace_files",

@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import math
 import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
+from ..text import num
+
 __all__ = ["SCHEMA", "DEFAULT_WORKLOAD", "DEFAULT_BATCH", "DEFAULT_INPUT_LEN", "DEFAULT_OUTPUT_LEN", "now_iso",
-           "result_key", "workload_suffix", "key_workload", "Record", "Workload", "Metrics", "Run", "Profile",
+           "result_key", "workload_suffix", "split_key", "key_workload", "Record", "Workload", "Metrics", "Run", "Profile",
            "Error", "EngineInfo", "Stop", "success_entry", "failure_entry", "num"]
 
 SCHEMA = 1  # the JSON has not changed since records began; bump when it does
@@ -70,15 +71,17 @@ def workload_suffix(batch: int, input_len: int, output_len: int) -> str:
     return f"::bs{batch}_in{input_len}_out{output_len}"
 
 
+def split_key(key: str) -> tuple[str, str, str]:
+    """(model, config, workload suffix without its ``::``; "" for the spec's workload)."""
+    model, _, rest = key.partition("::")
+    config, _, suffix = rest.partition("::")
+    return model, config, suffix
+
+
 def key_workload(key: str) -> tuple[int, int, int] | None:
     """The workload a key's suffix names, or None for a key without one."""
     m = _SUFFIX_RE.search(key)
     return (int(m[1]), int(m[2]), int(m[3])) if m else None
-
-
-def num(v: Any) -> float | None:
-    """A finite number as a float, else None (booleans are not numbers here)."""
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 def _int(v: Any) -> int | None:

@@ -377,7 +377,7 @@ class ResultsStore:
 
 
 def _legacy_record(key: str, e: dict[str, Any], status: str) -> Record:
-    model, _, config = key.partition("::")
+    model, _, config = key.partition("::")  # config with the workload suffix, as before
     rec = Record.new(imported=True, key=key, model=e.get("model", model), config=e.get("config", config),
                      status=status, finished_at=e.get("last_updated"), attempt_id=f"imported-{safe_name(key)}")
     if status == "success":
