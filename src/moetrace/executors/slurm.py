@@ -48,9 +48,10 @@ from filelock import FileLock
 from .. import __version__
 from ..matrix import Config
 from ..results.classify import classify
-from ..text import tail
-from ..results.record import DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, EngineInfo, Error, Record, workload_suffix
+from ..results.record import (DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, EngineInfo, Error, Record,
+                              workload_suffix)
 from ..results.store import ResultsStore, atomic_write_json, now_iso, result_key, safe_name
+from ..text import tail
 
 __all__ = ["SlurmExecutor", "NodeCommand", "JobRegistry", "run_command", "parse_time", "query_states",
            "SlurmState", "KILLED_STATES", "FINAL_STATES"]
@@ -725,7 +726,8 @@ class SlurmExecutor:
                  log_rel: str | None, evidence: str | None = None) -> Record:
         opts = e.get("options") or self._opts.to_dict()
         bs = (opts.get("batch_sizes") or [DEFAULT_BATCH])[0]
-        suffix = workload_suffix(bs, opts.get("input_len", DEFAULT_INPUT_LEN), opts.get("output_len", DEFAULT_OUTPUT_LEN))
+        suffix = workload_suffix(bs, opts.get("input_len", DEFAULT_INPUT_LEN),
+                                 opts.get("output_len", DEFAULT_OUTPUT_LEN))
         return Record.new(
             attempt_id=f"slurm-{e['slurm_id']}-{safe_name(e['model'], 40)}-{safe_name(e['config'], 60)}",
             model=e["model"], config=e["config"], role=e.get("role", "primary"), config_detail=e.get("config_detail"),

@@ -45,8 +45,8 @@ from typing import Any, ClassVar, Iterator
 from ..text import num
 
 __all__ = ["SCHEMA", "DEFAULT_WORKLOAD", "DEFAULT_BATCH", "DEFAULT_INPUT_LEN", "DEFAULT_OUTPUT_LEN", "now_iso",
-           "result_key", "workload_suffix", "split_key", "key_workload", "Record", "Workload", "Metrics", "Run", "Profile",
-           "Error", "EngineInfo", "Stop", "success_entry", "failure_entry", "num"]
+           "result_key", "workload_suffix", "split_key", "key_workload", "Record", "Workload", "Metrics", "Run",
+           "Profile", "Error", "EngineInfo", "Stop", "success_entry", "failure_entry", "json_default"]
 
 SCHEMA = 1  # the JSON has not changed since records began; bump when it does
 DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN = 1, 4096, 512
@@ -221,6 +221,11 @@ class _Part(MutableMapping):
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(..., default=json_default)``: a record or part as its JSON object."""
+    return o.to_dict() if isinstance(o, _Part) else str(o)
 
 
 def _encode(v: Any) -> Any:

@@ -40,7 +40,8 @@ import psutil
 from filelock import FileLock, Timeout as LockTimeout
 
 from ..errors import StoreError
-from .record import Error, Metrics, Profile, Record, Workload, failure_entry, now_iso, result_key, success_entry
+from .record import (Error, Metrics, Profile, Record, Workload, failure_entry, json_default, now_iso, result_key,
+                     success_entry)
 
 __all__ = ["ResultsStore", "success_entry", "failure_entry", "result_key", "safe_name", "now_iso", "check_writable"]
 
@@ -104,7 +105,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never a part. The file gets
     the user's umask (0666 & ~umask), like any file the user creates, so that others on a
     shared filesystem can read the results when the umask lets them."""
-    data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+    data = (json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / _temp_name(path)
     try:
