@@ -9,8 +9,9 @@ A record's parts (each a dataclass; what the parts do not name is kept in ``extr
 
 - identity: ``schema`` (:data:`SCHEMA`), ``attempt_id``, ``model``, ``config``, ``key``
   (:func:`result_key`: ``Model::config`` plus :func:`workload_suffix` off the spec's
-  :data:`DEFAULT_WORKLOAD`), ``status`` (``success`` | ``failure``), ``role``, ``started_at`` and
-  ``finished_at`` (:func:`now_iso`); ``seq`` and ``record_path`` are added by the store.
+  :data:`DEFAULT_WORKLOAD`; :func:`split_key`, :func:`key_workload` read it back), ``status``
+  (``success`` | ``failure``), ``role``, ``started_at`` and ``finished_at`` (:func:`now_iso`);
+  ``seq`` and ``record_path`` are added by the store.
 - :class:`Workload`: batch size, input and output length, repetitions, seed (successes only; a
   failure's workload is in its key or its ``options``: :meth:`Record.workload_triple`).
 - :class:`Metrics`: the aggregate over repetitions (the spec's latency, throughputs and ITL, TTFT,
@@ -24,10 +25,22 @@ A record's parts (each a dataclass; what the parts do not name is kept in ``extr
 - the rest (``config_detail``, ``options``, ``host``, ``phases``, ``plan``, ``plan_check``,
   ``slurm``...) as plain JSON values.
 
-JSON: :meth:`Record.from_dict` keeps every key it does not know and the order keys came in, so
-``Record.from_dict(d).to_dict() == d`` with the same key order, and a record loaded and written
-again is byte for byte the file it came from. Parts can also be read like the dicts they were
+Writing: :meth:`Record.new` (the current schema; keys in the order given, parts given as dicts
+parsed) and :meth:`Record.copy` (the runner's base record, once per batch size). A field given,
+even as None, or set later is written; one never given is not, so no ``null`` appears that the
+writer did not write.
+
+Reading: attributes (``rec.metrics.itl_ms``); ``rec.the_metrics`` and the other ``the_*`` give an
+empty part for an absent one, so readers need no defensive ``.get`` chains;
+:meth:`Record.workload_triple`, :meth:`Profile.traces`, :meth:`Metrics.numbers` answer the
+questions reports ask. Parts can also be read like the dicts they were
 (``rec["metrics"]["itl_ms"]``) for code written against the JSON shape.
+
+JSON: :meth:`Record.from_dict` keeps every key it does not know (in ``extra``) and the order keys
+came in, so ``Record.from_dict(d).to_dict() == d`` with the same key order, and a record loaded
+and written again is byte for byte the file it came from (``tests/results/test_record.py``). The
+JSON is unchanged since records began, so :data:`SCHEMA` is still 1. ``json_default`` writes a
+record given to ``json.dumps``.
 
 The view entries of the spec's two files (:func:`success_entry`, :func:`failure_entry`) are made
 from records here too.

@@ -243,6 +243,9 @@ class ResultsStore:
         except (OSError, json.JSONDecodeError) as e:
             self.warn(f"skipping unreadable record {p}: {e}")
             return None
+        if not isinstance(data, dict):
+            self.warn(f"skipping unreadable record {p}: not a JSON object")
+            return None
         rec = Record.from_dict(data)
         rec.seq, rec.record_path = seq, str(p.relative_to(self.root))
         return rec
