@@ -121,7 +121,7 @@ class _Part(MutableMapping):
 
     _parts: ClassVar[dict[str, type]] = {}      # field -> part type of its value
     _lists: ClassVar[dict[str, type]] = {}      # field -> part type of its list's items
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         keys = []
