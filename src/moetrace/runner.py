@@ -36,12 +36,11 @@ from .matrix import Config
 from .options import RunOptions
 from .presets import Preset
 from .results.classify import classify
-from .results.store import ResultsStore, now_iso, result_key, safe_name
+from .results.record import DEFAULT_WORKLOAD, Error, Record, Workload, now_iso, result_key, workload_suffix
+from .results.store import ResultsStore, safe_name
 from .traces.capture import complete_traces, file_traces
 
-__all__ = ["RunOptions", "run_config", "Progress"]
-
-DEFAULT_WORKLOAD = (1, 4096, 512)
+__all__ = ["RunOptions", "run_config", "Progress", "workload_suffix", "DEFAULT_WORKLOAD"]
 
 
 class Progress:
@@ -156,17 +155,9 @@ def _attempt_id(preset: Preset, config: Config) -> str:
     return f"{stamp}-{safe_name(preset.name, 40)}-{safe_name(config.name, 60)}-{uuid.uuid4().hex[:6]}"
 
 
-def workload_suffix(batch: int, input_len: int, output_len: int) -> str:
-    """Result keys are the spec's ``Model::config`` for the spec's workload; another
-    workload gets its own key so that it never overwrites the spec's numbers."""
-    if (batch, input_len, output_len) == DEFAULT_WORKLOAD:
-        return ""
-    return f"::bs{batch}_in{input_len}_out{output_len}"
-
-
 def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsStore, *,
                progress: Progress | None = None, role: str = "primary",
-               plan: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+               plan: dict[str, Any] | None = None) -> list[Record]:
     """Run one config and commit one record per batch size (or one failure record).
     Returns the committed records."""
     progress = progress or Progress()
@@ -178,38 +169,35 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
     model_path = opts.model_path or preset.hf_id
     device = opts.resolved_device()
     phases: dict[str, float] = {}
-    base: dict[str, Any] = {
-        "schema": 1, "attempt_id": attempt_id, "model": preset.name, "config": config.name, "role": role,
-        "config_detail": config.to_dict(), "moetrace_version": __version__, "started_at": now_iso(),
-        "host": host_facts(), "options": opts.to_dict(), "attempt_dir": rel(adir), "phases": phases,
-        "engine": {"name": engine.name, "external": bool(opts.base_url), "launched_by_moetrace": not opts.base_url,
-                   "model_path": model_path, "device": device},
-    }
+    base = Record.new(
+        attempt_id=attempt_id, model=preset.name, config=config.name, role=role, config_detail=config.to_dict(),
+        moetrace_version=__version__, started_at=now_iso(), host=host_facts(), options=opts.to_dict(),
+        attempt_dir=rel(adir), phases=phases,
+        engine={"name": engine.name, "external": bool(opts.base_url), "launched_by_moetrace": not opts.base_url,
+                "model_path": model_path, "device": device})
     if plan is not None:
-        base["plan"] = plan
+        base.plan = plan
+    first_key = result_key(preset.name, config.name,
+                           workload_suffix(opts.batch_sizes[0], opts.input_len, opts.output_len))
 
-    def commit_failure(exc: BaseException, phase: str, server: ServerProcess | None) -> list[dict[str, Any]]:
+    def commit_failure(exc: BaseException, phase: str, server: ServerProcess | None) -> list[Record]:
         code = getattr(exc, "exit_code", None)
         if code is None and server is not None:
             code = server.exit_code_before_stop  # not the code of our own SIGTERM
         log_text = tail(log_path) if log_path.exists() else ""
         c = classify(exception=type(exc).__name__, message=str(exc), exit_code=code, log_text=log_text, phase=phase)
-        rec = dict(base, key=result_key(preset.name, config.name,
-                                        workload_suffix(opts.batch_sizes[0], opts.input_len, opts.output_len)),
-                   status="failure", finished_at=now_iso(),
-                   error={"type": c.error_type, "message": c.error_message, "evidence": c.evidence,
-                          "exception": type(exc).__name__, "exit_code": code, "phase": phase,
-                          "log_path": rel(log_path) if log_path.exists() else None})
-        rec["plan_check"] = plan_check(plan, "failure", c.error_type)
+        rec = base.copy(key=first_key, status="failure", finished_at=now_iso(),
+                        error=Error(type=c.error_type, message=c.error_message, evidence=c.evidence,
+                                    exception=type(exc).__name__, exit_code=code, phase=phase,
+                                    log_path=rel(log_path) if log_path.exists() else None))
+        rec.plan_check = plan_check(plan, "failure", c.error_type)
         return [store.commit(rec)]
 
     # Predicted not to fit: record without launching.
     if plan and plan.get("verdict") == "will_not_fit" and opts.skip_predicted and not opts.base_url:
-        rec = dict(base, key=result_key(preset.name, config.name,
-                                        workload_suffix(opts.batch_sizes[0], opts.input_len, opts.output_len)),
-                   status="failure", finished_at=now_iso(), predicted=True,
-                   error={"type": "OOM", "message": plan.get("reason", "predicted not to fit"), "predicted": True,
-                          "phase": "plan"})
+        rec = base.copy(key=first_key, status="failure", finished_at=now_iso(), predicted=True,
+                        error=Error(type="OOM", message=plan.get("reason", "predicted not to fit"), predicted=True,
+                                    phase="plan"))
         progress.step(f"{preset.name} {config.name}")
         progress.done("skipped: predicted not to fit (use --no-skip-predicted to launch anyway)")
         return [store.commit(rec)]
@@ -220,7 +208,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
     try:
         if opts.base_url:
             base_url = opts.base_url
-            base["engine"]["command"] = None
+            base.engine.command = None
         else:
             server, base_url = _launch(engine, preset, config, opts, store, adir, log_path, model_path, device,
                                        progress, base, phases)
@@ -228,8 +216,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         prompt_nonce = session.nonce
         if opts.base_url and not engine.is_ready(session.http, session.base_url):
             raise LaunchError(f"no ready server at {opts.base_url} ({engine.ready_path} did not answer 200)")
-        base["engine"]["server_info"] = engine.server_info(session.http, session.base_url)
-        base["engine"]["version"] = _engine_version(engine, opts, base["engine"]["server_info"])
+        base.engine.server_info = engine.server_info(session.http, session.base_url)
+        base.engine.version = _engine_version(engine, opts, base.engine.server_info)
         session.served_model = engine.model_name(session.http, session.base_url)
 
         if opts.warmup:
@@ -287,14 +275,13 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
 
     out = []
     for bs, agg, runs in measured:
-        rec = dict(base, key=result_key(preset.name, config.name,
-                                        workload_suffix(bs, opts.input_len, opts.output_len)),
-                   status="success", finished_at=now_iso(),
-                   workload={"batch_size": bs, "input_len": opts.input_len, "output_len": opts.output_len,
-                             "repeat": opts.repeat, "seed": opts.seed, "prompt_nonce": prompt_nonce},
-                   metrics=agg, runs=runs, profile=profile,
-                   log_path=rel(log_path) if log_path.exists() else None,
-                   plan_check=plan_check(plan, "success", None))
+        rec = base.copy(key=result_key(preset.name, config.name, workload_suffix(bs, opts.input_len, opts.output_len)),
+                        status="success", finished_at=now_iso(),
+                        workload=Workload(batch_size=bs, input_len=opts.input_len, output_len=opts.output_len,
+                                          repeat=opts.repeat, seed=opts.seed, prompt_nonce=prompt_nonce),
+                        metrics=agg, runs=runs, profile=profile,
+                        log_path=rel(log_path) if log_path.exists() else None,
+                        plan_check=plan_check(plan, "success", None))
         _add_floors(rec, plan)
         out.append(store.commit(rec))
     return out
@@ -308,18 +295,16 @@ def plan_check(plan: dict[str, Any] | None, status: str, error_type: str | None)
     return contradiction(plan, status, error_type)
 
 
-def _add_floors(rec: dict[str, Any], plan: dict[str, Any] | None) -> None:
+def _add_floors(rec: Record, plan: dict[str, Any] | None) -> None:
     """The planner's floors and efficiency = floor / measured, into the metrics; and, when the
     profile has step times, where ITL and TTFT go against the floor (``profile.decomposition``)."""
-    m = rec["metrics"]
+    m = rec.metrics
     if plan:
         from .plan import floor_fields
-        m.update({k: v for k, v in floor_fields(plan, itl_ms=m.get("itl_ms"), ttft_ms=m.get("ttft_ms")).items()
-                  if v is not None})
-    prof = rec.get("profile")
-    if isinstance(prof, dict) and prof.get("step_times"):
+        m.update({k: v for k, v in floor_fields(plan, itl_ms=m.itl_ms, ttft_ms=m.ttft_ms).items() if v is not None})
+    if rec.profile is not None and rec.profile.step_times:
         from .traces.decompose import decompose
-        rec["profile"] = dict(prof, decomposition=decompose(plan, m, prof["step_times"]))  # per batch size
+        rec.profile.decomposition = decompose(plan, m.to_dict(), rec.profile.step_times)  # per batch size
 
 
 def _engine_version(engine: Engine, opts: RunOptions, info: dict[str, Any]) -> str | None:
@@ -403,7 +388,7 @@ def _stop(server: ServerProcess | None, phases: dict[str, float], base: dict[str
     t = time.monotonic()
     rep = server.stop()
     phases["stop_s"] = time.monotonic() - t
-    base["engine"]["stop"] = rep.to_dict()
+    base["engine"]["stop"] = rep.to_dict()  # a Record (or a dict, in tests) reads like the JSON it writes
     if rep.survivors:
         print(f"WARNING: engine processes {rep.survivors} survived SIGKILL; see {server.log_path}", file=sys.stderr)
 

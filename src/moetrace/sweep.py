@@ -14,8 +14,9 @@ from .executors.local import Executor, LocalExecutor, run_job
 from .matrix import Config
 from .presets import Preset
 from .report.tables import append_step_summary, config_table, full_report
-from .results.store import ResultsStore, result_key
 from .plan.run import engine_mem_fraction, plan_for
+from .results.record import Record, failure_entry, result_key, success_entry
+from .results.store import ResultsStore
 from .runner import Progress, RunOptions, workload_suffix
 
 __all__ = ["Job", "Executor", "LocalExecutor", "plan_jobs", "run_sweep", "plan_for", "engine_mem_fraction", "run_job"]
@@ -57,23 +58,22 @@ def plan_jobs(targets: Iterable[tuple[Preset, list[Config]]], opts: RunOptions, 
 
 @dataclass
 class SweepOutcome:
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     report: str = ""
 
     @property
     def failed(self) -> int:
-        return sum(1 for r in self.records if r["status"] == "failure")
+        return sum(1 for r in self.records if r.status == "failure")
 
 
-def print_record(rec: dict[str, Any], store: ResultsStore, out=sys.stdout) -> None:
-    from .results.store import failure_entry, success_entry
-    if rec["status"] == "success":
+def print_record(rec: Record, store: ResultsStore, out=sys.stdout) -> None:
+    if rec.ok:
         print("\n" + config_table(success_entry(rec), base=store.root) + "\n", file=out)
     else:
         e = failure_entry(rec)
         log = f" (log: {store.root / e['log_path']})" if e.get("log_path") else ""
-        print(f"\n{rec['model']} ({rec['config']}): FAILED [{e['error_type']}] {e['error_message']}{log}\n", file=out)
-    print(f"record: {store.root / rec['record_path']}", file=out, flush=True)
+        print(f"\n{rec.model} ({rec.config}): FAILED [{e['error_type']}] {e['error_message']}{log}\n", file=out)
+    print(f"record: {store.root / rec.record_path}", file=out, flush=True)
 
 
 def run_sweep(jobs: list[Job], opts: RunOptions, store: ResultsStore, *, executor: Executor | None = None,

@@ -14,6 +14,7 @@ from moetrace.report.data import decomposition_parts, rows_from_records
 from moetrace.report.html import render_html
 from moetrace.report.tables import model_tables
 from moetrace.results.store import success_entry
+from moetrace.results.record import Record
 from moetrace.runner import _add_floors
 from moetrace.traces.analyze import analyze_trace
 from moetrace.traces.decompose import decompose, step_times_dict
@@ -80,7 +81,7 @@ def test_what_the_decomposition_says_on_h200(decomposed):
 
 
 def test_runner_hook_records_the_decomposition():
-    rec = copy.deepcopy(SUCCESSES[0])
+    rec = Record.from_dict(copy.deepcopy(SUCCESSES[0]))  # _add_floors takes the runner's Record
     rec["profile"]["step_times"] = _step_times(rec)
     for k in ("itl_floor_ms", "ttft_floor_ms", "itl_efficiency", "ttft_efficiency"):
         rec["metrics"].pop(k)
@@ -89,7 +90,7 @@ def test_runner_hook_records_the_decomposition():
     assert d["decode"]["floor_ms"] == pytest.approx(rec["plan"]["itl_floor_ms"])
     assert success_entry(rec)["decomposition"] == d
     # no step times (profiling off or failed): no decomposition, floors still there
-    rec2 = copy.deepcopy(SUCCESSES[0])
+    rec2 = Record.from_dict(copy.deepcopy(SUCCESSES[0]))
     rec2["profile"] = {"enabled": False}
     _add_floors(rec2, rec2["plan"])
     assert "decomposition" not in rec2["profile"] and rec2["metrics"]["itl_floor_ms"]

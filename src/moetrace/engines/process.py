@@ -23,6 +23,7 @@ from typing import Callable
 import psutil
 
 from ..errors import LaunchError, LaunchTimeout
+from ..text import tail
 
 __all__ = ["ServerProcess", "free_port", "port_is_free", "reap_orphans", "tail"]
 
@@ -43,18 +44,6 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
         return True
-
-
-def tail(path: Path, max_bytes: int = 256_000) -> str:
-    """The end of a log file as text ('' when missing)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 @dataclass

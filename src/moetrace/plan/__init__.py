@@ -16,9 +16,9 @@ Formulas and assumptions: docs/planner.md.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from ..text import num
 from .check import contradiction, format_accuracy, planner_accuracy
 from .floors import CommModel
 from .hardware import GPU, GPUS, custom_gpu, detect_gpu, resolve_gpu
@@ -31,18 +31,11 @@ __all__ = ["CommModel", "GPU", "GPUS", "ParamCount", "Plan", "PlannerSettings", 
            "plan_config", "plan_matrix", "planner_accuracy", "resolve_gpu"]
 
 
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) and x > 0 else None
-
-
 def efficiency(floor_ms: float | None, measured_ms: float | None) -> float | None:
     """floor / measured (1.0 = at the roofline), or None when either is missing, zero,
     negative or not finite. Above 1 means the measurement beat the floor: the floor's
     assumptions are wrong for that config (worth a look, not clipped)."""
-    f, m = _num(floor_ms), _num(measured_ms)
+    f, m = num(floor_ms, positive=True), num(measured_ms, positive=True)
     if f is None or m is None:
         return None
     return f / m

@@ -24,31 +24,25 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+from ..results.record import Record
+
 __all__ = ["contradiction", "format_accuracy", "outcome", "planner_accuracy"]
 
 AGREE = ("fit_ok", "oom_ok")
 CONTRADICT = ("fit_but_oom", "no_fit_but_ran")
 
 
-def _error_type(rec: dict[str, Any]) -> str | None:
-    et = rec.get("error_type")
-    if et is None and isinstance(rec.get("error"), dict):
-        et = rec["error"].get("type")
-    return et
-
-
-def _status(rec: dict[str, Any]) -> str:
-    st = rec.get("status")
-    if st in ("success", "failure"):
-        return st
-    return "failure" if _error_type(rec) or rec.get("error_message") is not None else "success"
-
-
-def _predicted(rec: dict[str, Any]) -> bool:
-    if rec.get("predicted") is not None:
-        return bool(rec["predicted"])
-    err = rec.get("error")
-    return bool(isinstance(err, dict) and err.get("predicted"))
+def _facts(rec: Record | dict[str, Any]) -> tuple[Record, str, str | None, bool]:
+    """(the record, its status, its error type, whether it was predicted, not launched) of an
+    attempt record or a view entry (read as a record: its top-level fields land in ``extra``)."""
+    r = Record.of(rec)
+    et = r.extra.get("error_type")
+    if et is None:
+        et = r.the_error.type
+    st = r.status if r.status in ("success", "failure") else \
+        ("failure" if et or r.extra.get("error_message") is not None else "success")
+    predicted = bool(r.predicted) if r.predicted is not None else bool(r.the_error.predicted)
+    return r, st, et, predicted
 
 
 def _verdict(plan: Any) -> str | None:
@@ -85,7 +79,7 @@ def contradiction(plan: Any, status: str, error_type: str | None = None) -> str 
     return f"contradicts the plan: predicted {v} ({reason}) but the run failed with OOM"
 
 
-def planner_accuracy(records: Iterable[dict[str, Any]], *,
+def planner_accuracy(records: Iterable[Record | dict[str, Any]], *,
                      plan_for: Callable[[str, str], Any] | None = None) -> dict[str, Any]:
     """Agreements and contradictions over all recorded outcomes. ``plan_for(model, config)``
     supplies a plan (object or dict) for records stored without one; each attempt counts once."""
@@ -93,23 +87,23 @@ def planner_accuracy(records: Iterable[dict[str, Any]], *,
     by_verdict: dict[str, dict[str, int]] = {}
     contradictions: list[dict[str, Any]] = []
     total = 0
-    for rec in records:
+    for item in records:
         total += 1
-        plan = rec.get("plan")
-        if plan is None and plan_for is not None and not _predicted(rec):
+        rec, st, et, predicted = _facts(item)
+        plan = rec.plan
+        if plan is None and plan_for is not None and not predicted:
             try:
-                plan = plan_for(str(rec.get("model")), str(rec.get("config")))
+                plan = plan_for(str(rec.model), str(rec.config))
             except Exception:  # a record of a model or config the planner cannot read
                 plan = None
         v = _verdict(plan)
-        st, et = _status(rec), _error_type(rec)
-        kind = outcome(v, st, et, predicted=_predicted(rec))
+        kind = outcome(v, st, et, predicted=predicted)
         counts[kind] += 1
         if v is not None and kind != "skipped":
             row = by_verdict.setdefault(v, {"success": 0, "oom": 0, "other_failure": 0})
             row["success" if st == "success" else ("oom" if et == "OOM" else "other_failure")] += 1
         if kind in CONTRADICT:
-            contradictions.append({"model": rec.get("model"), "config": rec.get("config"), "verdict": v,
+            contradictions.append({"model": rec.model, "config": rec.config, "verdict": v,
                                    "status": st, "error_type": et, "kind": kind,
                                    "reason": (plan.get("reason") if isinstance(plan, dict)
                                               else getattr(plan, "reason", None))})

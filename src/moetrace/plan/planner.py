@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..matrix import Config, parse_config_name, parse_matrix
+from ..results.record import DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
 from .arch import build_arch, inventory, quant_format_for
 from .floors import CommModel, compute_floors
 from .hardware import GIB, GPU, resolve_gpu
@@ -139,10 +140,10 @@ def _config(config: Config | dict | str) -> Config:
     return parse_config_name(str(config))
 
 
-def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h200", batch: int = 1,
-                input_len: int = 4096, output_len: int = 512, mem_fraction: float | None = None,
-                engine: str = "sglang", gpus_per_node: int = 8, speculative: bool = False,
-                context_len: int | None = None, comm: CommModel | None = None,
+def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h200", batch: int = DEFAULT_BATCH,
+                input_len: int = DEFAULT_INPUT_LEN, output_len: int = DEFAULT_OUTPUT_LEN,
+                mem_fraction: float | None = None, engine: str = "sglang", gpus_per_node: int = 8,
+                speculative: bool = False, context_len: int | None = None, comm: CommModel | None = None,
                 settings: PlannerSettings | None = None) -> Plan:
     """Plan one config of one model. ``preset`` needs ``.name`` and ``.hf_config`` (a
     :class:`moetrace.presets.Preset`); ``mem_fraction`` is SGLang's ``--mem-fraction-static``

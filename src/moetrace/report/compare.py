@@ -19,6 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from ..results.record import split_key
 from .data import METRIC, Metric, Row, current, fmt_value, run_values
 
 __all__ = ["Change", "Comparison", "compare_rows", "render_markdown", "to_json", "DEFAULT_METRICS"]
@@ -179,7 +180,7 @@ def render_markdown(cmp: Comparison) -> str:
             verdicts = {c.verdict for c in cs.values()}
             verdict = ("regression" if "regression" in verdicts else "improvement" if "improvement" in verdicts
                        else "within noise" if "noise" in verdicts else "unchanged")
-            suffix = key.split("::", 2)[2] if key.count("::") >= 2 else ""
+            suffix = split_key(key)[2]
             rows.append([any_c.model, any_c.config + (f" ({suffix})" if suffix else "")]
                         + [_cell(cs.get(k)) for k in cmp.metrics] + [verdict])
         lines.append(_md(header, rows))

@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..matrix import parse_config_name
+from ..results.record import DEFAULT_WORKLOAD, Metrics, Record
+from ..text import num
 
 __all__ = ["Metric", "METRICS", "CHART_METRICS", "Row", "load", "rows_from_records", "current",
            "by_model", "bar_chart", "BarChart", "Bar", "breakdowns", "Breakdown", "trace_files",
            "config_sort_key", "group_label", "workload_label", "run_values", "NoResults", "DEFAULT_WORKLOAD",
            "METRIC", "backend_order", "backend_colors", "category_colors", "fmt_value", "nice_ticks", "spread",
            "row_from_record"]
-
-DEFAULT_WORKLOAD = (1, 4096, 512)
 
 
 class NoResults(ValueError):
@@ -120,8 +119,7 @@ class Row:
         return self.status == "success"
 
     def value(self, key: str) -> float | None:
-        v = self.metrics.get(key)
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+        return num(self.metrics.get(key))
 
     @property
     def group(self) -> str:
@@ -133,11 +131,7 @@ class Row:
 
 
 # ------------------------------------------------------------------ records -> rows
-_WORKLOAD_RE = re.compile(r"::bs(\d+)_in(\d+)_out(\d+)$")
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+_num = num
 
 
 def _int(v: Any) -> int | None:
@@ -151,9 +145,10 @@ def _str(v: Any) -> str | None:
     return None if v is None else str(v)
 
 
-def row_from_record(rec: dict[str, Any]) -> Row:
-    detail = rec.get("config_detail") or {}
-    config = str(rec.get("config", ""))
+def row_from_record(rec: Record | dict[str, Any]) -> Row:
+    rec = Record.of(rec)
+    detail = rec.config_detail if isinstance(rec.config_detail, dict) else {}
+    config = str(rec.config or "")
     tp, ep, nodes, backend, quant = (_int(detail.get("tp")), _int(detail.get("ep")), _int(detail.get("nodes")),
                                      _str(detail.get("backend")), _str(detail.get("quantization")))
     if tp is None:  # an imported legacy record: only the name says it
@@ -162,58 +157,35 @@ def row_from_record(rec: dict[str, Any]) -> Row:
             tp, ep, nodes, backend, quant = c.tp, c.ep, c.nodes, c.backend, c.quantization
         except ValueError:
             pass
-    w = rec.get("workload") or {}
-    key = str(rec.get("key") or f"{rec.get('model')}::{config}")
-    bs, il, ol = _int(w.get("batch_size")), _int(w.get("input_len")), _int(w.get("output_len"))
-    if bs is None:  # failures carry no workload: the key's suffix does, or the spec's default
-        wm = _WORKLOAD_RE.search(key)
-        bs, il, ol = (int(wm[1]), int(wm[2]), int(wm[3])) if wm else (None, None, None)
-        if wm is None and rec.get("status") != "success":
-            opts = rec.get("options") or {}
-            sizes = opts.get("batch_sizes") or [None]
-            bs, il, ol = _int(sizes[0]), _int(opts.get("input_len")), _int(opts.get("output_len"))
-    metrics = {k: float(v) for k, v in (rec.get("metrics") or {}).items() if _num(v) is not None}
-    runs = tuple({k: float(v) for k, v in (r.get("metrics") or {}).items() if _num(v) is not None}
-                 for r in (rec.get("runs") or []) if isinstance(r, dict))
-    prof = rec.get("profile") or {}
-    traces: dict[str, tuple[str, ...]] = {}
-    for stage in ("extend", "decode"):
-        files = prof.get(f"{stage}_all") or ([prof[stage]] if prof.get(stage) else [])
-        if files:
-            traces[stage] = tuple(str(f) for f in files if f)
+    bs, il, ol = rec.workload_triple()
+    metrics = rec.the_metrics.numbers()
+    prof, err, engine, failed = rec.the_profile, rec.the_error, rec.the_engine, rec.status != "success"
+    traces = {stage: tuple(files) for stage in ("extend", "decode") if (files := prof.traces(stage))}
     breakdown = {}
-    for stage, cats in (prof.get("breakdown") or {}).items():
+    for stage, cats in (prof.breakdown or {}).items():
         if isinstance(cats, dict):
             clean = {str(c): float(v) for c, v in cats.items() if _num(v) is not None}
             if clean:
                 breakdown[str(stage)] = clean
     decomposition = {stage: d for stage, d in ((st, decomposition_parts(x))
-                                               for st, x in (prof.get("decomposition") or {}).items()) if d}
-    err = rec.get("error") or {}
-    evidence = err.get("evidence")
-    if isinstance(evidence, (list, tuple)):
-        evidence = "\n".join(str(x) for x in evidence)
-    engine = rec.get("engine") or {}
+                                               for st, x in (prof.decomposition or {}).items()) if d}
     return Row(
-        seq=int(rec.get("seq") or 0), key=key, model=str(rec.get("model", "")), config=config,
+        seq=int(rec.seq or 0), key=rec.the_key, model="" if rec.model is None else str(rec.model), config=config,
         status=str(rec.get("status", "failure")), tp=tp, ep=ep or (1 if tp else None), backend=backend,
         quantization=quant, nodes=nodes or (1 if tp else None), batch_size=bs, input_len=il, output_len=ol,
-        repeat=_int(w.get("repeat") or metrics.get("repeat")), engine=_str(engine.get("name")),
-        engine_version=_str(engine.get("version")), device=_str(engine.get("device")),
-        finished_at=_str(rec.get("finished_at")), attempt_id=_str(rec.get("attempt_id")),
-        record_path=_str(rec.get("record_path")), metrics=metrics, runs=runs, breakdown=breakdown,
-        delivery=dict((rec.get("metrics") or {}).get("delivery") or {}),
-        decomposition=decomposition,
-        profile_extend=_str(prof.get("extend")), profile_decode=_str(prof.get("decode")), traces=traces,
-        profile_error=_str(prof.get("error") or prof.get("analysis_error")),
-        error_type=_str(err.get("type")) if rec.get("status") != "success" else None,
-        error_message=_str(err.get("message")) if rec.get("status") != "success" else None,
-        error_phase=_str(err.get("phase")), error_evidence=_str(evidence),
-        log_path=_str(err.get("log_path") or rec.get("log_path")),
-        predicted=bool(rec.get("predicted") or err.get("predicted")), imported=bool(rec.get("imported")))
+        repeat=_int(rec.the_workload.repeat or metrics.get("repeat")), engine=_str(engine.name),
+        engine_version=_str(engine.version), device=_str(engine.device), finished_at=_str(rec.finished_at),
+        attempt_id=_str(rec.attempt_id), record_path=_str(rec.record_path), metrics=metrics,
+        runs=tuple(Metrics.of(r.metrics).numbers() for r in rec.the_runs), breakdown=breakdown,
+        delivery=dict(rec.the_metrics.delivery or {}), decomposition=decomposition,
+        profile_extend=_str(prof.extend), profile_decode=_str(prof.decode), traces=traces,
+        profile_error=_str(prof.error or prof.analysis_error),
+        error_type=_str(err.type) if failed else None, error_message=_str(err.message) if failed else None,
+        error_phase=_str(err.phase), error_evidence=err.evidence_text(), log_path=_str(err.log_path or rec.log_path),
+        predicted=rec.was_predicted, imported=bool(rec.imported))
 
 
-def rows_from_records(records: Iterable[dict[str, Any]]) -> list[Row]:
+def rows_from_records(records: Iterable[Record | dict[str, Any]]) -> list[Row]:
     return [row_from_record(r) for r in records]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import quote
 
+from ..text import clip, pct
 from .data import (CHART_METRICS, DECOMPOSITION_PARTS, METRIC, Bar, BarChart, Breakdown, Decomposition, Row,
                    backend_colors, backend_order, bar_chart, breakdowns, by_model, category_colors, current,
                    decompositions, fmt_value, nice_ticks, trace_files, workload_label)
@@ -46,10 +47,6 @@ W, H = 520, 280
 ML, MR, MT, MB = 62, 14, 30, 52  # margins: left (y labels), right, top (title), bottom (group labels)
 
 
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: max(1, n - 1)] + "…"
-
-
 def svg_bar_chart(chart: BarChart, colors: dict[str, str], tips: dict[str, str] | None = None) -> str:
     """Grouped bars: one group per TP/EP, one bar per backend in its colour, a whisker
     for the spread over repetitions, marks for extra points (ITL p50, p99), and a
@@ -76,7 +73,7 @@ def svg_bar_chart(chart: BarChart, colors: dict[str, str], tips: dict[str, str] 
             x = x0 + bi * bw
             out.append(_bar(b, x + 1, bw - 2, y, MT + ph, colors.get(b.backend, "#888"), chart, tips.get(b.key)))
         out.append(f'<text class="group" x="{ML + gi * gw + gw / 2:.1f}" y="{MT + ph + 18}" '
-                   f'text-anchor="middle">{esc(_clip(g, int(gw / 6.5)))}<title>{esc(g)}</title></text>')
+                   f'text-anchor="middle">{esc(clip(g, int(gw / 6.5)))}<title>{esc(g)}</title></text>')
     if chart.reference is not None:
         out.append(f'<line class="ref" x1="{ML}" x2="{ML + pw}" y1="{y(chart.reference):.1f}" '
                    f'y2="{y(chart.reference):.1f}"/>')
@@ -140,7 +137,7 @@ def svg_breakdown(bd: Breakdown, colors: dict[str, str]) -> str:
     for i, (config, _key, cats) in enumerate(bd.configs):
         yy = MT + i * row_h
         out.append(f'<text class="group" x="{lw - 6}" y="{yy + row_h / 2 + 4:.1f}" text-anchor="end">'
-                   f'{esc(_clip(config, 22))}<title>{esc(config)}</title></text>')
+                   f'{esc(clip(config, 22))}<title>{esc(config)}</title></text>')
         total = sum(cats.values()) or 1.0
         scale = pw / max(100.0, total)
         x = float(lw)
@@ -160,7 +157,7 @@ def svg_breakdown(bd: Breakdown, colors: dict[str, str]) -> str:
         lx = 8 + (j % per_line) * ((W - 16) / per_line)
         ly = axis_y + 30 + (j // per_line) * 16
         out.append(f'<rect x="{lx:.1f}" y="{ly - 9}" width="10" height="10" fill="{colors.get(c, "#888")}"/>'
-                   f'<text class="legend" x="{lx + 14:.1f}" y="{ly}">{esc(_clip(c, 20))}<title>{esc(c)}</title></text>')
+                   f'<text class="legend" x="{lx + 14:.1f}" y="{ly}">{esc(clip(c, 20))}<title>{esc(c)}</title></text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -193,7 +190,7 @@ def svg_decomposition(d: Decomposition) -> str:
         tip = f"{config}: measured {parts['measured']:.3f} ms; " + ", ".join(
             f"{k} {parts[k]:.3f}" for k in DECOMPOSITION_PARTS if k in parts)
         out.append(f'<text class="group" x="{lw - 6}" y="{yy + row_h / 2 + 4:.1f}" text-anchor="end">'
-                   f'{esc(_clip(config, 22))}<title>{esc(tip)}</title></text>')
+                   f'{esc(clip(config, 22))}<title>{esc(tip)}</title></text>')
         x = float(lw)
         for k in DECOMPOSITION_PARTS:
             v = parts.get(k, 0.0)
@@ -213,7 +210,7 @@ def svg_decomposition(d: Decomposition) -> str:
         lx = 8 + (j % per_line) * ((W - 16) / per_line)
         ly = axis_y + 30 + (j // per_line) * 16
         out.append(f'<rect x="{lx:.1f}" y="{ly - 9}" width="10" height="10" fill="{_PART_COLORS[k]}"/>'
-                   f'<text class="legend" x="{lx + 14:.1f}" y="{ly}">{esc(_clip(k, 26))}<title>{esc(k)}</title></text>')
+                   f'<text class="legend" x="{lx + 14:.1f}" y="{ly}">{esc(clip(k, 26))}<title>{esc(k)}</title></text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -298,10 +295,6 @@ def _num_cell(v: float | None) -> str:
     return f"<td>{esc(fmt_value(v))}</td>"
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.0f}%"
-
-
 SUMMARY_COLUMNS = (("latency_s", "Latency (s)"), ("ttft_ms", "TTFT (ms)"), ("itl_ms", "ITL (ms)"),
                    ("itl_p50_ms", "ITL p50 (ms)"), ("itl_p99_ms", "ITL p99 (ms)"),
                    ("input_throughput_tok_per_s", "Input (tok/s)"), ("output_throughput_tok_per_s", "Output (tok/s)"))
@@ -316,7 +309,8 @@ def _summary_table(rows: Sequence[Row]) -> str:
         cells = "".join(_itl_cell(r) if k == "itl_ms" else _num_cell(r.value(k)) for k, _ in SUMMARY_COLUMNS)
         out.append(f'<tr><td class="l">{esc(r.config)}</td><td class="l">{esc(r.backend or "?")}</td>'
                    f'<td>{esc(r.repeat or 1)}</td>{cells}{_num_cell(r.value("itl_floor_ms"))}'
-                   f'<td>{_pct(r.value("itl_efficiency"))}</td><td>{_pct(r.value("ttft_efficiency"))}</td></tr>')
+                   f'<td>{pct(r.value("itl_efficiency"), none="-")}</td>'
+                   f'<td>{pct(r.value("ttft_efficiency"), none="-")}</td></tr>')
         if r.delivery.get("bursty"):
             notes.append(f'<li>{esc(r.config)}: {esc(_burst_text(r))}</li>')
     out.append("</table>")

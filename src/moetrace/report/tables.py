@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..text import pct
+
 __all__ = ["config_table", "model_tables", "failure_table", "profile_failure_table", "summary_lines", "full_report",
            "append_step_summary", "SPEC_COLUMNS"]
 
@@ -91,7 +93,7 @@ def _spec_row(e: dict[str, Any], base: Path | None, extra: tuple[str, ...]) -> l
 EXTRA_COLUMNS = {
     "ttft": ("TTFT (ms)", lambda e: e.get("ttft_ms")),
     "itl_p99": ("ITL p99 (ms)", lambda e: e.get("itl_p99_ms")),
-    "efficiency": ("ITL eff.", lambda e: _pct(e.get("itl_efficiency"))),
+    "efficiency": ("ITL eff.", lambda e: pct(e.get("itl_efficiency"))),
     "breakdown": ("decode breakdown", lambda e: _breakdown_text((e.get("breakdown") or {}).get("decode"))),
     # --show floor: where the ITL goes against the floor (traces/decompose.py), from the decode trace
     "floor_ms": ("ITL floor ms", lambda e: _dec(e, "floor_ms")),
@@ -111,10 +113,6 @@ def _columns(extra: Iterable[str]) -> list[str]:
 def _dec(e: dict[str, Any], key: str) -> str | None:
     v = ((e.get("decomposition") or {}).get("decode") or {}).get(key)
     return None if v is None else f"{v:.3f}"
-
-
-def _pct(x: Any) -> str | None:
-    return f"{100 * x:.0f}%" if isinstance(x, (int, float)) else None
 
 
 def _breakdown_text(b: dict[str, float] | None, top: int = 4) -> str | None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..text import clip
+
 __all__ = ["ERROR_TYPES", "Classification", "classify", "MAX_MESSAGE"]
 
 ERROR_TYPES = (
@@ -100,8 +102,7 @@ _EXCEPTION_CLASSES = {
 
 
 def _clip(text: str, n: int = MAX_MESSAGE) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 3] + "..."
+    return clip(" ".join(text.split()), n, mark="...")
 
 
 def _strip_prefix(line: str) -> str:

@@ -40,6 +40,8 @@ import psutil
 from filelock import FileLock, Timeout as LockTimeout
 
 from ..errors import StoreError
+from .record import (Error, Metrics, Profile, Record, Workload, failure_entry, json_default, now_iso, result_key,
+                     success_entry)
 
 __all__ = ["ResultsStore", "success_entry", "failure_entry", "result_key", "safe_name", "now_iso", "check_writable"]
 
@@ -55,11 +57,6 @@ ENV_DIR = "MOETRACE_RESULTS_DIR"
 _RECORD_RE = re.compile(r"^(\d{8,})\.json$")
 
 
-def now_iso() -> str:
-    """Local time to the second, as the spec's ``last_updated``."""
-    return _dt.datetime.now().replace(microsecond=0).isoformat()
-
-
 def safe_name(text: str, limit: int = 80) -> str:
     """A name usable as one path component: no separators, no '..', no shell characters."""
     s = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip(".-") or "x"
@@ -67,74 +64,10 @@ def safe_name(text: str, limit: int = 80) -> str:
     return s[:limit]
 
 
-def result_key(model: str, config: str, workload_suffix: str = "") -> str:
-    return f"{model}::{config}{workload_suffix}"
-
-
-def _r2(x: Any) -> Any:
-    return round(x, 2) if isinstance(x, float) else x
-
-
-def success_entry(rec: dict[str, Any]) -> dict[str, Any]:
-    """The spec's success entry (rounded to 2 decimals), plus extra fields."""
-    m = rec.get("metrics", {})
-    w = rec.get("workload", {})
-    e: dict[str, Any] = {
-        "model": rec["model"],
-        "config": rec["config"],
-        "batch_size": w.get("batch_size"),
-        "input_len": w.get("input_len"),
-        "output_len": w.get("output_len"),
-        "latency_s": _r2(m.get("latency_s")),
-        "input_throughput_tok_per_s": _r2(m.get("input_throughput_tok_per_s")),
-        "output_throughput_tok_per_s": _r2(m.get("output_throughput_tok_per_s")),
-        "itl_ms": _r2(m.get("itl_ms")),
-        "last_updated": rec.get("finished_at") or now_iso(),
-    }
-    for k in ("ttft_ms", "itl_p50_ms", "itl_p90_ms", "itl_p99_ms", "output_tokens", "repeat",
-              "latency_s_min", "latency_s_max", "itl_floor_ms", "ttft_floor_ms",
-              "itl_efficiency", "ttft_efficiency", "server_itl_ms", "server_ttft_ms"):
-        if m.get(k) is not None:
-            e[k] = _r2(m[k])
-    if m.get("delivery"):  # the stream came in bursts: its ITL describes delivery (bench/metrics.py)
-        e["delivery"] = m["delivery"]
-    prof = rec.get("profile") or {}
-    e["profile_extend"] = prof.get("extend")
-    e["profile_decode"] = prof.get("decode")
-    if prof.get("breakdown"):
-        e["breakdown"] = prof["breakdown"]
-    if prof.get("decomposition"):
-        e["decomposition"] = prof["decomposition"]
-    if prof.get("error"):
-        e["profile_error"] = prof["error"]
-    e["engine"] = (rec.get("engine") or {}).get("name")
-    e["attempt_id"] = rec.get("attempt_id")
-    e["record"] = rec.get("record_path")
-    return e
-
-
-def failure_entry(rec: dict[str, Any]) -> dict[str, Any]:
-    err = rec.get("error", {})
-    e: dict[str, Any] = {
-        "model": rec["model"],
-        "config": rec["config"],
-        "error_message": err.get("message", ""),
-        "error_type": err.get("type", "Unknown"),
-        "last_updated": rec.get("finished_at") or now_iso(),
-    }
-    for k in ("log_path", "phase", "predicted"):
-        if err.get(k) is not None:
-            e[k] = err[k]
-    e["engine"] = (rec.get("engine") or {}).get("name")
-    e["attempt_id"] = rec.get("attempt_id")
-    e["record"] = rec.get("record_path")
-    return e
-
-
-def apply_record(success: dict, failure: dict, rec: dict[str, Any]) -> None:
+def apply_record(success: dict, failure: dict, rec: Record) -> None:
     """The spec's rules, as one function used by both the incremental path and rebuild."""
     key = rec["key"]
-    if rec.get("status") == "success":
+    if rec.status == "success":
         success[key] = success_entry(rec)
         failure.pop(key, None)
     else:
@@ -172,7 +105,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never a part. The file gets
     the user's umask (0666 & ~umask), like any file the user creates, so that others on a
     shared filesystem can read the results when the umask lets them."""
-    data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+    data = (json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / _temp_name(path)
     try:
@@ -304,21 +237,31 @@ class ResultsStore:
                 out.append((int(m.group(1)), p))
         return sorted(out)
 
-    def records(self) -> list[dict[str, Any]]:
-        """All attempt records in commit order. An unreadable record is reported and skipped."""
-        recs = []
-        for seq, p in self._record_files():
-            try:
-                rec = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                self.warn(f"skipping unreadable record {p}: {e}")
-                continue
-            rec["seq"] = seq
-            rec["record_path"] = str(p.relative_to(self.root))
-            recs.append(rec)
-        return recs
+    def _read_record(self, seq: int, p: Path) -> Record | None:
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            self.warn(f"skipping unreadable record {p}: {e}")
+            return None
+        if not isinstance(data, dict):
+            self.warn(f"skipping unreadable record {p}: not a JSON object")
+            return None
+        rec = Record.from_dict(data)
+        rec.seq, rec.record_path = seq, str(p.relative_to(self.root))
+        return rec
 
-    def commit(self, record: dict[str, Any]) -> dict[str, Any]:
+    def records(self, *, after: int = 0) -> list[Record]:
+        """All attempt records in commit order (those numbered above ``after``). An unreadable
+        record is reported and skipped."""
+        return [rec for seq, p in self._record_files() if seq > after
+                if (rec := self._read_record(seq, p)) is not None]
+
+    def last_seq(self) -> int:
+        """The number of the last record committed (0 for none)."""
+        files = self._record_files()
+        return files[-1][0] if files else 0
+
+    def commit(self, record: Record | dict[str, Any]) -> Record:
         """Append one attempt record and update the views. Returns the record with its
         ``seq`` and ``record_path``; when this returns, the record is on disk."""
         for k in ("model", "config", "key", "status"):
@@ -330,9 +273,11 @@ class ResultsStore:
             files = self._record_files()
             seq = (files[-1][0] + 1) if files else 1
             path = self.root / RECORDS / f"{seq:08d}.json"
-            rec = dict(record, seq=seq, record_path=str(path.relative_to(self.root)))
-            rec.setdefault("finished_at", now_iso())
-            atomic_write_json(path, rec)
+            rec = Record.from_dict(dict(Record.of(record).to_dict(), seq=seq,
+                                        record_path=str(path.relative_to(self.root))))
+            if rec.finished_at is None and "finished_at" not in rec:
+                rec.finished_at = now_iso()
+            atomic_write_json(path, rec.to_dict())
             self._update_views(seq)
             return rec
 
@@ -364,13 +309,7 @@ class ResultsStore:
             self._rebuild_locked()
             return
         for seq, p in self._record_files():
-            if applied < seq <= upto:
-                try:
-                    rec = json.loads(p.read_text())
-                except (OSError, json.JSONDecodeError) as e:
-                    self.warn(f"skipping unreadable record {p}: {e}")
-                    continue
-                rec["record_path"] = str(p.relative_to(self.root))
+            if applied < seq <= upto and (rec := self._read_record(seq, p)) is not None:
                 apply_record(success, failure, rec)
         self._write_views(success, failure, upto)
 
@@ -409,7 +348,7 @@ class ResultsStore:
                 raise StoreError(f"{e}; run `moetrace results rebuild` to rebuild it from the records") from None
             return self.rebuild()
 
-    def all_records(self) -> list[dict[str, Any]]:
+    def all_records(self) -> list[Record]:
         """Every attempt record; for a directory written before records existed (only the
         spec's two files), records made from its entries, without writing anything."""
         recs = self.records()
@@ -418,7 +357,9 @@ class ResultsStore:
         success, failure = self.views()
         out = [_legacy_record(k, e, status) for status, view in (("failure", failure), ("success", success))
                for k, e in view.items()]
-        return [dict(r, seq=i) for i, r in enumerate(out, 1)]
+        for i, r in enumerate(out, 1):
+            r.seq = i
+        return out
 
     def _import_legacy_views(self) -> None:
         """Results files written before records existed (for example by the original trace
@@ -434,23 +375,20 @@ class ResultsStore:
             for key, e in view.items():
                 seq += 1
                 rec = _legacy_record(key, e, status)
-                atomic_write_json(self.root / RECORDS / f"{seq:08d}.json", rec)
+                atomic_write_json(self.root / RECORDS / f"{seq:08d}.json", rec.to_dict())
         if seq:
             self.warn(f"imported {seq} entries of existing results files in {self.root} as records")
 
 
-def _legacy_record(key: str, e: dict[str, Any], status: str) -> dict[str, Any]:
-    model, _, config = key.partition("::")
-    rec: dict[str, Any] = {
-        "schema": 1, "imported": True, "key": key, "model": e.get("model", model),
-        "config": e.get("config", config), "status": status, "finished_at": e.get("last_updated"),
-        "attempt_id": f"imported-{safe_name(key)}",
-    }
+def _legacy_record(key: str, e: dict[str, Any], status: str) -> Record:
+    model, _, config = key.partition("::")  # config with the workload suffix, as before
+    rec = Record.new(imported=True, key=key, model=e.get("model", model), config=e.get("config", config),
+                     status=status, finished_at=e.get("last_updated"), attempt_id=f"imported-{safe_name(key)}")
     if status == "success":
-        rec["workload"] = {k: e.get(k) for k in ("batch_size", "input_len", "output_len")}
-        rec["metrics"] = {k: e.get(k) for k in ("latency_s", "input_throughput_tok_per_s",
-                                                "output_throughput_tok_per_s", "itl_ms")}
-        rec["profile"] = {"extend": e.get("profile_extend"), "decode": e.get("profile_decode")}
+        rec.workload = Workload(**{k: e.get(k) for k in ("batch_size", "input_len", "output_len")})
+        rec.metrics = Metrics(**{k: e.get(k) for k in ("latency_s", "input_throughput_tok_per_s",
+                                                       "output_throughput_tok_per_s", "itl_ms")})
+        rec.profile = Profile(extend=e.get("profile_extend"), decode=e.get("profile_decode"))
     else:
-        rec["error"] = {"type": e.get("error_type", "Unknown"), "message": e.get("error_message", "")}
+        rec.error = Error(type=e.get("error_type", "Unknown"), message=e.get("error_message", ""))
     return rec

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..text import pct
 from .categories import CATEGORIES
 
 if TYPE_CHECKING:
@@ -20,10 +21,6 @@ _NAME_WIDTH = 90
 
 def _ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000:.3f}"
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 def _short_name(name: str) -> str:
@@ -57,9 +54,9 @@ def _category_rows(t: TraceSummary) -> list[str]:
     for cat in sorted(t.category_us, key=lambda c: -t.category_us[c]):
         if t.category_us[cat] <= 0:
             continue
-        per_stage = " | ".join(_pct(stage_shares[s].get(cat, 0.0)) for s in stages)
+        per_stage = " | ".join(pct(stage_shares[s].get(cat, 0.0), 1) for s in stages)
         label = CATEGORIES.get(cat, cat)
-        lines.append(f"| {label} | {_ms(t.category_us[cat])} | {_pct(shares.get(cat, 0.0))} | {per_stage} |")
+        lines.append(f"| {label} | {_ms(t.category_us[cat])} | {pct(shares.get(cat, 0.0), 1)} | {per_stage} |")
     return lines
 
 
@@ -85,7 +82,7 @@ def comm_line(c: CommStats) -> str:
     kinds = ", ".join(f"{CATEGORIES.get(k, k)} {int(v['calls'])} calls {_ms(v['us'])} ms" for k, v in c.by_kind.items())
     share = c.overlapped_us / c.total_us if c.total_us else 0.0
     return (f"{c.stage.lower()} collectives: {c.calls} calls in {c.steps} steps, {_ms(c.total_us)} ms ({kinds}); "
-            f"{_ms(c.overlapped_us)} ms ({_pct(share)}) overlapped compute on another stream")
+            f"{_ms(c.overlapped_us)} ms ({pct(share, 1)}) overlapped compute on another stream")
 
 
 def wait_lines(g: StageGroup) -> list[str]:
@@ -131,11 +128,11 @@ def format_trace(t: TraceSummary, *, top_n: int | None = None) -> str:
     ops = t.top_ops[:top_n] if top_n else t.top_ops
     kind = "kernel" if t.has_device else "op"
     lines += [f"| # | {kind} | category | count | total ms | share |", "|---:|---|---|---:|---:|---:|"]
-    lines += [f"| {i} | `{_short_name(o.name)}` | {o.category} | {o.count} | {_ms(o.total_us)} | {_pct(o.share)} |"
+    lines += [f"| {i} | `{_short_name(o.name)}` | {o.category} | {o.count} | {_ms(o.total_us)} | {pct(o.share, 1)} |"
               for i, o in enumerate(ops, 1)]
     if t.unmatched_names:
         lines += ["", f"unmatched: {t.unmatched_names} names, {_ms(t.unmatched_us)} ms "
-                  f"({_pct(t.unmatched_us / max(t.busy_us, 1e-9))} of busy time):"]
+                  f"({pct(t.unmatched_us / max(t.busy_us, 1e-9), 1)} of busy time):"]
         lines += [f"- `{_short_name(o.name)}` ({o.count}x, {_ms(o.total_us)} ms)" for o in t.unmatched]
     return "\n".join(lines) + "\n"
 

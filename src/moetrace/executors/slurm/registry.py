@@ -1,13 +1,12 @@
 """What the driver keeps in the results directory: the job registry (``<results>/slurm/jobs.json``,
-written atomically under a lock, so that a restarted driver finds its jobs again) and the
-records a job committed."""
+written atomically under a lock, so that a restarted driver finds its jobs again). A job's
+records are listed through the results store (``submit._job_records``)."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -64,36 +63,3 @@ class JobRegistry:
             if slurm_id in jobs:
                 jobs[slurm_id].update(fields)
         self.update(fn)
-
-
-_RECORD_RE = re.compile(r"^(\d{8,})\.json$")
-
-
-def _record_files(root: Path) -> list[tuple[int, Path]]:
-    d = Path(root) / "records"
-    if not d.is_dir():
-        return []
-    return sorted((int(m.group(1)), p) for p in d.iterdir() if (m := _RECORD_RE.match(p.name)))
-
-
-def _last_seq(root: Path) -> int:
-    files = _record_files(root)
-    return files[-1][0] if files else 0
-
-
-def _job_records(root: Path, e: dict[str, Any]) -> list[dict[str, Any]]:
-    """The job's records: what its node committed (same model and config, committed after its
-    submission) and what a driver recorded for this Slurm job."""
-    out = []
-    for seq, p in _record_files(root):
-        if seq <= int(e.get("since_seq", 0)):
-            continue
-        try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        mine = rec.get("recorded_by") != "driver" or str((rec.get("slurm") or {}).get("job_id")) == str(e["slurm_id"])
-        if rec.get("model") == e["model"] and rec.get("config") == e["config"] and mine:
-            rec["seq"], rec["record_path"] = seq, str(p.relative_to(root))
-            out.append(rec)
-    return out

@@ -18,11 +18,14 @@ from typing import Any
 from ... import __version__
 from ...matrix import Config
 from ...results.classify import classify
+from ...results.record import (DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, EngineInfo, Error, Record,
+                               workload_suffix)
 from ...results.store import ResultsStore, now_iso, result_key, safe_name
 from .commands import _package_root, model_arg, run_command
 from .node import NodeCommand
-from .registry import SLURM_DIR, JobRegistry, _job_records, _last_seq
+from .registry import SLURM_DIR, JobRegistry
 from .state import ACTIVE_STATES, KILLED_STATES, QUEUED_STATES, SlurmState, _exit_code, _run, query_states
+from ...text import tail
 
 
 class SubmissionError(ValueError):
@@ -160,7 +163,7 @@ class SlurmExecutor:
 
     def _submit(self, job, config: Config, role: str) -> _Tracked:
         cmd = run_command(job, self._opts, self._root, config=config, exe=self.exe)
-        since = _last_seq(self._root)
+        since = self._store.last_seq()
         desc = {"engine": self._opts.engine, "model": job.preset.name, "model_arg": model_arg(job.preset),
                 "config": config.name, "config_detail": config.to_dict(), "results": str(self._root),
                 "nnodes": config.nodes, "since_seq": since, "options": self._opts.to_dict()}
@@ -306,7 +309,7 @@ class SlurmExecutor:
 
         def fn(jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             e = jobs.get(sid, entry)
-            recs = _job_records(self._root, e)
+            recs = _job_records(self._store, e)
             if e.get("status") != "active":
                 return recs
             recs = [r for r in recs if r.get("recorded_by") != "driver"]
@@ -328,7 +331,7 @@ class SlurmExecutor:
         succeeded = bool(recs) and all(r["status"] == "success" for r in recs)
         log_rel = e.get("log")
         log_path = self._root / log_rel if log_rel else None
-        log_text = _tail(log_path) if log_path else ""
+        log_text = tail(log_path)
         where = f" on {s.nodes}" if s and s.nodes else ""
         if state in KILLED_STATES:
             if succeeded:
@@ -365,27 +368,24 @@ class SlurmExecutor:
                              evidence=c.evidence)
 
     def _failure(self, e: dict[str, Any], etype: str, message: str, phase: str, s: SlurmState | None,
-                 log_rel: str | None, evidence: str | None = None) -> dict[str, Any]:
-        from ...runner import workload_suffix
+                 log_rel: str | None, evidence: str | None = None) -> Record:
         opts = e.get("options") or self._opts.to_dict()
-        bs = (opts.get("batch_sizes") or [1])[0]
-        key = result_key(e["model"], e["config"], workload_suffix(bs, opts.get("input_len", 4096),
-                                                                  opts.get("output_len", 512)))
-        return {
-            "schema": 1, "attempt_id": f"slurm-{e['slurm_id']}-{safe_name(e['model'], 40)}-{safe_name(e['config'], 60)}",
-            "model": e["model"], "config": e["config"], "role": e.get("role", "primary"),
-            "config_detail": e.get("config_detail"), "moetrace_version": __version__,
-            "started_at": e.get("submitted_at"), "finished_at": now_iso(), "key": key, "status": "failure",
-            "recorded_by": "driver", "options": opts,
-            "host": {"slurm_nodes": s.nodes if s else None, "driver": socket.gethostname()},
-            "engine": {"name": opts.get("engine"), "external": bool(opts.get("base_url")),
-                       "model_path": opts.get("model_path") or e.get("model_arg"), "device": opts.get("device")},
-            "slurm": {"job_id": e["slurm_id"], **(s.to_dict() if s else {"state": "UNKNOWN"}),
-                      "command": e.get("command"), "log": log_rel},
-            "error": {"type": etype, "message": message[:500], "evidence": evidence, "exception": None,
-                      "exit_code": _exit_code(s.exit_code) if s else None, "phase": phase,
-                      "log_path": log_rel if log_rel and (self._root / log_rel).exists() else None},
-        }
+        bs = (opts.get("batch_sizes") or [DEFAULT_BATCH])[0]
+        suffix = workload_suffix(bs, opts.get("input_len", DEFAULT_INPUT_LEN),
+                                 opts.get("output_len", DEFAULT_OUTPUT_LEN))
+        return Record.new(
+            attempt_id=f"slurm-{e['slurm_id']}-{safe_name(e['model'], 40)}-{safe_name(e['config'], 60)}",
+            model=e["model"], config=e["config"], role=e.get("role", "primary"), config_detail=e.get("config_detail"),
+            moetrace_version=__version__, started_at=e.get("submitted_at"), finished_at=now_iso(),
+            key=result_key(e["model"], e["config"], suffix), status="failure", recorded_by="driver", options=opts,
+            host={"slurm_nodes": s.nodes if s else None, "driver": socket.gethostname()},
+            engine=EngineInfo(name=opts.get("engine"), external=bool(opts.get("base_url")),
+                              model_path=opts.get("model_path") or e.get("model_arg"), device=opts.get("device")),
+            slurm={"job_id": e["slurm_id"], **(s.to_dict() if s else {"state": "UNKNOWN"}),
+                   "command": e.get("command"), "log": log_rel},
+            error=Error(type=etype, message=message[:500], evidence=evidence, exception=None,
+                        exit_code=_exit_code(s.exit_code) if s else None, phase=phase,
+                        log_path=log_rel if log_rel and (self._root / log_rel).exists() else None))
 
     # ----- Ctrl-C
     def _cancel(self, tracked: list[_Tracked], why: str = "interrupted") -> None:
@@ -456,26 +456,20 @@ def _unblock_sigint(blocked: bool) -> None:
 
 
 def _job_key(job, config: Config, opts) -> str:
-    from ...runner import workload_suffix
     return result_key(job.preset.name, config.name, workload_suffix(opts.batch_sizes[0], opts.input_len,
                                                                     opts.output_len))
 
 
+def _job_records(store: ResultsStore, e: dict[str, Any]) -> list[Record]:
+    """The job's records: what its node committed (same model and config, committed after its
+    submission) and what a driver recorded for this Slurm job."""
+    return [r for r in store.records(after=int(e.get("since_seq", 0)))
+            if r.model == e["model"] and r.config == e["config"]
+            and (r.recorded_by != "driver" or str((r.slurm or {}).get("job_id")) == str(e["slurm_id"]))]
+
+
 def _result_pickle(logs: Path, sid: str) -> Path:
     return logs / sid / f"{sid}_0_result.pkl"
-
-
-def _tail(path: Path | None, n: int = 256_000) -> str:
-    if path is None:
-        return ""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - n))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _last_progress(log_text: str, model: str, config: str) -> str | None:
