@@ -20,6 +20,7 @@ from .cli_common import BadInput, bad_input, results_option
 from .engines.base import default_engine, engine_classes
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
+from .results.record import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
 from .results.store import DEFAULT_DIR, ResultsStore, check_writable
 from .report.data import METRIC, Row, load
 from .options import RUN_OPTIONS as OPTION_SPECS, SHOW_COLUMNS, OptionSpec, RunOptions, from_cli as options_from_cli
@@ -327,8 +328,8 @@ def _gpu_arg(gpu: str | None, custom: str | None):
               default=default_engine("cuda"), show_default=True)
 @click.option("--config", "-c", "config_names", multiple=True, help="plan only these configs")
 @click.option("--batch-size", "-b", type=int, default=1, show_default=True)
-@click.option("--input-len", type=int, default=4096, show_default=True)
-@click.option("--output-len", type=int, default=512, show_default=True)
+@click.option("--input-len", type=int, default=DEFAULT_INPUT_LEN, show_default=True)
+@click.option("--output-len", type=int, default=DEFAULT_OUTPUT_LEN, show_default=True)
 @click.option("--detail", is_flag=True, help="also the weights per part of the model")
 @click.option("--check", is_flag=True, help="the planner's accuracy over all recorded outcomes")
 @results_option

@@ -20,6 +20,8 @@ import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, Sequence
 
+from .results.record import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
+
 __all__ = ["RunOptions", "OptionSpec", "RUN_OPTIONS", "SHOW_COLUMNS", "from_cli", "from_dict", "node_flags",
            "engine_python"]
 
@@ -30,8 +32,8 @@ SHOW_COLUMNS = ("ttft", "itl_p99", "efficiency", "breakdown", "floor")  # --show
 class RunOptions:
     engine: str = "sglang"
     batch_sizes: tuple[int, ...] = (1,)
-    input_len: int = 4096
-    output_len: int = 512
+    input_len: int = DEFAULT_INPUT_LEN  # the spec's workload (results/record.py)
+    output_len: int = DEFAULT_OUTPUT_LEN
     repeat: int = 1
     warmup: bool = True
     seed: int = 0
