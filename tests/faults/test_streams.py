@@ -112,6 +112,16 @@ def test_connection_reset_mid_stream():
     assert _outcome(e.value) == "BenchmarkFailure"
 
 
+def test_a_refused_connection_is_not_a_timeout():
+    """A dead server refuses the connection at once: that is a broken connection (the runner then
+    finds the engine dead and says ServerError), never "no data for N s"."""
+    from moetrace.engines.process import free_port
+    url = f"http://127.0.0.1:{free_port('127.0.0.1')}/v1/completions"
+    with pytest.raises(BenchmarkFailure, match="connection broke after 0 tokens: could not connect") as e:
+        stream_batch(url, {"prompt": [1, 2]}, batch=1, parse=parse_completion_chunk, request_timeout_s=300)
+    assert _outcome(e.value) == "BenchmarkFailure"
+
+
 def test_server_stops_sending_is_a_timeout():
     cut = VLLM_BS1.index(b"data:", 600)
     with pytest.raises(RequestTimeout, match=r"no data from the server for 1 s after \d+ tokens") as e:

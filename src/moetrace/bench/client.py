@@ -138,6 +138,8 @@ def stream_batch(url: str, body: dict[str, Any], *, batch: int, parse: ChunkPars
                 done = True
             else:
                 received = _one_event(data, stamp() - t_send, parse, state, traces, times, batch, received, on_token)
+    except urllib3.exceptions.NewConnectionError as e:  # refused (a dead server); urllib3 files it under timeouts
+        raise BenchmarkFailure(f"connection broke after {received} tokens: could not connect: {e}") from None
     except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ConnectTimeoutError, TimeoutError) as e:
         raise RequestTimeout(f"no data from the server for {request_timeout_s:.0f} s after {received} tokens "
                              f"({type(e).__name__})") from None
