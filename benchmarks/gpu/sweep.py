@@ -22,14 +22,11 @@ first rows. Nothing here is specific to one machine except the GPU count each la
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 

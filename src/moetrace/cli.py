@@ -73,13 +73,6 @@ def executor_options(fn: Callable) -> Callable:
     return fn
 
 
-def executor_options(fn: Callable) -> Callable:
-    """The executor's click options, for ``moetrace run``/``sweep`` and the per-model scripts."""
-    for opt in reversed(EXECUTOR_OPTIONS):
-        fn = opt(fn)
-    return fn
-
-
 def run_options(fn: Callable) -> Callable:
     for opt in reversed(RUN_OPTIONS):
         fn = opt(fn)

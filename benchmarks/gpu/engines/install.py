@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import lzma
-import os
 import shutil
 import subprocess
 import sys
