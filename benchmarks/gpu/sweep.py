@@ -49,6 +49,8 @@ SGL_TRITON = ("--engine-arg=--attention-backend=triton", "--engine-arg=--samplin
 # vLLM's fp8 block GEMMs without DeepGEMM (its JIT needs the CUTLASS headers the vLLM parts leave out).
 NO_DEEPGEMM = ("--engine-env", "VLLM_USE_DEEP_GEMM=0")
 SGL_DEFAULT = ("--engine-arg=--sampling-backend=pytorch",)
+MEM_07, MEM_08 = ("--mem-fraction", "0.7"), ("--mem-fraction", "0.8")  # moetrace's flag: the planner sees it too
+LOAD = ("--expert-load",)
 
 
 @dataclass
@@ -72,7 +74,8 @@ class Step:
     background: tuple[str, ...] = ()  # node-side jobs started detached (FlashInfer JIT warm-up)
 
 
-ALL_SLICES = (Q := "qwen3-235b", D := "deepseek-v3.1", "qwen3-coder-480b", "glm-4.6", "minimax-m2", "kimi-k2-thinking")
+ALL_SLICES = (Q := "qwen3-235b", D := "deepseek-v3.1", HOT := "glm-4.6-hot", "qwen3-coder-480b", "glm-4.6", "minimax-m2",
+              "kimi-k2-thinking")
 V, S = "vllm-0_25_0", "sglang-0_5_17"
 # One device call each, in this order (the parts each carries: benchmarks/gpu/README.md). Every step
 # installs what it carries and starts the slice writer if the slices are not all written; a step with
@@ -112,8 +115,34 @@ STEPS: dict[str, Step] = {
     # FA3 complete: SGLang's default attention backend on Hopper, both main slices.
     "sglang-fa3": Step(phases=[[
         Lane("0", S, Q, ("TP1_auto",), SGL_DEFAULT, results="fa3", tag="fa3"),
-        Lane("1", S, D, ("TP1_auto",), SGL_DEFAULT, results="fa3", tag="fa3"),
+        Lane("1", S, D, ("TP1_auto",), SGL_DEFAULT + MEM_07, results="fa3", tag="fa3"),
     ]]),
+    # ---- The second run (2026-11-30, session 2): what the first left open, with the current code.
+    # Parts: install-1 vLLM part01, install-2 vLLM part02, vllm-2 vLLM part03 + SGLang part02,
+    # sglang-2 SGLang part01, vllm-tp2-2 / sglang-tp2-2 / sglang-fa3 the three FA3 parts.
+    # DeepSeek-V3.1 on vLLM (DeepGEMM's headers shipped now) with 80% of memory: at vLLM's default
+    # 90% its KV cache left no room for a 3.9 GiB MLA prefill buffer; Qwen3 again with the current code.
+    "vllm-2": Step(phases=[[
+        Lane("0", V, D, ("TP1_auto", "TP1_triton"), MEM_08, tag="mem08"),
+        Lane("1", V, Q, ("TP1_auto", "TP1_triton")),
+    ]]),
+    # DeepSeek-V3.1 on SGLang with a 70% static fraction (at its default the 16 GiB CUDA-graph state of
+    # 128-head MLA did not fit beside the KV pool); expert load (SGLang's recorder) on Qwen3 and on the
+    # GLM-4.6 slice whose router is planted skewed; the triton_kernel MoE backend where it runs.
+    "sglang-2": Step(background=("flashinfer-jit",), phases=[[
+        Lane("0", S, D, ("TP1_auto",), SGL_TRITON + MEM_07, tag="mem07"),
+        Lane("1", S, Q, ("TP1_auto",), SGL_TRITON + LOAD, results="load", tag="load"),
+    ], [
+        Lane("0", S, D, ("TP1_triton",), SGL_TRITON + MEM_07, tag="mem07"),
+        Lane("1", S, HOT, ("TP1_auto",), SGL_TRITON + LOAD, results="load", tag="load"),
+    ], [
+        Lane("0", S, Q, ("TP1_triton_kernel",), SGL_TRITON),
+        Lane("1", S, Q, ("TP1_auto", "TP1_triton"), SGL_TRITON),
+    ]]),
+    # Two GPUs again with the current code: every rank's breakdown in the record, engine in trace names;
+    # SGLang's EP2 with expert load (tokens each EP rank's experts received).
+    "vllm-tp2-2": Step(phases=[[Lane("0,1", V, Q, ("TP2_EP2_auto", "TP2_auto"))]]),
+    "sglang-tp2-2": Step(phases=[[Lane("0,1", S, Q, ("TP2_EP2_auto",), SGL_TRITON + LOAD, results="load", tag="load")]]),
 }
 
 
@@ -146,7 +175,7 @@ def start_slices(names: tuple[str, ...]) -> None:
         "for name in sys.argv[1:]:\n"
         f"    out = pathlib.Path({str(SLICES)!r}) / name\n"
         "    t = time.time(); s = table[name]; p = get_preset(s['preset'])\n"
-        "    write_tiny_checkpoint(p, out, precision='native', name=p.name + '-slice', matrix=MATRIX, **s['overrides'])\n"
+        "    write_tiny_checkpoint(p, out, precision='native', name=p.name + ('-hot' if s.get('hot_experts') else '') + '-slice', matrix=MATRIX, hot_experts=s.get('hot_experts', 0), **s['overrides'])\n"
         "    (out / '.done').write_text(json.dumps({'seconds': round(time.time() - t, 1)}))\n"
         "    print(name, 'written in', round(time.time() - t, 1), 's', flush=True)\n"
     )

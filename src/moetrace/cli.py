@@ -350,12 +350,18 @@ def plan(models, gpu, custom_gpu, gpus_per_node, mem_fraction, engine, config_na
 @click.argument("model")
 @click.option("--out", "-o", default=None, help="checkpoint directory [default: .cache/tiny/<model>]")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--hot-experts", type=int, default=0, show_default=True,
+              help="plant a skewed router: experts 0..N-1 of every MoE layer win every token "
+                   "(to check an expert-load measurement; routers with a selection bias only)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="size override for the tiny config (layers=3, experts=16, hidden=4096, ...)")
 @bad_input
-def tiny(model: str, out: str | None, seed: int) -> None:
+def tiny(model: str, out: str | None, seed: int, hot_experts: int, overrides: tuple[str, ...]) -> None:
     """Write a tiny random-weight checkpoint of MODEL's architecture."""
-    from .tiny import write_tiny_checkpoint
+    from .tiny import parse_overrides, write_tiny_checkpoint
     preset = get_preset(model)
-    path = write_tiny_checkpoint(preset, Path(out or Path(".cache/tiny") / preset.slug), seed=seed)
+    path = write_tiny_checkpoint(preset, Path(out or Path(".cache/tiny") / preset.slug), seed=seed,
+                                 hot_experts=hot_experts, **parse_overrides(overrides))
     click.echo(str(path))
 
 

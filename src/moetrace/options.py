@@ -43,6 +43,7 @@ class RunOptions:
     profile_steps: int = 5
     profile_with_stack: bool = False
     profile_timeout_s: float = 900.0
+    expert_load: bool = False  # record how tokens were routed, with the engine's own recorder
     engine_python: str = field(default_factory=lambda: os.environ.get("MOETRACE_ENGINE_PYTHON", sys.executable))
     launch_prefix: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = ()
@@ -209,6 +210,9 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--profile-steps",), "profile_steps", type=int, show_default=True),
     S(("--profile-with-stack",), "profile_with_stack", is_flag=True),
     S(("--profile-timeout",), "profile_timeout_s", type=float, show_default=True),
+    S(("--expert-load",), "expert_load", is_flag=True,
+      help="record tokens per expert per layer (prefill and decode) with the engine's own recorder; "
+           "SGLang launches with its expert distribution recorder, which adds work to every step"),
     S(("--engine-python",), "engine_python", help=_python_help, always=True,
       parse=lambda v, kw: engine_python(_engine(kw["engine"], kw), v)),
     S(("--launch-prefix",), "launch_prefix", default="", help="words put before the engine command, e.g. 'docker exec sgl'",

@@ -250,6 +250,12 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             measured.append((bs, agg, runs))
         phases["measure_s"] = time.monotonic() - t
 
+        if opts.expert_load:
+            phase = "expert_load"
+            t = time.monotonic()
+            base.expert_load = _expert_load(engine, session, preset, config, opts, adir, progress, rel)
+            phases["expert_load_s"] = time.monotonic() - t
+
         profile: dict[str, Any] = {"enabled": opts.profile}
         if opts.profile:
             phase = "profile"
@@ -390,6 +396,44 @@ def _stop(server: ServerProcess | None, phases: dict[str, float], base: dict[str
     base["engine"]["stop"] = rep.to_dict()  # a Record (or a dict, in tests) reads like the JSON it writes
     if rep.survivors:
         print(f"WARNING: engine processes {rep.survivors} survived SIGKILL; see {server.log_path}", file=sys.stderr)
+
+
+def _expert_load(engine: Engine, session: Session, preset: Preset, config: Config, opts: RunOptions, adir: Path,
+                 progress: Progress, rel: Callable[[Any], str | None]) -> dict[str, Any]:
+    """One more request of the workload with the engine's expert recorder on; what it counted, per
+    stage (bench/expert_load.py). Never fails the config: the measured numbers stand, and the
+    record says what went wrong (or that the engine has no recorder)."""
+    from .bench.expert_load import check_planted, read_torch_save, summarize
+
+    bs = opts.batch_sizes[0]
+    progress.step(f"{preset.name} {config.name}: expert load of one request (bs={bs})")
+    seed = opts.seed + 104_729
+    try:
+        files = engine.capture_expert_load(
+            session.http, session.base_url, adir / "expert_load",
+            lambda: session.request(batch=bs, seed=seed, max_tokens=opts.output_len))
+    except NotImplementedError as e:
+        progress.done("not exposed by the engine")
+        return {"available": False, "reason": str(e)}
+    except (MoetraceError, httpx.HTTPError) as e:
+        progress.done(f"failed: {e}")
+        return {"available": True, "error": f"{type(e).__name__}: {e}"}
+    out: dict[str, Any] = {"available": True, "source": engine.expert_load_source, "file": rel(files[-1]),
+                           "batch_size": bs, "input_len": opts.input_len, "output_len": opts.output_len, "seed": seed}
+    try:
+        data = read_torch_save(files[-1].read_bytes())
+        top_k = int(preset.hf_config.get("num_experts_per_tok") or 0)
+        out.update(summarize(data["logical_count"].array, top_k=top_k, batch_size=bs, ep_size=config.ep))
+    except Exception as e:  # a format we do not know: keep the file, say why
+        out["error"] = f"could not read {files[-1].name}: {type(e).__name__}: {e}"
+        progress.done(out["error"])
+        return out
+    if preset.facts.get("router"):
+        out["planted"] = check_planted(out, preset.facts["router"])
+    worst = max((s["imbalance_max"] for s in out["stages"].values()), default=0.0)
+    progress.done(f"max/mean tokens per expert {worst:.2f}" +
+                  (f", planted skew {'found' if out['planted']['ok'] else 'NOT found'}" if "planted" in out else ""))
+    return out
 
 
 def _profile(engine: Engine, session: Session, preset: Preset, config: Config, opts: RunOptions, adir: Path,

