@@ -150,7 +150,7 @@ STEPS: dict[str, Step] = {
              results="load", tag="load-nofusion"),
         Lane("1", V, D, ("TP1_auto",), MEM_08 + ("--engine-env", "VLLM_DEEP_GEMM_WARMUP=skip"), tag="mem08-nowarmup"),
     ]]),
-    "vllm-tp2-2": Step(phases=[[Lane("0,1", V, Q, ("TP2_EP2_auto", "TP2_auto"))]]),
+    "vllm-tp2-2": Step(phases=[[Lane("0,1", V, Q, ("TP2_EP2_auto",))]]),
     "sglang-tp2-2": Step(phases=[[Lane("0,1", S, Q, ("TP2_EP2_auto",), SGL_TRITON + LOAD, results="load", tag="load")]]),
 }
 
