@@ -423,7 +423,8 @@ def _expert_load(engine: Engine, session: Session, preset: Preset, config: Confi
     try:
         data = read_torch_save(files[-1].read_bytes())
         top_k = int(preset.hf_config.get("num_experts_per_tok") or 0)
-        out.update(summarize(data["logical_count"].array, top_k=top_k, batch_size=bs, ep_size=config.ep))
+        out.update(summarize(data["logical_count"].array, top_k=top_k, batch_size=bs, ep_size=config.ep,
+                             replicas=engine.expert_load_replicas(config)))
     except Exception as e:  # a format we do not know: keep the file, say why
         out["error"] = f"could not read {files[-1].name}: {type(e).__name__}: {e}"
         progress.done(out["error"])

@@ -91,20 +91,28 @@ def read_torch_save(data: bytes) -> Any:
         return _Unpickler(z.read(pkl[0]), z, prefix).load()
 
 
-def summarize(counts: np.ndarray, *, top_k: int, batch_size: int = 1, ep_size: int = 1) -> dict[str, Any]:
+def summarize(counts: np.ndarray, *, top_k: int, batch_size: int = 1, ep_size: int = 1,
+              replicas: int = 1) -> dict[str, Any]:
     """Per stage (``extend``, ``decode``): passes, tokens, tokens per expert per MoE layer, the
     imbalance of each layer (the busiest expert's tokens over the mean expert's), and the tokens
     each EP rank's experts received (experts split evenly and in order over the EP ranks, SGLang's
     placement without redundant experts).
 
     ``counts[pass, layer, expert]`` as the recorder kept it; layers without experts (dense) are
-    all zero and are left out, their indices kept in ``moe_layers``."""
+    all zero and are left out, their indices kept in ``moe_layers``. ``replicas``: how many ranks
+    routed each token. SGLang sums every rank's counts, and under tensor-parallel attention every
+    rank of the TP group routes every token, so its counts are ``tp`` times the tokens (seen at TP2
+    EP2 on two H200s: 9216 = 2 x (4096 + 512) tokens); they are divided back here, exactly."""
     counts = np.asarray(counts, dtype=np.int64)
     if counts.ndim != 3:
         raise ValueError(f"expert counts must be [pass, layer, expert], got shape {counts.shape}")
+    if replicas > 1:
+        if (counts % replicas).any():
+            raise ValueError(f"expert counts are not all multiples of {replicas} (the ranks said to route every token)")
+        counts = counts // replicas
     moe_layers = [int(i) for i in np.flatnonzero(counts.sum(axis=(0, 2)))]
     per_pass_tokens = counts.sum(axis=2).max(axis=1) // max(top_k, 1)  # tokens of each pass
-    out: dict[str, Any] = {"experts": int(counts.shape[2]), "top_k": top_k, "ep_size": ep_size,
+    out: dict[str, Any] = {"experts": int(counts.shape[2]), "top_k": top_k, "ep_size": ep_size, "replicas": replicas,
                            "layers": int(counts.shape[1]), "moe_layers": moe_layers, "stages": {}}
     extend = per_pass_tokens > batch_size
     for stage, mask in (("extend", extend), ("decode", ~extend & (per_pass_tokens > 0))):

@@ -136,6 +136,10 @@ class Engine(ABC):
     """Why the engine records no expert load, said in the record when --expert-load is asked for."""
     expert_load_source: ClassVar[str] = ""
 
+    def expert_load_replicas(self, config: Config) -> int:
+        """How many times the recorder counts each routed token (bench/expert_load.py ``replicas``)."""
+        return 1
+
     def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,
                             run: Callable[[], None]) -> list[Path]:
         """Record expert load around ``run()`` (one request of the workload) and return the files

@@ -25,6 +25,7 @@ import httpx
 
 from ..bench.client import ChunkError, TokenEvent
 from ..errors import ProfileError
+from ..matrix import Config
 from ..traces.capture import snapshot, wait_for_files
 from ..traces.names import DECODE, EXTEND, STAGE_WORDS, TraceName, parse_trace_name
 from .base import Engine, LaunchSpec, ProfileRequest, register
@@ -154,6 +155,9 @@ class SGLang(Engine):
         return env
 
     expert_load_source: ClassVar[str] = "SGLang expert distribution recorder (stat)"
+
+    def expert_load_replicas(self, config: Config) -> int:
+        return config.tp  # every rank of the TP group routes every token; the dump sums the ranks
 
     def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,
                             run: Callable[[], None]) -> list[Path]:
