@@ -115,7 +115,7 @@ def cpu_sweep(tmp_path_factory, tiny_dir) -> SweepRun:
        (later removed from failures by the sweep's success of the same key);
     2. the sweep of the tiny Qwen3-235B and DeepSeek-V3.1 matrices (TP1 auto and triton,
        TP2 auto): successes with extend and decode traces, and triton rejected on CPU
-       (UnsupportedConfig);
+       (UnsupportedConfig); with --expert-load, which vLLM's CPU build cannot serve (the record says so);
     3. Qwen3-235B-tiny through a per-model script whose CONFIGS has a fallback,
        (None, "triton", None, "auto"): the primary TP1_triton fails (UnsupportedConfig), so
        the fallback TP1_auto runs (and succeeds); both attempts recorded;
@@ -128,7 +128,8 @@ def cpu_sweep(tmp_path_factory, tiny_dir) -> SweepRun:
     oom = ["--engine-arg=--gpu-memory-utilization=0.95", "--max-model-len", "8192", "--no-profile"]
     outs = [
         moetrace("run", "DeepSeek-V3.1", "-c", "TP1_auto", *common, *oom),
-        moetrace("sweep", *SWEEP_MODELS, *common, *ENGINE_ARGS, "--profile-steps", "3", "--show", "breakdown"),
+        moetrace("sweep", *SWEEP_MODELS, *common, *ENGINE_ARGS, "--profile-steps", "3", "--show", "breakdown",
+                 "--expert-load"),
         run_script("Qwen3-235B", [(1, 1, [(None, "triton", None, "auto")])], *common, *ENGINE_ARGS,
                    "--profile-steps", "3"),
         moetrace("run", "Qwen3-235B", "-c", "TP1_auto", *common, *oom),

@@ -344,3 +344,39 @@ def test_vllm_cpu_blocker_matches_what_was_seen(preset):
     assert (reason is not None) == (preset.name == "MiniMax-M2")
     if preset.name == "MiniMax-M2":
         assert vllm_cpu_blocker(tiny_hf_config(preset.hf_config, scoring_func="softmax")) is None
+
+
+def _tensor(path, name):
+    import numpy as np
+
+    header = read_safetensors_header(path)
+    n = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    a, b = header[name]["data_offsets"]
+    assert header[name]["dtype"] == "F32"
+    return np.frombuffer(path.read_bytes()[n + a:n + b], "<f4")
+
+
+@pytest.mark.parametrize("name", ["GLM-4.6", "DeepSeek-V3.1", "MiniMax-M2"])
+def test_hot_experts_plant_a_skewed_router(tmp_path, name):
+    from moetrace.tiny import HOT_EXPERT_BIAS, tensor_specs
+
+    out = write_tiny_checkpoint(get_preset(name), tmp_path / "hot", hot_experts=2)
+    plain = write_tiny_checkpoint(get_preset(name), tmp_path / "plain")
+    cfg = json.loads((out / "config.json").read_text())
+    biases = [s.name for s in tensor_specs(cfg) if s.kind == "ebias"]
+    assert biases
+    for b in biases:  # experts 0 and 1 raised by the planted bias, every other value as without it
+        hot, base = _tensor(out / "model.safetensors", b), _tensor(plain / "model.safetensors", b)
+        assert (hot[:2] - base[:2] == pytest.approx(HOT_EXPERT_BIAS)) and (hot[2:] == base[2:]).all()
+        assert abs(base).max() < 0.1
+    router = json.loads((out / "moetrace.json").read_text())["router"]
+    assert router["hot_experts"] == [0, 1] and router["top_k"] == cfg["num_experts_per_tok"]
+    assert preset_from_checkpoint(out).facts["router"] == router  # what the runner checks a measurement against
+    assert "router" not in json.loads((plain / "moetrace.json").read_text())
+
+
+def test_hot_experts_need_a_router_bias_and_fit_in_top_k(tmp_path):
+    with pytest.raises(TinyError, match="no router selection bias"):
+        write_tiny_checkpoint(get_preset("Qwen3-235B"), tmp_path / "q", hot_experts=2)
+    with pytest.raises(TinyError, match="hot_experts must be"):
+        write_tiny_checkpoint(get_preset("GLM-4.6"), tmp_path / "g", hot_experts=99)

@@ -10,7 +10,8 @@ Each step installs the engine parts it carries (``benchmarks/gpu/engines/install
 moetrace's own generator, in the background, into ``/tmp/slices``), then runs its phases: each phase is
 a set of lanes run at the same time, a lane is one ``moetrace run`` of one slice on its own GPUs
 (``CUDA_VISIBLE_DEVICES``), several configs in a row. Every run writes into one results directory
-(``/tmp/gpu-sweep/results``; the OOM probe and the FA3 runs into their own), the store's locking keeps concurrent lanes safe.
+(``/tmp/gpu-sweep/results-<engine>``; the OOM probe, the FA3 and the expert-load runs into their own), the
+store's locking keeps concurrent lanes safe.
 Whatever ran is packed into ``$OUT/<step>.tar.gz`` (records, views, server logs, traces, moetrace's
 output), so a later failure loses nothing; ``tests/data/gpu/`` is made from these packs
 (``benchmarks/gpu/fixtures.py``).
@@ -233,7 +234,9 @@ def wait_slice(name: str, deadline: float) -> bool:
 
 
 def run_lane(lane: Lane, deadline: float) -> subprocess.Popen | None:
-    results = RESULTS if not lane.results else RESULTS.with_name(f"{RESULTS.name}-{lane.results}")
+    # one results directory per engine (the store refuses a second engine's results: Model::config
+    # would name two engines' numbers); runs 1 and 2 wrote both engines into one (tests/data/gpu*/README)
+    results = RESULTS.with_name(f"{RESULTS.name}-{lane.engine_name}" + (f"-{lane.results}" if lane.results else ""))
     py = ENGINES / lane.engine / "bin" / "python"
     if not py.exists():
         log(f"skip {lane}: {py} is not installed")

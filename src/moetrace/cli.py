@@ -176,6 +176,7 @@ def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | 
         store = ResultsStore(kw["results"], readonly=True)
     else:
         store = _store(kw["results"])
+    store.check_engine(opts.engine)  # before anything runs: one engine's results per directory
     jobs = plan_jobs(targets, opts, store, skip_succeeded=kw["skip_succeeded"], only_failed=kw["only_failed"])
     if kw["dry_run"]:
         _print_dry_run(jobs, opts, store)

@@ -136,3 +136,15 @@ def test_no_engine_process_is_left_behind(cpu_sweep):
     assert not list((cpu_sweep.results / "running").iterdir())
     from tests.conftest import engine_processes
     assert engine_processes(cpu_sweep.tiny_dir) == []
+
+
+def test_each_swept_success_says_why_it_has_no_expert_load_and_where_its_time_went(cpu_sweep):
+    swept = [r for r in _records(cpu_sweep) if r["status"] == "success" and r["options"].get("expert_load")]
+    assert len(swept) >= 4, cpu_sweep.stdout
+    for r in swept:
+        # vLLM counts tokens per expert only inside EPLB (GPU expert parallelism) and serves none of it
+        assert r["expert_load"]["available"] is False and "EPLB" in r["expert_load"]["reason"]
+        assert "expert load of one request" in cpu_sweep.outputs[1].stdout
+        # the floor decomposition of issue 14: measured ITL = floor + kernels above it + idle + host/other
+        d = r["profile"]["decomposition"]
+        assert d, r["config"]

@@ -96,6 +96,10 @@ def build_cases() -> list[Case]:
                     "--context-length", "4096"],
         overrides={"context_length": 4096})  # the user's, after moetrace's --context-length 8192
     add("launch-prefix", qwen, tp8_triton, python="/opt/sglang/bin/python", prefix=["docker", "exec", "sgl"])
+    # --expert-load: the recorder that /start|stop|dump_expert_distribution_record need, with a buffer
+    # that holds every forward pass of the recorded request (-1: unbounded)
+    add("expert-load", qwen, Config(2, 2, "auto"), expert_load_dir=Path("/tmp/results/attempts/a/expert_load"),
+        overrides={"expert_distribution_recorder_mode": "stat", "expert_distribution_recorder_buffer_size": -1})
     return cases
 
 

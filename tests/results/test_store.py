@@ -274,3 +274,17 @@ def test_temp_files_of_a_live_or_recent_writer_are_kept(tmp_path):
     os.utime(old_other, (time.time() - 7200, time.time() - 7200))  # a writer on another node, gone for 2 h
     st.commit(_rec("success"))
     assert live.exists() and other_host.exists() and not old_other.exists()
+
+
+def test_one_engine_per_results_directory(store):
+    # Model::config is the spec's key: a second engine's result would replace the first's and a table
+    # would mix engines under one label (vLLM's and SGLang's DeepSeek-V3.1 TP1_auto in tests/data/gpu-2)
+    from moetrace.errors import StoreError
+
+    store.commit(_rec("success", engine={"name": "sglang"}))
+    store.check_engine("sglang")
+    with pytest.raises(StoreError, match=r"holds sglang results; vllm's go into another results directory"):
+        store.commit(_rec("success", engine={"name": "vllm"}))
+    with pytest.raises(StoreError, match="--results DIR"):
+        store.check_engine("vllm")
+    assert len(store.records()) == 1 and json.loads(store.success_path.read_text())["M::TP8_EP2_auto"]["engine"] == "sglang"

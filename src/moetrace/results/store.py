@@ -261,13 +261,33 @@ class ResultsStore:
         files = self._record_files()
         return files[-1][0] if files else 0
 
+    def other_engines(self, engine: str | None) -> list[str]:
+        """The engines other than ``engine`` whose results the views hold."""
+        seen: set[str] = set()
+        for path in (self.success_path, self.failure_path):
+            try:
+                seen |= {e["engine"] for e in _load_view(path).values() if e.get("engine")}
+            except (CorruptFile, OSError):
+                continue  # a corrupt view is moved aside and rebuilt by the next commit
+        return sorted(seen - {engine}) if engine else []
+
+    def check_engine(self, engine: str | None) -> None:
+        """One engine per results directory: the spec's key is ``Model::config``, so a second engine's
+        result would replace the first's under the same name, and a table would mix engines under
+        one label (seen: vLLM's and SGLang's DeepSeek-V3.1 TP1_auto in tests/data/gpu-2/results)."""
+        if others := self.other_engines(engine):
+            raise StoreError(f"{self.root} holds {', '.join(others)} results; {engine}'s go into another results "
+                             "directory (--results DIR), so that no Model::config entry names two engines' numbers")
+
     def commit(self, record: Record | dict[str, Any]) -> Record:
         """Append one attempt record and update the views. Returns the record with its
-        ``seq`` and ``record_path``; when this returns, the record is on disk."""
+        ``seq`` and ``record_path``; when this returns, the record is on disk. A record of another
+        engine than the views' is refused (``check_engine``)."""
         for k in ("model", "config", "key", "status"):
             if k not in record:
                 raise ValueError(f"record lacks {k!r}")
         with self.locked():
+            self.check_engine(Record.of(record).the_engine.name)
             self._remove_stale_temp_files()
             self._import_legacy_views()
             files = self._record_files()
