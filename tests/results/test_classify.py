@@ -66,6 +66,22 @@ def test_other_classes(line, cls):
     assert classify(exception="LaunchError", exit_code=1, log_text=f"INFO start\n{line}\n").error_type == cls
 
 
+def test_a_device_side_assert_names_the_kernels_assertion_not_the_hint():
+    # PyTorch's output for a failed kernel assertion (as in tests/data/gpu-2's SGLang log), shortened
+    log = ("/pytorch/aten/src/ATen/native/cuda/ScatterGatherKernel.cu:163: operator(): block: [0,0,0], thread: "
+           "[8,0,0] Assertion `idx_dim >= 0 && idx_dim < index_size && \"scatter gather kernel index out of "
+           "bounds\"` failed.\n"
+           "[2026-11-30 08:34:51] Scheduler hit an exception: Traceback (most recent call last):\n"
+           "torch.AcceleratorError: CUDA error: device-side assert triggered\n"
+           "For debugging consider passing CUDA_LAUNCH_BLOCKING=1\n"
+           "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.\n")
+    c = classify(exception="LaunchError", exit_code=-9, log_text=log, phase="launch")
+    assert c.error_type == "CUDAError" and "scatter gather kernel index out of bounds" in c.evidence
+    c = classify(exception="LaunchError", exit_code=-9, log_text=log.split("\n", 1)[1])  # no assertion line
+    assert c.error_type == "CUDAError"
+    assert c.evidence == "torch.AcceleratorError: CUDA error: device-side assert triggered"
+
+
 def test_server_death_without_known_cause_is_server_error():
     c = classify(exception="ServerDied", message="engine exited with code -9 during the request", exit_code=-9,
                  log_text="INFO: serving\n")

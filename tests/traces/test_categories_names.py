@@ -88,6 +88,40 @@ H200_KERNELS = {
     "void vllm::moe::moe_sum_kernel<__nv_bfloat16, 8>(__nv_bfloat16*, __nv_bfloat16 const*, int)": c.MOE_PERMUTE,
 }
 
+# Names in the second H200 run's traces (tests/data/gpu-2: SGLang with FA3 and its triton_kernels MoE,
+# DeepSeek-V3.1's MLA in both engines), which analyze had left unmatched or needed named.
+H200_RUN2_KERNELS = {
+    # SGLang's DeepSeek-V3 router (TensorRT-LLM's kernel), vLLM's
+    "void tensorrt_llm::kernels::deepseek_v3_topk_kernel<float, float, float, int, 256, true>(float*, float*, int*, "
+    "float*, long, long, long, long, long, long, double, short*)": c.MOE_ROUTING,
+    "void vllm::moe::grouped_topk_fused_small_expert_count_kernel<float, float, int, (vllm::moe::ScoringFunc)1, 256, "
+    "true, 8>(float*, float*, int*, float const*, long, long, long, long, long, long, bool, double)": c.MOE_ROUTING,
+    # SGLang's triton_kernel MoE runner (triton_kernels: routing metadata, top-k, matmul_ogs, reduce)
+    "_topk_forward": c.MOE_ROUTING,
+    "_sum_bitmatrix_rows": c.MOE_PERMUTE,
+    "_bitmatrix_metadata_compute_stage1": c.MOE_PERMUTE,
+    "_bitmatrix_metadata_compute_stage2": c.MOE_PERMUTE,
+    "_ragged_tensor_metadata_compute": c.MOE_PERMUTE,
+    "_reduce": c.MOE_PERMUTE,
+    "_p_matmul_ogs_NNN_bf16xbf16xbf16_128x256x64x1": c.MOE_GEMM,
+    "_matmul_ogs_NNN_fp32xbf16xbf16_16x256x64x11": c.MOE_GEMM,
+    "_ragged_tensor_metadata_memset": c.MEMCPY,
+    # MLA: SGLang's K concat and KV write, vLLM's KV write; SGLang FA3's decode metadata, vLLM's slot mapping
+    "(anonymous namespace)::concat_mla_k_kernel(__nv_bfloat16*, __nv_bfloat16 const*, __nv_bfloat16 const*, int, "
+    "long, int, long, int, long)": c.ATTENTION,
+    "void (anonymous namespace)::set_mla_kv_buffer_kernel<1024l, 128l, 8, true, long>((anonymous namespace)::"
+    "SetMlaKVBufferParams)": c.ATTENTION,
+    "set_mla_kv_buffer_kernel": c.ATTENTION,
+    "void vllm::concat_and_cache_mla_kernel<__nv_bfloat16, __nv_bfloat16, (vllm::Fp8KVCacheDataType)0>(__nv_bfloat16 "
+    "const*, __nv_bfloat16 const*, __nv_bfloat16*, long const*, int, int, int, int, int, int, int, float const*)":
+        c.ATTENTION,
+    "_fused_metadata_kernel_ps1_no_swa": c.ATTENTION_META,
+    "_compute_slot_mapping_kernel": c.ATTENTION_META,
+    # SGLang's batch positions: bookkeeping
+    "compute_position_kernel": c.OTHER,
+    "void (anonymous namespace)::clamp_position_kernel<long>(long*, long const*, unsigned long)": c.OTHER,
+}
+
 OPS = {
     "vllm::unified_attention_with_output": c.ATTENTION,
     "_C::cpu_fused_moe": c.MOE_GEMM,
@@ -122,6 +156,18 @@ def test_kernel_names(name, category):
 @pytest.mark.parametrize(("name", "category"), H200_KERNELS.items())
 def test_kernel_names_of_real_gpu_engines(name, category):
     assert classify(name, KERNEL) == category
+
+
+@pytest.mark.parametrize(("name", "category"), H200_RUN2_KERNELS.items())
+def test_kernel_names_of_the_second_gpu_run(name, category):
+    assert classify(name, KERNEL) == category
+
+
+def test_the_bare_reduce_rule_takes_only_the_whole_name():
+    # triton_kernels' _reduce is named by itself; names that merely contain it keep their own rules
+    assert classify("_reduce_grouped", KERNEL) == c.UNMATCHED
+    assert classify("void at::native::reduce_kernel<512, 1>", KERNEL) == c.NORM_ELEMENTWISE
+    assert classify("void vllm::cross_device_reduce_1stage<__nv_bfloat16, 2>", KERNEL) == c.ALLREDUCE
 
 
 def test_norms_and_reductions_stay_norms():

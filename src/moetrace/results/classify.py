@@ -64,8 +64,12 @@ _LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         # Distributed and device faults.
         ("NCCLError", r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|ncclRemoteError"
                       r"|NCCL WARN|Watchdog caught collective operation timeout"),
-        ("CUDAError", r"CUDA error|illegal memory access|device-side assert|CUBLAS_STATUS_|cudaErrorLaunchFailure"
-                      r"|no CUDA-capable device is detected|Found no NVIDIA driver"),
+        # A device-side assert: the kernel's own assertion line says what broke (PyTorch prints it once a
+        # thread, "<file>.cu:<line>: <fn>: block: [..], thread: [..] Assertion `<cond>` failed."); PyTorch's
+        # closing hint "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions." says nothing.
+        ("CUDAError", r"\.cu:\d+: .*Assertion `.*` failed"),
+        ("CUDAError", r"CUDA error|illegal memory access|device-side assert(?!ions)|CUBLAS_STATUS_"
+                      r"|cudaErrorLaunchFailure|no CUDA-capable device is detected|Found no NVIDIA driver"),
         # A crashed engine process (a segfault in a kernel, a worker killed by a signal).
         ("ServerError", r"died unexpectedly \(exit code: -?\d+\)|Segfault encountered|Segmentation fault"
                         r"|Fatal Python error|scheduler died during initialization \(exit code: -?\d+\)"),

@@ -31,6 +31,12 @@ Where the names come from:
   ``_vocab_parallel_embedding_kernel``, SGLang's custom ``all_reduce_kernel<AllReducePushImpl<...>>``,
   FlashInfer's ``allreduce_fusion_kernel_oneshot_lamport``, vLLM's ``cross_device_reduce_1stage``,
   ``ncclDevKernel_AllReduce_Sum_bf16_RING_LL``, ``ncclDevKernel_AllGather_RING_LL``.
+- [h200-2] kernel names in the second H200 run's traces (SGLang 0.5.17 with sglang-kernel 0.4.5 and vLLM
+  0.25.0, Qwen3-235B and DeepSeek-V3.1 slices; tests/data/gpu-2/): SGLang's DeepSeek router
+  ``tensorrt_llm::kernels::deepseek_v3_topk_kernel``, its triton_kernels MoE (``--moe-runner-backend
+  triton_kernel``: ``_topk_forward``, ``_sum_bitmatrix_rows``, ``_bitmatrix_metadata_compute_stage1/2``,
+  ``_ragged_tensor_metadata_compute``, ``_reduce``), its FA3 backend's ``_fused_metadata_kernel_ps1_no_swa``,
+  ``compute_position_kernel`` / ``clamp_position_kernel``; vLLM's ``_compute_slot_mapping_kernel``.
 - [vcpu] traces of the real vLLM CPU server (0.32, tiny Qwen3-235B and DeepSeek-V3.1 variants, TP1
   and TP2) from this project's end-to-end sweep on 2026-11-26.
 
@@ -160,6 +166,9 @@ RULES: Final[tuple[Rule, ...]] = (
          "[sgl] topkGatingSoftmax<__nv_bfloat16, 8, 128, 4, 16>, vllm::moe::topkGating<8, 128, ...>"),
     Rule(MOE_ROUTING, KERNEL, r"_router_triton_kernel|moe_router|router_gemm|fused_moe_router",
          "[h200] SGLang's _router_triton_kernel (the router's fused gate and top-k, Triton)"),
+    Rule(MOE_ROUTING, KERNEL, r"deepseek_v3_topk|(?:^|\W)_topk_forward\b",
+         "[h200-2] SGLang's DeepSeek-V3 router tensorrt_llm::kernels::deepseek_v3_topk_kernel (grouped top-k with "
+         "the correction bias); triton_kernels' _topk_forward (the router's top-k of the triton_kernel MoE backend)"),
     Rule(MOE_ROUTING, KERNEL, r"sbtopk|gatherTopK|bitonicSortKVInPlace",
          "[h100] torch.topk's kernels (sbtopk::gatherTopK, bitonicSortKVInPlace): the router's top-k"),
     Rule(MOE_ROUTING, OP, r"topk|moe_fused_gate|grouped_topk|fused_gate",
@@ -171,6 +180,12 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule(MOE_PERMUTE, KERNEL, r"radixSortKVInPlace|RadixSort|kernelHistogram1D|indexSelect(Small|Large)Index"
          r"|indexFunc(Small|Large)Index",
          "[h100] torch.argsort / bincount / index_select / index_add_: token permute and unpermute"),
+    Rule(MOE_PERMUTE, KERNEL, r"_sum_bitmatrix_rows|_bitmatrix_metadata_compute|_ragged_tensor_metadata_compute"
+         r"|^_reduce$",
+         "[h200-2] triton_kernels' routing metadata (tokens per expert from the top-k bitmatrix, the ragged "
+         "block schedule: what moe_align_block_size is to fused_moe) and its reduce.py _reduce: the sum over "
+         "each token's top-k expert outputs and, where a matmul_ogs runs split-K (the decode GEMM "
+         "_matmul_ogs_NNN_fp32xbf16xbf16_16x256x64x11), its split-K sum; the bare name only as the whole name"),
     Rule(MOE_PERMUTE, OP, r"moe_align|moe_sum|permute_|sort_expert|argsort|bincount|index_select|index_add",
          "_moe_C::moe_align_block_size, aten::argsort, aten::bincount, aten::index_select, aten::index_add_"),
     # ---- MoE expert GEMMs
@@ -183,6 +198,10 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule(ATTENTION_META, KERNEL, r"create_flashinfer_kv_indices|get_num_kv_splits|kv_indices|num_kv_splits",
          "[h200] SGLang's create_flashinfer_kv_indices_triton, get_num_kv_splits_triton (the page table and "
          "split-KV plan of its attention backends)"),
+    Rule(ATTENTION_META, KERNEL, r"_compute_slot_mapping|_fused_metadata_kernel",
+         "[h200-2] vLLM's _compute_slot_mapping_kernel (each token's slot in the paged KV cache); SGLang FA3 "
+         "backend's _fused_metadata_kernel_ps1_no_swa (cache_seqlens, cu_seqlens_k and page table of a decode "
+         "batch, page size 1)"),
     Rule(ATTENTION, KERNEL, r"(?:^|\W)_fwd_(?:grouped_)?kernel",
          "[h200] SGLang's Triton attention: _fwd_kernel (extend, prefill), _fwd_grouped_kernel_stage1 and "
          "_fwd_kernel_stage2 (split-KV decode)"),
@@ -227,6 +246,9 @@ RULES: Final[tuple[Rule, ...]] = (
          "fused kernels (norms, activations, residual adds) between the ops it calls"),
     # ---- bookkeeping
     Rule(OTHER, KERNEL, r"_assert_async|assert", "[h100] _assert_async_cuda_kernel"),
+    Rule(OTHER, KERNEL, r"compute_position_kernel|clamp_position_kernel",
+         "[h200-2] SGLang's positions of a batch (compute_position_kernel for extend, "
+         "clamp_position_kernel<long> in CUDA-graph decode): batch bookkeeping"),
     Rule(OTHER, OP, rf"^aten::({_ATEN_VIEWS})$|^cuda|^Optimizer|^profiler::",
          "[cpu] tensor views, allocation and scalar reads (aten::empty, aten::view, aten::item ...)"),
     Rule(OTHER, OP, r"Pregraph bytecode|AOTDispatcher|Torch-Compiled Region|TorchDynamo|CompiledFunction",
