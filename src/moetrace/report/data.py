@@ -10,6 +10,7 @@ returns, so a number means the same thing in every output.
 - :func:`bar_chart`: one metric of one model as groups (TP/EP) of bars (one per
   MoE backend), with the spread over repetitions when there are any.
 - :func:`breakdowns`: the extend/decode time breakdown per config, for stacked bars.
+- :func:`expert_load_note`: why a record that asked for expert load (``--expert-load``) has none.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from typing import Any, Iterable, Sequence
 
 from ..matrix import parse_config_name
 from ..results.record import DEFAULT_WORKLOAD, Metrics, Record
-from ..text import num
+from ..text import clip, num
 
 __all__ = ["Metric", "METRICS", "CHART_METRICS", "Row", "load", "rows_from_records", "current",
            "by_model", "bar_chart", "BarChart", "Bar", "breakdowns", "Breakdown", "trace_files",
            "config_sort_key", "group_label", "workload_label", "run_values", "NoResults", "DEFAULT_WORKLOAD",
            "METRIC", "backend_order", "backend_colors", "category_colors", "fmt_value", "nice_ticks", "spread",
-           "row_from_record"]
+           "row_from_record", "expert_load_note"]
 
 
 class NoResults(ValueError):
@@ -404,6 +405,30 @@ def spread(values: Sequence[float]) -> float | None:
         return None
     med = statistics.median(values)
     return (max(values) - min(values)) / abs(med) if med else None
+
+
+# ------------------------------------------------------------------ expert load
+def _short(text: Any, n: int = 60) -> str:
+    """The head of a reason: up to its first parenthesis, colon or semicolon, clipped."""
+    t = " ".join(str(text or "").split())
+    for sep in (" (", ": ", "; "):
+        if sep in t:
+            t = t.split(sep, 1)[0]
+    return clip(t, n)
+
+
+def expert_load_note(el: dict[str, Any] | None, *, short: bool = True) -> str | None:
+    """Why a record that asked for expert load has no numbers: "n/a (the engine's reason)" or
+    "failed (what went wrong)"; None when it has them (or did not ask). ``short``: the reason's
+    head only, for a table cell."""
+    if not isinstance(el, dict):
+        return None
+    f = _short if short else (lambda t: " ".join(str(t or "").split()))
+    if not el.get("available"):
+        return f"n/a ({f(el.get('reason') or 'not exposed by the engine')})"
+    if el.get("error"):
+        return f"failed ({f(el['error'])})"
+    return None
 
 
 # ------------------------------------------------------------------ presentation helpers shared by html and plots
