@@ -25,7 +25,7 @@ from .results.record import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
 __all__ = ["RunOptions", "OptionSpec", "RUN_OPTIONS", "SHOW_COLUMNS", "from_cli", "from_dict", "node_flags",
            "engine_python"]
 
-SHOW_COLUMNS = ("ttft", "itl_p99", "efficiency", "breakdown", "floor")  # --show: extra table columns
+SHOW_COLUMNS = ("ttft", "itl_p99", "efficiency", "breakdown", "floor", "load")  # --show: extra table columns
 
 
 @dataclass
@@ -237,7 +237,9 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--tiny-dir",), None, default=".cache/tiny", show_default=True),
     S(("--dry-run",), None, is_flag=True, help="print the plan and the exact engine commands; launch nothing"),
     S(("--show",), None, param="extra_columns", multiple=True, type=SHOW_COLUMNS,
-      help="extra table columns (floor: ITL floor, kernels above it, idle, host/other, ms)"),
+      help="extra table columns (floor: ITL floor, kernels above it, idle, host/other, ms; load: busiest "
+           "expert's tokens over the mean expert's, worst MoE layer, extend and decode, and over EP ranks; "
+           "needs --expert-load)"),
 )
 del S
 

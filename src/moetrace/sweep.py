@@ -66,9 +66,9 @@ class SweepOutcome:
         return sum(1 for r in self.records if r.status == "failure")
 
 
-def print_record(rec: Record, store: ResultsStore, out=sys.stdout) -> None:
+def print_record(rec: Record, store: ResultsStore, out=sys.stdout, extra: tuple[str, ...] = ()) -> None:
     if rec.ok:
-        print("\n" + config_table(success_entry(rec), base=store.root) + "\n", file=out)
+        print("\n" + config_table(success_entry(rec), base=store.root, extra=extra) + "\n", file=out)
     else:
         e = failure_entry(rec)
         log = f" (log: {store.root / e['log_path']})" if e.get("log_path") else ""
@@ -85,7 +85,7 @@ def run_sweep(jobs: list[Job], opts: RunOptions, store: ResultsStore, *, executo
     def on_done(job: Job, recs: list[dict[str, Any]]) -> None:
         outcome.records.extend(recs)
         for r in recs:
-            print_record(r, store, out)
+            print_record(r, store, out, extra=extra_columns)
 
     (executor or LocalExecutor()).execute(jobs, opts, store, progress, on_done)
     success, failure = store.views()

@@ -10,6 +10,8 @@ returns, so a number means the same thing in every output.
 - :func:`bar_chart`: one metric of one model as groups (TP/EP) of bars (one per
   MoE backend), with the spread over repetitions when there are any.
 - :func:`breakdowns`: the extend/decode time breakdown per config, for stacked bars.
+- :func:`load_maps`, :func:`ep_rank_bars`, :func:`expert_load_note`: a record's expert load
+  (``--expert-load``) as layer x expert heat maps, tokens per EP rank, or why there is none.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from typing import Any, Iterable, Sequence
 
 from ..matrix import parse_config_name
 from ..results.record import DEFAULT_WORKLOAD, Metrics, Record
-from ..text import num
+from ..text import clip, num
 
 __all__ = ["Metric", "METRICS", "CHART_METRICS", "Row", "load", "rows_from_records", "current",
            "by_model", "bar_chart", "BarChart", "Bar", "breakdowns", "Breakdown", "trace_files",
            "config_sort_key", "group_label", "workload_label", "run_values", "NoResults", "DEFAULT_WORKLOAD",
            "METRIC", "backend_order", "backend_colors", "category_colors", "fmt_value", "nice_ticks", "spread",
-           "row_from_record"]
+           "row_from_record", "LoadMap", "load_maps", "ep_rank_bars", "expert_load_note", "MAX_LOAD_COLUMNS"]
 
 
 class NoResults(ValueError):
@@ -111,6 +113,7 @@ class Row:
     error_phase: str | None = None
     error_evidence: str | None = None
     log_path: str | None = None
+    expert_load: dict[str, Any] | None = None  # the record's, as bench/expert_load.py wrote it; None: not asked for
     predicted: bool = False
     imported: bool = False
 
@@ -182,7 +185,8 @@ def row_from_record(rec: Record | dict[str, Any]) -> Row:
         profile_error=_str(prof.error or prof.analysis_error),
         error_type=_str(err.type) if failed else None, error_message=_str(err.message) if failed else None,
         error_phase=_str(err.phase), error_evidence=err.evidence_text(), log_path=_str(err.log_path or rec.log_path),
-        predicted=rec.was_predicted, imported=bool(rec.imported))
+        expert_load=rec.expert_load if isinstance(rec.expert_load, dict) else None, predicted=rec.was_predicted,
+        imported=bool(rec.imported))
 
 
 def rows_from_records(records: Iterable[Record | dict[str, Any]]) -> list[Row]:
@@ -404,6 +408,109 @@ def spread(values: Sequence[float]) -> float | None:
         return None
     med = statistics.median(values)
     return (max(values) - min(values)) / abs(med) if med else None
+
+
+# ------------------------------------------------------------------ expert load
+MAX_LOAD_COLUMNS = 256  # a heat map wider than this sums neighbouring experts into one column
+
+
+@dataclass(frozen=True)
+class LoadMap:
+    """One stage of a record's expert load: tokens per expert (column) per MoE layer (row).
+
+    With more experts than ``MAX_LOAD_COLUMNS``, each column sums ``bin`` neighbouring experts
+    (column c holds experts c*bin .. min(experts, (c+1)*bin) - 1)."""
+
+    stage: str
+    layers: tuple[int, ...]                 # the model's layer index of each row
+    experts: int
+    bin: int
+    values: tuple[tuple[int, ...], ...]     # [row][column] tokens
+    tokens: int | None                      # tokens of the stage (each counted once, not top_k times)
+    passes: int | None
+    imbalance: tuple[float, ...]            # max/mean per layer, over single experts (not over bins)
+    ep_size: int = 1
+
+    @property
+    def columns(self) -> int:
+        return len(self.values[0]) if self.values else 0
+
+    @property
+    def vmax(self) -> int:
+        return max((max(r) for r in self.values if r), default=0)
+
+    def expert_range(self, col: int) -> tuple[int, int]:
+        """First and last expert of a column."""
+        return col * self.bin, min(self.experts, (col + 1) * self.bin) - 1
+
+
+def _int_table(t: Any) -> list[list[int]] | None:
+    """A JSON table of counts as ints, or None when it is not one (rows of equal length)."""
+    if not isinstance(t, list) or not t or not all(isinstance(r, list) and r for r in t):
+        return None
+    out = [[int(v) if _num(v) is not None else 0 for v in r] for r in t]
+    return out if len({len(r) for r in out}) == 1 else None
+
+
+def load_maps(el: dict[str, Any] | None, *, max_columns: int = MAX_LOAD_COLUMNS) -> list[LoadMap]:
+    """The heat maps of a record's expert load, extend then decode (none without counts)."""
+    if not isinstance(el, dict) or not el.get("available") or el.get("error"):
+        return []
+    out = []
+    for stage in ("extend", "decode"):
+        s = (el.get("stages") or {}).get(stage)
+        table = _int_table(s.get("tokens_per_expert")) if isinstance(s, dict) else None
+        if table is None:
+            continue
+        experts = len(table[0])
+        b = -(-experts // max_columns) if experts > max_columns else 1
+        values = tuple(tuple(sum(r[i:i + b]) for i in range(0, experts, b)) for r in table)
+        layers = el.get("moe_layers")
+        if not (isinstance(layers, list) and len(layers) == len(table) and all(_int(x) is not None for x in layers)):
+            layers = list(range(len(table)))
+        imb = s.get("imbalance") if isinstance(s.get("imbalance"), list) else []
+        out.append(LoadMap(stage=stage, layers=tuple(int(x) for x in layers), experts=experts, bin=b, values=values,
+                           tokens=_int(s.get("tokens")), passes=_int(s.get("passes")),
+                           imbalance=tuple(float(x) for x in imb if _num(x) is not None),
+                           ep_size=_int(el.get("ep_size")) or 1))
+    return out
+
+
+def ep_rank_bars(el: dict[str, Any] | None) -> list[tuple[str, tuple[int, ...], float | None]]:
+    """Per stage with EP > 1: (stage, tokens each EP rank's experts received summed over the MoE
+    layers, the worst layer's max/mean over ranks). A token counts once per expert it picks."""
+    if not isinstance(el, dict) or (_int(el.get("ep_size")) or 1) <= 1:
+        return []
+    out = []
+    for stage in ("extend", "decode"):
+        s = (el.get("stages") or {}).get(stage)
+        table = _int_table(s.get("ep_rank_tokens")) if isinstance(s, dict) else None
+        if table is not None:
+            out.append((stage, tuple(sum(col) for col in zip(*table)), _num(s.get("ep_rank_imbalance"))))
+    return out
+
+
+def _short(text: Any, n: int = 60) -> str:
+    """The head of a reason: up to its first parenthesis, colon or semicolon, clipped."""
+    t = " ".join(str(text or "").split())
+    for sep in (" (", ": ", "; "):
+        if sep in t:
+            t = t.split(sep, 1)[0]
+    return clip(t, n)
+
+
+def expert_load_note(el: dict[str, Any] | None, *, short: bool = True) -> str | None:
+    """Why a record that asked for expert load has no numbers: "n/a (the engine's reason)" or
+    "failed (what went wrong)"; None when it has them (or did not ask). ``short``: the reason's
+    head only, for a table cell."""
+    if not isinstance(el, dict):
+        return None
+    f = _short if short else (lambda t: " ".join(str(t or "").split()))
+    if not el.get("available"):
+        return f"n/a ({f(el.get('reason') or 'not exposed by the engine')})"
+    if el.get("error"):
+        return f"failed ({f(el['error'])})"
+    return None
 
 
 # ------------------------------------------------------------------ presentation helpers shared by html and plots

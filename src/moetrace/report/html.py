@@ -7,23 +7,31 @@ forbids every network fetch, so the page opens offline and stays that way.
 
 Every text that comes from a record (model and config names, error messages, log
 lines, paths) goes through :func:`esc`.
+
+A config run with ``--expert-load`` gets, per stage, a layer x expert heat map of the tokens
+its experts received (:func:`svg_heatmap`: no element or text per cell, so a map of 160 experts
+x 2 layers is about 5 KB, and one of 384 experts (binned to 192 columns) x 58 layers about
+100 KB), and with EP > 1 the share each EP rank's experts received (:func:`svg_ep_ranks`).
 """
 
 from __future__ import annotations
 
 import html as _html
+import math
 import os
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import quote
 
 from ..text import clip, pct
-from .data import (CHART_METRICS, DECOMPOSITION_PARTS, METRIC, Bar, BarChart, Breakdown, Decomposition, Row,
-                   backend_colors, backend_order, bar_chart, breakdowns, by_model, category_colors, current,
-                   decompositions, fmt_value, nice_ticks, trace_files, workload_label)
+from .data import (CHART_METRICS, DECOMPOSITION_PARTS, METRIC, Bar, BarChart, Breakdown, Decomposition, LoadMap,
+                   Row, backend_colors, backend_order, bar_chart, breakdowns, by_model, category_colors,
+                   config_sort_key, current, decompositions, ep_rank_bars, expert_load_note, fmt_value, load_maps,
+                   nice_ticks, trace_files, workload_label)
 from .tables import BURST_MARK
 
-__all__ = ["render_html", "write_html", "esc", "svg_bar_chart", "svg_breakdown", "svg_decomposition", "log_excerpt"]
+__all__ = ["render_html", "write_html", "esc", "svg_bar_chart", "svg_breakdown", "svg_decomposition", "svg_heatmap",
+           "svg_ep_ranks", "log_excerpt"]
 
 _PART_COLORS = {"floor": "#2b6cb0", "above floor: moe": "#dd6b20", "above floor: attention": "#38a169",
                 "above floor: gemm": "#805ad5", "above floor: communication": "#e53e3e",
@@ -215,6 +223,241 @@ def svg_decomposition(d: Decomposition) -> str:
     return "".join(out)
 
 
+# ------------------------------------------------------------------ expert load
+HEAT = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#b10026")  # YlOrRd, low to high
+HEAT_ZERO = "#e4e4e4"  # an expert no token went to
+
+
+def _heat_level(v: int, vmax: int) -> int:
+    """0 for no tokens, else 1..len(HEAT) by the square root of the share of the map's busiest cell
+    (on a linear scale one hot expert, as a planted router makes, leaves every other cell pale)."""
+    return 0 if v <= 0 or vmax <= 0 else min(len(HEAT), max(1, math.ceil(len(HEAT) * math.sqrt(v / vmax))))
+
+
+def _cell_paths(values: Sequence[Sequence[int]], vmax: int) -> list[str]:
+    """One path per colour level. A cell (column c, row r) is a stroke from (c, r+.5) to
+    (c+1, r+.5), one unit wide, in a group scaled to the cell size: a few bytes per cell, and
+    neighbours of one level in a row are one stroke."""
+    out = []
+    for level, color in enumerate((HEAT_ZERO, *HEAT)):
+        d: list[str] = []
+        at: tuple[int, int] | None = None  # the pen after the last stroke
+        run = 0
+        for r, row in enumerate(values):
+            for c, v in enumerate(row):
+                if _heat_level(v, vmax) != level:
+                    continue
+                if at == (c, r):
+                    run += 1
+                else:
+                    if run:
+                        d.append(f"h{run}")
+                    d.append(f"M{c} {r}.5" if at is None else f"m{c - at[0]} {r - at[1]}")
+                    run = 1
+                at = (c + 1, r)
+        if run:
+            d.append(f"h{run}")
+            out.append(f'<path class="cell" stroke="{color}" d="{"".join(d)}"/>')
+    return out
+
+
+def _expert_ticks(experts: int) -> list[int]:
+    step = 1 << max(0, math.ceil(math.log2(max(experts, 1) / 8)))  # about 8 ticks, at powers of two
+    return list(range(0, experts + 1, step))
+
+
+def svg_heatmap(m: LoadMap) -> str:
+    """Tokens per expert (columns) and MoE layer (rows) of one stage, darker = more tokens. Hover
+    a row for its busiest expert; with the page's script, hover a cell for its layer, expert and
+    tokens (the readout line under the map). Thin black lines part the EP ranks' experts."""
+    rows, cols, vmax = len(m.values), m.columns, m.vmax
+    lw, mt = 46, 30
+    cw = min(12.0, max(2.0, 880 / max(cols, 1)))
+    rh = min(14.0, max(3.0, 360 / max(rows, 1)))
+    pw, ph = cols * cw, rows * rh
+    w, h = max(340, math.ceil(lw + pw + 14)), math.ceil(mt + ph + 62)
+    data = ";".join(",".join(str(v) for v in row) for row in m.values)
+    out = [f'<svg class="chart heatmap" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" '
+           f'height="{h}" role="img" aria-label="{esc(m.stage)}: tokens per expert and MoE layer" '
+           f'data-stage="{esc(m.stage)}" data-experts="{m.experts}" data-bin="{m.bin}" '
+           f'data-layers="{",".join(map(str, m.layers))}" data-v="{data}">',
+           f'<text class="title" x="{lw}" y="18">{esc(m.stage.capitalize())}: tokens per expert and MoE layer</text>',
+           f'<g class="cells" transform="translate({lw},{mt}) scale({cw:.3g},{rh:.3g})" fill="none" stroke-width="1" '
+           'shape-rendering="crispEdges">']
+    out += _cell_paths(m.values, vmax)
+    if m.ep_size > 1 and m.experts % m.ep_size == 0:
+        per = m.experts // m.ep_size
+        d = "".join(f"M{k * per / m.bin:g} 0v{rows}" for k in range(1, m.ep_size))
+        out.append(f'<path class="ep" d="{d}" stroke="#000" stroke-opacity=".6" '
+                   'vector-effect="non-scaling-stroke"/>')
+    for r, row in enumerate(m.values):
+        total = sum(row)
+        c = max(range(len(row)), key=lambda i: row[i]) if row else 0
+        lo, hi = m.expert_range(c)
+        who = f"expert {lo}" if lo == hi else f"experts {lo}–{hi}"
+        tip = (f"layer {m.layers[r]}: busiest {who} with {row[c]:,} tokens; mean {total / max(m.experts, 1):,.1f} "
+               f"per expert")
+        if r < len(m.imbalance):
+            tip += f"; max/mean {m.imbalance[r]:.2f}"
+        out.append(f'<rect class="row" x="0" y="{r}" width="{cols}" height="1" fill="transparent">'
+                   f'<title>{esc(tip)}</title></rect>')
+    out.append("</g>")
+    step = max(1, math.ceil(11 / rh))
+    for r in range(0, rows, step):
+        out.append(f'<text class="tick" x="{lw - 4}" y="{mt + (r + 0.5) * rh + 3.5:.1f}" text-anchor="end">'
+                   f'L{m.layers[r]}</text>')
+    for e in _expert_ticks(m.experts):
+        x = lw + e / m.bin * cw
+        out.append(f'<line class="axis" x1="{x:.1f}" x2="{x:.1f}" y1="{mt + ph}" y2="{mt + ph + 3}"/>'
+                   f'<text class="tick" x="{x:.1f}" y="{mt + ph + 13:.1f}" text-anchor="middle">{e}</text>')
+    ly = mt + ph + 30
+    legend = [f'<text class="legend" x="{lw}" y="{ly}">tokens (√ scale):</text>',
+              f'<rect x="{lw + 82}" y="{ly - 9}" width="10" height="10" fill="{HEAT_ZERO}"/>'
+              f'<text class="legend" x="{lw + 95}" y="{ly}">0</text>']
+    for i, color in enumerate(HEAT):
+        legend.append(f'<rect x="{lw + 108 + 10 * i}" y="{ly - 9}" width="10" height="10" fill="{color}"/>')
+    x_end = lw + 108 + 10 * len(HEAT) + 4
+    what = "expert" if m.bin == 1 else f"{m.bin} experts"
+    legend.append(f'<text class="legend" x="{x_end}" y="{ly}">{vmax:,} (busiest {what})'
+                  f'{"; lines: EP ranks" if m.ep_size > 1 else ""}</text>')
+    out += legend
+    out.append(f'<text class="readout" x="{lw}" y="{ly + 18}">hover a cell: layer, expert, tokens</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def svg_ep_ranks(bars: Sequence[tuple[str, tuple[int, ...], float | None]], experts: int | None) -> str:
+    """Per stage, the share of the routed tokens each EP rank's experts received (summed over the
+    MoE layers; a token counts once per expert it picks), with the even share dashed."""
+    lw, row_h, gap = 92, 16, 10
+    pw = W - lw - MR - 44
+    n = sum(len(r) for _, r, _ in bars)
+    h = MT + n * row_h + gap * (len(bars) - 1) + 40
+    shares = [100.0 * v / (sum(ranks) or 1) for _, ranks, _ in bars for v in ranks]
+    ticks = nice_ticks(max(shares, default=1.0) * 1.05)
+    top = ticks[-1]
+    x = lambda v: lw + v / top * pw  # noqa: E731
+    out = [f'<svg class="chart eprank" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {h}" width="{W}" '
+           f'height="{h}" role="img" aria-label="tokens per EP rank">',
+           f'<text class="title" x="{lw}" y="18">Tokens per EP rank (% of the stage\'s)</text>']
+    axis_y = h - 28
+    for t in ticks:
+        out.append(f'<line class="grid" x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{MT}" y2="{axis_y}"/>'
+                   f'<text class="tick" x="{x(t):.1f}" y="{axis_y + 12}" text-anchor="middle">'
+                   f'{esc(fmt_value(t))}</text>')
+    yy = MT
+    for stage, ranks, imb in bars:
+        total = sum(ranks) or 1
+        even = 100.0 / len(ranks)
+        per = experts // len(ranks) if experts and experts % len(ranks) == 0 else None
+        y0 = yy
+        for i, v in enumerate(ranks):
+            share = 100.0 * v / total
+            who = f" (experts {i * per}–{(i + 1) * per - 1})" if per else ""
+            tip = (f"{stage}, EP rank {i}{who}: {v:,} tokens routed to its experts, {share:.1f}% "
+                   f"(even share {even:.1f}%)" + (f"; worst layer: busiest rank / mean {imb:.2f}" if imb else ""))
+            out.append(f'<g class="bar-group"><title>{esc(tip)}</title>'
+                       f'<text class="group" x="{lw - 6}" y="{yy + row_h / 2 + 4:.1f}" text-anchor="end">'
+                       f'{esc(stage)} r{i}</text>'
+                       f'<rect class="bar" x="{lw}" y="{yy + 2}" width="{max(x(share) - lw, 0.5):.1f}" '
+                       f'height="{row_h - 4}" fill="{PALETTE_EP[stage]}"/>'
+                       f'<text class="value" x="{x(share) + 3:.1f}" y="{yy + row_h / 2 + 4:.1f}">{share:.1f}%</text>'
+                       '</g>')
+            yy += row_h
+        out.append(f'<line class="ref" x1="{x(even):.1f}" x2="{x(even):.1f}" y1="{y0}" y2="{yy}"/>')
+        yy += gap
+    out.append(f'<text class="note" x="{W - MR}" y="{h - 2}" text-anchor="end">summed over MoE layers; a token '
+               'counts once per expert it picks; dashed: even share</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+PALETTE_EP = {"extend": "#0072B2", "decode": "#E69F00"}
+
+
+def _planted_line(p: dict) -> str:
+    hot = ", ".join(str(x) for x in p.get("hot_experts") or [])
+    exp = p.get("expected_imbalance")
+    want = (f"experts {hot} should take every token of every MoE layer and stage, so max/mean "
+            f"{fmt_value(exp) if isinstance(exp, (int, float)) else '?'} in each layer")
+    if p.get("ok"):
+        return f'<p class="planted ok">Planted router (moetrace tiny --hot-experts): {esc(want)}: found.</p>'
+    found = []
+    for stage, f in (p.get("found") or {}).items():
+        if isinstance(f, dict):
+            imb = ", ".join(fmt_value(x) for x in f.get("imbalance") or [] if isinstance(x, (int, float)))
+            found.append(f"{stage}: hot experts got every token: {'yes' if f.get('hot_get_every_token') else 'no'}, "
+                         f"max/mean per layer {imb or '-'}")
+    return (f'<p class="planted missed">Planted router (moetrace tiny --hot-experts): {esc(want)}: '
+            f'<b>NOT found</b> ({esc("; ".join(found) or "no stage measured")}).</p>')
+
+
+def _expert_load_block(r: Row, root: Path, out_dir: Path) -> str:
+    el = r.expert_load or {}
+    maps = load_maps(el)
+    stage_text = "; ".join(
+        f"{m.stage}: {m.tokens:,} tokens in {m.passes:,} pass{'es' if m.passes != 1 else ''}"
+        + (f", busiest expert / mean {max(m.imbalance):.2f} (worst layer)" if m.imbalance else "")
+        for m in maps if m.tokens is not None and m.passes is not None)
+    moe = el.get("moe_layers") if isinstance(el.get("moe_layers"), list) else []
+    facts = [f"{el.get('experts', '?')} experts, top-{el.get('top_k', '?')}",
+             f"{len(moe)} of {el.get('layers', '?')} layers with experts", f"EP {el.get('ep_size', 1)}"]
+    workload = workload_label((el.get("batch_size"), el.get("input_len"), el.get("output_len")))
+    src = el.get("source") or "the engine's recorder"
+    file = el.get("file")
+    raw = ""
+    if isinstance(file, str) and (root / file).is_file():
+        raw = f' (<a href="{esc(_href(root, file, out_dir))}">raw counts</a>)'
+    out = [f'<div class="expert-load"><h4>{esc(r.config)}</h4>',
+           f'<p class="source">Counted by {esc(src)}{raw} over one request ({esc(workload)}): {esc("; ".join(facts))}.'
+           f'{" " + esc(stage_text) + "." if stage_text else ""}</p>']
+    if isinstance(el.get("planted"), dict):
+        out.append(_planted_line(el["planted"]))
+    charts = [svg_heatmap(m) for m in maps]
+    if bars := ep_rank_bars(el):
+        charts.append(svg_ep_ranks(bars, el.get("experts") if isinstance(el.get("experts"), int) else None))
+    if charts:
+        out.append('<div class="charts">' + "".join(charts) + "</div>")
+    else:
+        out.append('<p class="muted">The record holds no per-expert counts to draw.</p>')
+    if any(m.bin > 1 for m in maps):
+        b = max(m.bin for m in maps)
+        out.append(f'<p class="muted">{el.get("experts")} experts are more columns than a map draws: each column '
+                   f'sums {b} neighbouring experts.</p>')
+    out.append("</div>")
+    return "".join(out)
+
+
+def _expert_load_section(rows: Sequence[Row], root: Path, out_dir: Path) -> str:
+    """Per config that asked for expert load (--expert-load): where the numbers come from,
+    whether a planted skew was found, a heat map per stage and the tokens per EP rank; or one
+    line saying why there are none."""
+    seen, items = set(), []
+    for r in sorted(rows, key=config_sort_key):
+        k = (r.config, r.attempt_id or r.seq)
+        if r.expert_load is not None and k not in seen:  # one measurement serves every batch size of an attempt
+            seen.add(k)
+            items.append(r)
+    if not items:
+        return ""
+    out = ['<h3>Expert load</h3>',
+           '<p class="muted">How the tokens of one request were routed, as the engine\'s own recorder counted '
+           'them: one row per MoE layer, one column per expert, darker = more tokens (a square-root scale; zero is '
+           'grey). Hover a row for its busiest expert, a cell for its tokens.</p>']
+    none: dict[str, list[str]] = {}
+    for r in items:
+        note = expert_load_note(r.expert_load, short=False)
+        if note:
+            none.setdefault(note, []).append(r.config)
+        else:
+            out.append(_expert_load_block(r, root, out_dir))
+    for note, configs in none.items():
+        what = "expert load not exposed by the engine" if note.startswith("n/a") else "recording the expert load failed"
+        why = note.split(" (", 1)[1][:-1] if " (" in note else note
+        out.append(f'<p class="expert-load-none">{esc(", ".join(configs))}: {what}: {esc(why)}.</p>')
+    return "".join(out)
+
+
 # ------------------------------------------------------------------ files
 def log_excerpt(root: Path, rel: str | None, lines: int = 40, max_bytes: int = 256 * 1024) -> str | None:
     """The last lines of a saved log (None when there is none)."""
@@ -255,7 +498,9 @@ svg .tick,svg .legend,svg .note,svg .marks-legend text{font-size:10px;fill:#555}
 svg .value{font-size:10px}svg .seg-label{font-size:10px;fill:#fff}
 svg .grid{stroke:#eee}svg .axis{stroke:#999}svg .ref{stroke:#444;stroke-dasharray:4 3}
 svg .whisker{stroke:#222;stroke-width:1.2;fill:none}svg .mark-p50{fill:#fff;stroke:#222;stroke-width:1.2}
-svg .mark-p99{fill:#222}svg .bar-group:hover .bar{opacity:.8}
+svg .mark-p99{fill:#222}svg .bar-group:hover .bar{opacity:.8}svg .cell{fill:none}
+svg .readout{font-size:11px;fill:#222}svg .row:hover{stroke:#000;stroke-width:.1}
+.planted.ok{color:#1a6b2a}.planted.missed{color:#a00}h4{font-size:14px;margin:14px 0 4px}
 .legendbar span{display:inline-block;margin-right:14px}.sw{display:inline-block;width:11px;height:11px;
 margin-right:4px;vertical-align:-1px}
 pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:8px;overflow:auto;max-height:360px;font-size:12px;
@@ -271,11 +516,29 @@ SCRIPT = """
     errors.push(String(e.message || e));
     document.body.setAttribute('data-report-status', 'error: ' + errors.join('; '));
   });
+  function heatmap(svg){  // the readout under a heat map: the hovered cell's layer, experts and tokens
+    var v = svg.getAttribute('data-v').split(';'), layers = svg.getAttribute('data-layers').split(',');
+    var bin = +svg.getAttribute('data-bin'), n = +svg.getAttribute('data-experts');
+    var cells = svg.querySelector('.cells'), out = svg.querySelector('.readout'), rows = [];
+    for (var r = 0; r < v.length; r++) { rows.push(v[r].split(',')); }
+    svg.addEventListener('mousemove', function(e){
+      var m = cells.getScreenCTM();
+      if (!m) { return; }
+      var p = svg.createSVGPoint(); p.x = e.clientX; p.y = e.clientY; p = p.matrixTransform(m.inverse());
+      var row = Math.floor(p.y), col = Math.floor(p.x);
+      if (row < 0 || row >= rows.length || col < 0 || col >= rows[row].length) { return; }
+      var lo = col * bin, hi = Math.min(n, lo + bin) - 1;
+      out.textContent = 'layer ' + layers[row] + ', expert' + (hi > lo ? 's ' + lo + '\u2013' + hi : ' ' + lo) +
+        ': ' + Number(rows[row][col]).toLocaleString('en') + ' tokens';
+    });
+  }
   function ready(){
     var charts = document.querySelectorAll('svg.chart'), drawn = 0;
     for (var i = 0; i < charts.length; i++) {
-      if (charts[i].querySelector('.bar')) { drawn++; }
+      if (charts[i].querySelector('.bar, .cell')) { drawn++; }
     }
+    var maps = document.querySelectorAll('svg.heatmap');
+    for (var j = 0; j < maps.length; j++) { heatmap(maps[j]); }
     document.body.setAttribute('data-charts', drawn + '/' + charts.length);
     if (!errors.length) { document.body.setAttribute('data-report-status', 'ok'); }
   }
@@ -349,7 +612,7 @@ def _efficiency_tips(rows: Sequence[Row]) -> dict[str, str]:
 
 
 def _model_section(idx: int, model: str, rows: Sequence[Row], colors: dict[str, str],
-                   cat_colors: dict[str, str]) -> str:
+                   cat_colors: dict[str, str], root: Path = Path("."), out_dir: Path = Path(".")) -> str:
     out = [f'<section class="model" id="model-{idx}"><h2>{esc(model)}</h2>']
     workloads = list(dict.fromkeys(r.workload for r in rows))
     for w in workloads:
@@ -392,6 +655,7 @@ def _model_section(idx: int, model: str, rows: Sequence[Row], colors: dict[str, 
             errs = sorted({r.profile_error for r in wrows if r.profile_error})
             why = f" ({'; '.join(errs)})" if errs else ""
             out.append(f'<p class="muted">No trace breakdown in these records{esc(why)}.</p>')
+    out.append(_expert_load_section(rows, root, out_dir))
     out.append("</section>")
     return "".join(out)
 
@@ -485,7 +749,7 @@ def render_html(rows: Sequence[Row], *, root: Path, out_dir: Path, title: str = 
     if not models:
         parts.append("<h2>Results</h2><p>No successful results.</p>")
     for i, (m, mrows) in enumerate(models.items()):
-        parts.append(_model_section(i, m, mrows, colors, cat_colors))
+        parts.append(_model_section(i, m, mrows, colors, cat_colors, root, out_dir))
     parts.append(_failures(root, failure, success, out_dir))
     parts.append(_traces(root, rows, success, out_dir))
     parts.append(f"<script>{SCRIPT}</script></body></html>")

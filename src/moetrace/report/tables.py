@@ -14,12 +14,15 @@ in cells escaped).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..text import pct
+from ..results.record import expert_load_brief
+from ..text import num, pct
+from .data import expert_load_note
 
 __all__ = ["config_table", "model_tables", "failure_table", "profile_failure_table", "summary_lines", "full_report",
            "append_step_summary", "SPEC_COLUMNS"]
@@ -84,6 +87,8 @@ def burst_notes(entries: Iterable[dict[str, Any]]) -> str:
 
 
 def _spec_row(e: dict[str, Any], base: Path | None, extra: tuple[str, ...]) -> list[Any]:
+    if any(k in LOAD_COLUMNS for k in _columns(extra)):
+        e = _with_expert_load(e, base)
     row = [e.get("batch_size"), e.get("input_len"), e.get("latency_s"), e.get("input_throughput_tok_per_s"),
            e.get("output_throughput_tok_per_s"), _itl(e), _link(e.get("profile_extend"), base, bool(e.get("profile_error"))),
            _link(e.get("profile_decode"), base, bool(e.get("profile_error")))]
@@ -100,10 +105,15 @@ EXTRA_COLUMNS = {
     "above_floor_ms": ("kernels above floor ms", lambda e: _dec(e, "above_floor_ms")),
     "idle_ms": ("idle in steps ms", lambda e: _dec(e, "idle_ms")),
     "host_other_ms": ("host/other ms", lambda e: _dec(e, "host_other_ms")),
+    # --show load: how the tokens of one request were routed (--expert-load; bench/expert_load.py)
+    "load_extend": ("expert max/mean (extend)", lambda e: _load(e, "extend")),
+    "load_decode": ("expert max/mean (decode)", lambda e: _load(e, "decode")),
+    "load_ep": ("EP-rank max/mean", lambda e: _load(e, "ep")),
 }
+LOAD_COLUMNS = ("load_extend", "load_decode", "load_ep")
 # a --show choice that stands for several columns
-COLUMN_SETS = {"floor": ("floor_ms", "above_floor_ms", "idle_ms", "host_other_ms")}
-SHOW_CHOICES = ("ttft", "itl_p99", "efficiency", "breakdown", "floor")
+COLUMN_SETS = {"floor": ("floor_ms", "above_floor_ms", "idle_ms", "host_other_ms"), "load": LOAD_COLUMNS}
+SHOW_CHOICES = ("ttft", "itl_p99", "efficiency", "breakdown", "floor", "load")
 
 
 def _columns(extra: Iterable[str]) -> list[str]:
@@ -113,6 +123,40 @@ def _columns(extra: Iterable[str]) -> list[str]:
 def _dec(e: dict[str, Any], key: str) -> str | None:
     v = ((e.get("decomposition") or {}).get("decode") or {}).get(key)
     return None if v is None else f"{v:.3f}"
+
+
+def _load(e: dict[str, Any], col: str) -> str:
+    """A --show load cell: the busiest expert's tokens over the mean expert's in the worst MoE layer
+    of a stage ("extend", "decode"), or ("ep") the busiest EP rank's over the mean rank's, worst
+    layer and stage, where EP > 1 ("-" at EP 1). Empty when the run did not record expert load;
+    "n/a (why)" where the engine exposes none, "failed (why)" where recording it failed."""
+    el = e.get("expert_load")
+    if not isinstance(el, dict):
+        return ""
+    if note := expert_load_note(el):
+        return note if col == "extend" else note.split(" ", 1)[0]
+    stages = el.get("stages") or {}
+    if col == "ep":
+        vals = [num(s.get("ep_rank_imbalance")) for s in stages.values() if isinstance(s, dict)]
+        vals = [v for v in vals if v is not None]
+        return f"{max(vals):.2f}" if vals and (num(el.get("ep_size")) or 1) > 1 else "-"
+    v = num((stages.get(col) or {}).get("imbalance_max"))
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _with_expert_load(e: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """The entry with its record's expert load, for a view written before views kept it
+    (read from the record the entry names, inside ``base``)."""
+    if "expert_load" in e or base is None or not e.get("record"):
+        return e
+    path = (Path(base) / str(e["record"])).resolve()
+    if not path.is_relative_to(Path(base).resolve()):
+        return e
+    try:
+        el = json.loads(path.read_text(encoding="utf-8")).get("expert_load")
+    except (OSError, ValueError, AttributeError):
+        return e
+    return dict(e, expert_load=expert_load_brief(el)) if isinstance(el, dict) else e
 
 
 def _breakdown_text(b: dict[str, float] | None, top: int = 4) -> str | None:

@@ -59,7 +59,8 @@ from ..text import num
 
 __all__ = ["SCHEMA", "DEFAULT_WORKLOAD", "DEFAULT_BATCH", "DEFAULT_INPUT_LEN", "DEFAULT_OUTPUT_LEN", "now_iso",
            "result_key", "workload_suffix", "split_key", "key_workload", "Record", "Workload", "Metrics", "Run",
-           "Profile", "Error", "EngineInfo", "Stop", "success_entry", "failure_entry", "json_default"]
+           "Profile", "Error", "EngineInfo", "Stop", "success_entry", "failure_entry", "expert_load_brief",
+           "json_default"]
 
 SCHEMA = 1  # the JSON has not changed since records began; bump when it does
 DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN = 1, 4096, 512
@@ -483,7 +484,22 @@ def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
         e["decomposition"] = prof.decomposition
     if prof.error:
         e["profile_error"] = prof.error
+    if isinstance(rec.expert_load, dict):
+        e["expert_load"] = expert_load_brief(rec.expert_load)
     return _tail_fields(e, rec)
+
+
+def expert_load_brief(el: dict[str, Any]) -> dict[str, Any]:
+    """What a view keeps of a record's ``expert_load`` (``--show load``): the same keys, less the
+    per-expert and per-layer tables, which stay in the record (the HTML report draws them)."""
+    out = {k: el[k] for k in ("available", "reason", "error", "experts", "top_k", "ep_size") if k in el}
+    stages = {st: {k: s[k] for k in ("passes", "tokens", "imbalance_max", "ep_rank_imbalance") if k in s}
+              for st, s in (el.get("stages") or {}).items() if isinstance(s, dict)}
+    if stages:
+        out["stages"] = stages
+    if isinstance(el.get("planted"), dict):
+        out["planted"] = {k: el["planted"][k] for k in ("ok", "expected_imbalance") if k in el["planted"]}
+    return out
 
 
 def failure_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
