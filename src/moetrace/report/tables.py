@@ -113,7 +113,6 @@ EXTRA_COLUMNS = {
 LOAD_COLUMNS = ("load_extend", "load_decode", "load_ep")
 # a --show choice that stands for several columns
 COLUMN_SETS = {"floor": ("floor_ms", "above_floor_ms", "idle_ms", "host_other_ms"), "load": LOAD_COLUMNS}
-SHOW_CHOICES = ("ttft", "itl_p99", "efficiency", "breakdown", "floor", "load")
 
 
 def _columns(extra: Iterable[str]) -> list[str]:
