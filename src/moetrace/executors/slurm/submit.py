@@ -423,6 +423,7 @@ class SlurmExecutor:
             # until Slurm no longer lists them as queued or running (their processes are gone)
             deadline = time.monotonic() + self.cancel_wait_s
             ids = [t.slurm_id for t in live]
+            left = ids  # what the message says when the wait is over before a first look
             while time.monotonic() < deadline:
                 st = query_states(ids)
                 left = [i for i in ids if i in st and st[i].state in ACTIVE_STATES]
