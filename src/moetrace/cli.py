@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 from .cli_common import BadInput, bad_input, results_option
-from .engines.base import default_engine, engine_classes
+from .engines.registry import default_engine, engine_classes
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
 from .results.record import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
@@ -133,7 +133,7 @@ def _check_engine(opts: RunOptions) -> None:
 
 def _targets(models: Sequence[str], config_names: Sequence[str], opts: RunOptions, kw: dict[str, Any],
              matrix: Sequence[Any] | None = None) -> list[tuple[Preset, list[Config]]]:
-    from .engines.base import get_engine
+    from .engines.registry import get_engine
     from .sweep import tiny_preset
     engine = get_engine(opts.engine)
     out = []
@@ -203,7 +203,8 @@ def _terminate(signum, frame) -> None:
 
 
 def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
-    from .engines.base import Engine, LaunchSpec, get_engine
+    from .engines.base import Engine, LaunchSpec
+    from .engines.registry import get_engine
     engine = get_engine(opts.engine)
     click.echo(f"# dry run: {len(jobs)} config(s), engine {opts.engine}, results in {store.root}")
     # planned for a GPU type: print what the GPU node will run, even from a host without one
@@ -379,7 +380,8 @@ def analyze(traces: Sequence[str], top_n: int, as_json: bool, max_gib: float) ->
     """Where the time went in profiler traces (.json or .json.gz; several ranks at once)."""
     import json
 
-    from .traces.analyze import analyze_trace, analyze_traces, format_summary
+    from .traces.analyze import analyze_trace, analyze_traces
+    from .traces.report import format_summary
     from .traces.reader import TraceError
     limit = int(max_gib * (1 << 30))
     try:

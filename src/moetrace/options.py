@@ -115,13 +115,13 @@ class OptionSpec:
 # ------------------------------------------------------------------ how values cross the command line
 def engine_python(engine: str, given: str | None) -> str:
     """An engine may live in its own environment; each engine can have its own variable."""
-    from .engines.base import engine_classes
+    from .engines.registry import engine_classes
     return (given or engine_classes()[engine].default_python() or os.environ.get("MOETRACE_ENGINE_PYTHON")
             or sys.executable)
 
 
 def _engine(value: str | None, kw: dict[str, Any]) -> str:
-    from .engines.base import default_engine
+    from .engines.registry import default_engine
     return value or default_engine("cpu" if kw["device"] == "cpu" or kw.get("tiny") else "cuda")
 
 
@@ -169,12 +169,12 @@ def _num(v: Any) -> str:
 
 
 def _engine_names() -> list[str]:
-    from .engines.base import engine_names
+    from .engines.registry import engine_names
     return engine_names()
 
 
 def _engine_help() -> str:
-    from .engines.base import default_engine
+    from .engines.registry import default_engine
     return f"engine to launch [default: {default_engine('cuda')}; {default_engine('cpu')} with --device cpu or --tiny]"
 
 
@@ -185,7 +185,7 @@ def _python_help() -> str:
 
 
 def _mem_fraction_help() -> str:
-    from .engines.base import engine_classes
+    from .engines.registry import engine_classes
     return "engine memory fraction: " + ", ".join(f"{c.label} {c.mem_fraction_flags[0]}"
                                                   for c in engine_classes().values() if c.mem_fraction_flags)
 

@@ -28,8 +28,9 @@ from .bench.client import stream_batch
 from .bench.metrics import aggregate_runs, run_metrics
 from .bench.prompts import random_prompts
 from .bench.server_metrics import server_timing
-from .engines.base import Engine, LaunchSpec, ProfileRequest, get_engine
+from .engines.base import Engine, LaunchSpec, ProfileRequest
 from .engines.process import ServerProcess, free_port, port_is_free, tail
+from .engines.registry import get_engine
 from .errors import LaunchError, MoetraceError, ServerDied
 from .matrix import Config
 from .options import RunOptions

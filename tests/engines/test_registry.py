@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 import moetrace.engines as package
-from moetrace.engines import base
+from moetrace.engines import base, registry
 from moetrace.executors.multinode import dist_init_args
 from moetrace.plan import plan_config
 from moetrace.presets import get_preset
@@ -47,17 +47,17 @@ class Toy(Engine):
 
 
 def test_known_engines():
-    assert base.engine_names() == ["sglang", "vllm"]
-    assert base.default_engine("cuda") == "sglang" and base.default_engine("cpu") == "vllm"
+    assert registry.engine_names() == ["sglang", "vllm"]
+    assert registry.default_engine("cuda") == "sglang" and registry.default_engine("cpu") == "vllm"
     with pytest.raises(ValueError, match="unknown engine"):
-        base.get_engine("nope")
+        registry.get_engine("nope")
 
 
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
     (tmp_path / "toy.py").write_text(textwrap.dedent(TOY))
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
-    monkeypatch.setattr(base, "_loaded", [])
+    monkeypatch.setattr(registry, "_loaded", [])
     monkeypatch.setattr(names, "_ENGINES", [])
     monkeypatch.setattr(base, "ENGINES", dict(base.ENGINES))
     yield
@@ -65,8 +65,8 @@ def toy(tmp_path, monkeypatch):
 
 
 def test_a_new_engine_is_one_module(toy):
-    assert "toy" in base.engine_names()
-    assert base.get_engine("toy").label == "Toy"
+    assert "toy" in registry.engine_names()
+    assert registry.get_engine("toy").label == "Toy"
     assert dist_init_args("toy", "node1:5000") == ["--toy-leader", "node1:5000"]
     assert names.parse_trace_name("toytrace.json").engine == "toy"
     assert names.step_stage("toy_decode_step") == names.DECODE

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from moetrace.engines.base import get_engine
+from moetrace.engines.registry import get_engine
 from moetrace.plan.arch import build_arch
 from moetrace.plan.measure import parse_kv_cache, parse_model_memory, predict_weights
 from moetrace.plan.memory import kv_bytes_per_token

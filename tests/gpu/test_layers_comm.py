@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from moetrace.traces.analyze import analyze_trace, analyze_traces, format_summary
+from moetrace.traces.analyze import analyze_trace, analyze_traces
+from moetrace.traces.report import format_summary
 from moetrace.traces.layers import split_wait
 
 ROOT = Path(__file__).resolve().parents[1] / "data"

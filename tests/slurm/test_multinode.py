@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from moetrace.engines.base import LaunchSpec, get_engine
+from moetrace.engines.base import LaunchSpec
+from moetrace.engines.registry import get_engine
 from moetrace.executors.multinode import dist_init_args, launch_plan, node_main, split_addr
 from moetrace.matrix import Config
 from moetrace.presets import get_preset

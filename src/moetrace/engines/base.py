@@ -21,9 +21,9 @@ import httpx
 from ..bench.client import ChunkParser
 from ..matrix import Config
 from ..presets import Preset
+from .profiler import TraceName
 
-__all__ = ["Engine", "LaunchSpec", "ProfileRequest", "register", "get_engine", "engine_classes", "engine_names",
-           "default_engine", "ENGINES"]
+__all__ = ["Engine", "LaunchSpec", "ProfileRequest", "register", "ENGINES"]
 
 
 @dataclass
@@ -92,7 +92,8 @@ class Engine(ABC):
     """One inference engine. Everything moetrace knows about an engine is here: its launch
     command and multi-node flags, the choices the CLI offers, what the planner assumes about its
     memory, and the names of its profiler files and step annotations. A new engine is one
-    module in this package defining a subclass decorated with ``@register(name)``."""
+    module in this package defining a subclass decorated with ``@register(name)``; the registry
+    (``engines/registry.py``) finds it."""
 
     name: ClassVar[str]
     label: ClassVar[str] = ""  # the engine's name as its users write it (SGLang, vLLM), for messages
@@ -197,8 +198,8 @@ class Engine(ABC):
 
     # ---- profiler files and step annotations (traces/names.py asks every engine)
     @classmethod
-    def parse_trace_name(cls, file_name: str) -> Any:
-        """A ``traces.names.TraceName`` when ``file_name`` has the form of this engine's profiler
+    def parse_trace_name(cls, file_name: str) -> TraceName | None:
+        """A ``TraceName`` (``engines/profiler.py``) when ``file_name`` has the form of this engine's profiler
         files, else None."""
         return None
 
@@ -245,51 +246,14 @@ class Engine(ABC):
 
 
 ENGINES: dict[str, type[Engine]] = {}
+"""Every adapter imported so far, by name (``engines/registry.py`` imports them all)."""
 
 
 def register(name: str) -> Callable[[type[Engine]], type[Engine]]:
+    """The class decorator an adapter module puts on its ``Engine``: the adapter's name (of
+    ``--engine``, records and trace files) and its entry in ``ENGINES``."""
     def deco(cls: type[Engine]) -> type[Engine]:
         cls.name = name
         ENGINES[name] = cls
         return cls
     return deco
-
-
-_NOT_ADAPTERS = {"base", "process"}
-
-
-def engine_classes() -> dict[str, type[Engine]]:
-    """Every engine, by name: the modules of this package that are not infrastructure are
-    imported once, and each registers its adapter (``@register``)."""
-    if not _loaded:
-        import importlib
-        import pkgutil
-        package = importlib.import_module(__name__.rpartition(".")[0])
-        for m in pkgutil.iter_modules(package.__path__):
-            if m.name not in _NOT_ADAPTERS and not m.name.startswith("_"):
-                importlib.import_module(f"{package.__name__}.{m.name}")
-        _loaded.append(True)
-    return dict(sorted(ENGINES.items()))
-
-
-_loaded: list[bool] = []
-
-
-def engine_names() -> list[str]:
-    return list(engine_classes())
-
-
-def default_engine(device: str) -> str:
-    """The engine ``--engine`` defaults to on a device ("cuda" or "cpu")."""
-    for name, cls in engine_classes().items():
-        if device in cls.default_for:
-            return name
-    return engine_names()[0]
-
-
-def get_engine(name: str) -> Engine:
-    engine_classes()
-    try:
-        return ENGINES[name]()
-    except KeyError:
-        raise ValueError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))}") from None

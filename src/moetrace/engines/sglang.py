@@ -26,9 +26,8 @@ import httpx
 from ..bench.client import ChunkError, TokenEvent
 from ..errors import ProfileError
 from ..matrix import Config
-from ..traces.capture import snapshot, wait_for_files
-from ..traces.names import DECODE, EXTEND, STAGE_WORDS, TraceName, parse_trace_name
 from .base import Engine, LaunchSpec, ProfileRequest, register
+from .profiler import DECODE, EXTEND, STAGE_WORDS, TraceName, snapshot, wait_for_files
 
 # SGLang 0.5.23's --moe-runner-backend choices, in its order (MOE_RUNNER_BACKEND_CHOICES in
 # sglang/srt/arg_groups/choices.py; SGLang plugins may add more). tests/engines/test_sglang_cmdline.py
@@ -257,8 +256,8 @@ class SGLang(Engine):
         ranks = req.expected_ranks
         files = wait_for_files(req.out_dir, before, expect=2 * ranks, timeout_s=req.timeout_s, match=STAGE_FILE,
                                alive=req.alive)
-        out = {"extend": [f for f in files if parse_trace_name(f.name).stage == EXTEND],
-               "decode": [f for f in files if parse_trace_name(f.name).stage == DECODE]}
+        stage = {f: STAGE_WORDS[STAGE_FILE.search(f.name).group(1).lower()] for f in files}  # all match it
+        out = {"extend": [f for f in files if stage[f] == EXTEND], "decode": [f for f in files if stage[f] == DECODE]}
         req.done.update(out)
         return out
 

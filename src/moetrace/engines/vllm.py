@@ -21,9 +21,8 @@ import httpx
 
 from ..bench.client import ChunkError, TokenEvent
 from ..errors import ProfileError
-from ..traces.capture import complete_traces, snapshot, wait_for_files
-from ..traces.names import DECODE, EXTEND, MIXED, TraceName
 from .base import Engine, LaunchSpec, ProfileRequest, register
+from .profiler import DECODE, EXTEND, MIXED, TraceName, complete_traces, snapshot, wait_for_files
 
 # vLLM 0.32.0 vllm/config/kernel.py MoEBackend (checked by tests/engines against the installed vLLM).
 VLLM_MOE_BACKENDS = (

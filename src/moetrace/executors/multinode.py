@@ -71,7 +71,7 @@ def split_addr(addr: str) -> tuple[str, int]:
 def dist_init_args(engine: str, addr: str) -> list[str]:
     """The arguments that point an engine process at the first node. Rank 0's ``moetrace run``
     gets them as extra engine arguments (its runner builds the rest of the multi-node command)."""
-    from ..engines.base import get_engine
+    from ..engines.registry import get_engine
     host, port = split_addr(addr)
     return get_engine(engine).dist_init_args(host, port)
 
@@ -81,7 +81,8 @@ def launch_plan(preset: Any, config: Any, opts: Any, nodes: list[str], dist_init
     """One ``NodeLaunch`` per node of a multi-node config: the engine's command and the
     environment (the engine's own variables plus ``--engine-env``) for node rank 0..N-1.
     ``nodes`` are the job's hosts in Slurm's order; the first one is rank 0."""
-    from ..engines.base import LaunchSpec, get_engine
+    from ..engines.base import LaunchSpec
+    from ..engines.registry import get_engine
 
     if config.nodes < 2:
         raise ValueError(f"config {config.name} is not multi-node (nodes={config.nodes})")

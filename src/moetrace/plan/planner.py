@@ -269,7 +269,7 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
 
 def _planned_engine(name: str) -> Any:
     """The engine's adapter, which says which memory model and defaults apply."""
-    from ..engines.base import engine_classes, get_engine
+    from ..engines.registry import engine_classes, get_engine
     try:
         eng = get_engine(name)
     except ValueError:

@@ -30,7 +30,7 @@ def engine_mem_fraction(preset: Any, opts: Any) -> float | None:
     """The memory fraction the engine is given, whichever flag carried it: the engine's own flag
     in the preset's or the user's engine arguments (they come last in the command, so they win),
     else ``--mem-fraction``; None: the engine's default."""
-    from ..engines.base import get_engine
+    from ..engines.registry import get_engine
     engine = get_engine(opts.engine)
     given = engine.given_mem_fraction([*preset.extra_args(opts.engine), *opts.extra_args])
     return given if given is not None else opts.mem_fraction

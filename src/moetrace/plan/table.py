@@ -117,5 +117,5 @@ def format_assumptions(plans: list[Plan]) -> str:
 
 def _engine(name: str):
     """The engine's adapter: which memory model the planner used for it."""
-    from ..engines.base import get_engine
+    from ..engines.registry import get_engine
     return get_engine(name)

@@ -60,7 +60,7 @@ from ..text import num
 __all__ = ["SCHEMA", "DEFAULT_WORKLOAD", "DEFAULT_BATCH", "DEFAULT_INPUT_LEN", "DEFAULT_OUTPUT_LEN", "now_iso",
            "result_key", "workload_suffix", "split_key", "key_workload", "Record", "Workload", "Metrics", "Run",
            "Profile", "Error", "EngineInfo", "Stop", "success_entry", "failure_entry", "expert_load_brief",
-           "json_default"]
+           "json_default", "Part"]
 
 SCHEMA = 1  # the JSON has not changed since records began; bump when it does
 DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN = 1, 4096, 512
@@ -235,6 +235,10 @@ class _Part(MutableMapping):
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+
+#: the part machinery, for other typed JSON files of the results directory (the Slurm job registry)
+Part = _Part
 
 
 def json_default(o: Any) -> Any:

@@ -14,9 +14,9 @@ from .analyze import (
     TraceSummary,
     analyze_trace,
     analyze_traces,
-    format_summary,
     short_breakdown,
 )
+from .report import format_summary
 
 __all__ = [
     "MultiSummary", "OpStat", "RankRow", "StageGroup", "StageSummary", "StepStats", "TraceError", "TraceSummary",

@@ -9,7 +9,8 @@ import argparse
 import json
 import sys
 
-from .analyze import DEFAULT_MAX_BYTES, TraceError, analyze_traces, format_summary
+from .analyze import DEFAULT_MAX_BYTES, TraceError, analyze_traces
+from .report import format_summary
 
 
 def main(argv: list[str] | None = None) -> int:

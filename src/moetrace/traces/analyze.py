@@ -2,7 +2,8 @@
 
 Library use::
 
-    from moetrace.traces.analyze import analyze_trace, analyze_traces, short_breakdown, format_summary
+    from moetrace.traces.analyze import analyze_trace, analyze_traces, short_breakdown
+    from moetrace.traces.report import format_summary
     s = analyze_trace("run/1700000000-TP-0-DECODE.trace.json.gz")
     short_breakdown(s, "DECODE")  # {"moe": 41.2, "attention": 22.0, "communication": 18.1, ...}
 
@@ -28,7 +29,7 @@ from .reader import DEFAULT_MAX_BYTES, TraceError, TraceStream
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "MultiSummary", "OpStat", "RankRow", "StageGroup", "StageSummary", "StepStats",
-    "TraceError", "TraceSummary", "analyze_trace", "analyze_traces", "format_summary", "group_stages",
+    "TraceError", "TraceSummary", "analyze_trace", "analyze_traces", "group_stages",
     "short_breakdown", "step_count",
 ]
 
@@ -420,15 +421,6 @@ def _short(category_us: dict[str, float]) -> dict[str, float]:
 def _shares(category_us: dict[str, float]) -> dict[str, float]:
     total = sum(category_us.values())
     return {k: v / total for k, v in category_us.items()} if total > 0 else {}
-
-
-def format_summary(summary: TraceSummary | MultiSummary, *, top_n: int | None = None) -> str:
-    """Markdown text of a summary (the CLI's output)."""
-    from .report import format_multi, format_trace
-
-    if isinstance(summary, MultiSummary):
-        return format_multi(summary, top_n=top_n)
-    return format_trace(summary, top_n=top_n)
 
 
 # ---- small helpers ----------------------------------------------------------------------------

@@ -2,20 +2,19 @@
 
 moetrace's own filed names are read here; each engine's profiler file names and step
 annotations are read by its adapter (``Engine.parse_trace_name`` / ``Engine.step_stage`` in
-``moetrace/engines/<engine>.py``), which this module asks in turn. The adapters are found
-when first needed (the registry imports them; they import this module for ``TraceName``).
+``moetrace/engines/<engine>.py``), which this module asks in turn, through the engine registry.
+The traces sit above the engines: an adapter imports nothing of ``traces/`` (``TraceName`` and
+the stage words are ``engines/profiler.py``'s, re-exported here).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+
+from ..engines.profiler import DECODE, EXTEND, MIXED, STAGE_WORDS, TraceName
+from ..engines.registry import engine_classes
 
 __all__ = ["DECODE", "EXTEND", "MIXED", "STAGE_WORDS", "TraceName", "parse_trace_name", "step_stage"]
-
-EXTEND = "EXTEND"  # prefill
-DECODE = "DECODE"
-MIXED = "MIXED"  # a vLLM step holding both prefill and decode tokens
 
 # moetrace's filed names: {model}__{config}__{engine}__{stage}__rank{r}[__{tp1-dp0-pp0-ep1...}].trace.json[.gz]
 _FILED = re.compile(r"__(?P<engine>[a-z][a-z0-9_-]*?)__(?P<stage>extend|decode)__rank(?P<rank>\d+)"
@@ -23,17 +22,6 @@ _FILED = re.compile(r"__(?P<engine>[a-z][a-z0-9_-]*?)__(?P<stage>extend|decode)_
 FILED_PART = re.compile(r"([a-z]+)(\d+)")
 _ANY_RANK = re.compile(r"rank[-_]?(\d+)", re.IGNORECASE)
 _STAGE_WORD = re.compile(r"(?:^|[_.-])(extend|prefill|decode)(?=[_.-]|$)", re.IGNORECASE)
-STAGE_WORDS = {"extend": "EXTEND", "prefill": "EXTEND", "decode": "DECODE"}
-_STAGE_WORDS = STAGE_WORDS
-
-
-@dataclass(frozen=True)
-class TraceName:
-    engine: str | None  # the engine whose file-name form the name has (an adapter's name)
-    rank: int | None
-    stage: str | None  # EXTEND or DECODE for SGLang's per-stage files
-    parallel: dict[str, int] = field(default_factory=dict)  # tp, dp, pp, ep, dcp ... as written in the name
-    merged: bool = False
 
 
 def parse_trace_name(file_name: str) -> TraceName:
@@ -41,14 +29,14 @@ def parse_trace_name(file_name: str) -> TraceName:
     m = _FILED.search(file_name)
     if m:
         parts = {k: int(v) for k, v in FILED_PART.findall(m.group("parts") or "")}
-        return TraceName(m.group("engine"), int(m.group("rank")), _STAGE_WORDS[m.group("stage")], parts)
+        return TraceName(m.group("engine"), int(m.group("rank")), STAGE_WORDS[m.group("stage")], parts)
     for parse in _engines()[0]:
         name = parse(file_name)
         if name is not None:
             return name
     m = _ANY_RANK.search(file_name)
     word = _STAGE_WORD.search(file_name)  # e.g. moetrace's own "{model}__{config}__decode__rank0..."
-    return TraceName(None, int(m.group(1)) if m else None, _STAGE_WORDS[word.group(1).lower()] if word else None, {})
+    return TraceName(None, int(m.group(1)) if m else None, STAGE_WORDS[word.group(1).lower()] if word else None, {})
 
 
 def step_stage(name: str) -> str | None:
@@ -66,7 +54,6 @@ _ENGINES: list[tuple[tuple, tuple]] = []
 def _engines() -> tuple[tuple, tuple]:
     """Every engine's file-name and step-annotation readers, looked up once."""
     if not _ENGINES:
-        from ..engines.base import engine_classes
         classes = list(engine_classes().values())
         _ENGINES.append((tuple(c.parse_trace_name for c in classes), tuple(c.step_stage for c in classes)))
     return _ENGINES[0]

@@ -6,13 +6,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..text import pct
+from .analyze import MultiSummary, short_breakdown
 from .categories import CATEGORIES
 
 if TYPE_CHECKING:
-    from .analyze import MultiSummary, StageGroup, StageSummary, TraceSummary
+    from .analyze import StageGroup, StageSummary, TraceSummary
     from .layers import CommStats, LayerStats
 
-__all__ = ["breakdown_line", "comm_line", "format_multi", "format_trace", "layer_table", "wait_lines"]
+__all__ = ["breakdown_line", "comm_line", "format_multi", "format_summary", "format_trace", "layer_table",
+           "wait_lines"]
+
+
+def format_summary(summary: TraceSummary | MultiSummary, *, top_n: int | None = None) -> str:
+    """Markdown text of a summary (the CLI's output)."""
+    if isinstance(summary, MultiSummary):
+        return format_multi(summary, top_n=top_n)
+    return format_trace(summary, top_n=top_n)
 
 _GROUP_LABELS = {"moe": "MoE", "attention": "attention", "gemm": "GEMM", "communication": "communication",
                  "other": "other", "idle": "idle"}
@@ -104,8 +113,6 @@ def wait_lines(g: StageGroup) -> list[str]:
 
 
 def format_trace(t: TraceSummary, *, top_n: int | None = None) -> str:
-    from .analyze import short_breakdown
-
     what = "device kernels" if t.has_device else "host ops (no device activity in the trace)"
     title = f"### {Path(t.path).name}"
     facts = [f"rank {t.rank}" if t.rank is not None else "rank ?", t.engine or "engine ?", what]

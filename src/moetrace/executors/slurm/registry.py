@@ -1,6 +1,7 @@
 """What the driver keeps in the results directory: the job registry (``<results>/slurm/jobs.json``,
-written atomically under a lock, so that a restarted driver finds its jobs again). A job's
-records are listed through the results store (``submit._job_records``)."""
+written atomically under a lock, so that a restarted driver finds its jobs again), one typed
+``JobEntry`` per Slurm job. A job's records are listed through the results store
+(``submit._job_records``)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,59 @@ import datetime as _dt
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from filelock import FileLock
 
+from ...results.record import ABSENT, Part
 from ...results.store import atomic_write_json
 
 
 SLURM_DIR = "slurm"
 REGISTRY_FILE = "jobs.json"
+
+
+@dataclass(eq=False)
+class JobEntry(Part):
+    """One Slurm job of the registry, as the driver wrote it (keys it does not name are kept in
+    ``extra``; reads like the dict it was, ``entry["status"]``)."""
+
+    # written at submission, in this order
+    slurm_id: str | None = ABSENT
+    model: str | None = ABSENT
+    model_arg: str | None = ABSENT  # what the node's ``moetrace run`` is given for the model
+    config: str | None = ABSENT
+    config_detail: dict[str, Any] | None = ABSENT
+    role: str | None = ABSENT  # "primary" or "fallback"
+    key: str | None = ABSENT
+    command: list[str] | None = ABSENT
+    nodes: int | None = ABSENT
+    results: str | None = ABSENT  # the results directory it writes into
+    since_seq: int | None = ABSENT  # the store's last record number when it was submitted
+    submitted_at: str | None = ABSENT
+    driver: dict[str, Any] | None = ABSENT  # host and pid of the driver that submitted it
+    log: str | None = ABSENT  # its log, relative to the results directory
+    status: str | None = ABSENT  # active | finished | cancelled
+    state: str | None = ABSENT  # Slurm's state, last seen
+    options: dict[str, Any] | None = ABSENT  # options.RunOptions.to_dict()
+    # written as it runs and ends
+    reason: str | None = ABSENT
+    node_list: str | None = ABSENT
+    finished_at: str | None = ABSENT
+    outcome: str | None = ABSENT  # success | failure | no record | cancelled
+    records: list[str] | None = ABSENT  # the paths of its records
+    slurm: dict[str, Any] | None = ABSENT
+    was: str | None = ABSENT  # the state a cancelled job was in
+
+    @property
+    def the_role(self) -> str:
+        return self.role or "primary"
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
 
 
 class JobRegistry:
@@ -32,7 +76,7 @@ class JobRegistry:
         self.path = self.dir / REGISTRY_FILE
         self._lock = FileLock(str(self.dir / ".jobs.lock"), timeout=300)
 
-    def load(self) -> dict[str, dict[str, Any]]:
+    def load(self) -> dict[str, JobEntry]:
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -46,17 +90,19 @@ class JobRegistry:
                 pass
             print(f"moetrace: warning: {self.path} was unreadable ({e}); moved to {aside}", file=sys.stderr)
             return {}
-        return data.get("jobs", {}) if isinstance(data, dict) else {}
+        jobs = data.get("jobs", {}) if isinstance(data, dict) else {}
+        return {sid: JobEntry.of(e) for sid, e in jobs.items()}
 
-    def update(self, fn: Callable[[dict[str, dict[str, Any]]], Any]) -> Any:
+    def update(self, fn: Callable[[dict[str, JobEntry]], Any]) -> Any:
         with self._lock:
             jobs = self.load()
             result = fn(jobs)
             atomic_write_json(self.path, {"version": 1, "jobs": jobs})
             return result
 
-    def put(self, entry: dict[str, Any]) -> None:
-        self.update(lambda jobs: jobs.__setitem__(entry["slurm_id"], entry))
+    def put(self, entry: JobEntry | dict[str, Any]) -> None:
+        entry = JobEntry.of(entry)
+        self.update(lambda jobs: jobs.__setitem__(entry.slurm_id, entry))
 
     def patch(self, slurm_id: str, **fields: Any) -> None:
         def fn(jobs):

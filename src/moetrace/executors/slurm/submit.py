@@ -18,12 +18,12 @@ from typing import Any
 from ... import __version__
 from ...matrix import Config
 from ...results.classify import classify
-from ...results.record import (DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, EngineInfo, Error, Record,
-                               workload_suffix)
+from ...options import from_dict as options_from_dict
+from ...results.record import DEFAULT_BATCH, EngineInfo, Error, Record, workload_suffix
 from ...results.store import ResultsStore, now_iso, result_key, safe_name
 from .commands import _package_root, model_arg, run_command
 from .node import NodeCommand
-from .registry import SLURM_DIR, JobRegistry
+from .registry import SLURM_DIR, JobEntry, JobRegistry
 from .state import ACTIVE_STATES, KILLED_STATES, QUEUED_STATES, SlurmState, _exit_code, _run, query_states
 from ...text import tail
 
@@ -38,7 +38,7 @@ class _Tracked:
     config: Config
     role: str
     slurm_id: str
-    entry: dict[str, Any]
+    entry: JobEntry
     sjob: Any = None  # submitit job
     state: str = "SUBMITTED"
     reason: str = ""
@@ -184,14 +184,13 @@ class SlurmExecutor:
             text = "; ".join(lines)[:400] or type(e).__name__
             raise SubmissionError(f"sbatch refused the job of {job.preset.name} {config.name}: {text}") from None
         sid = str(sjob.job_id)
-        entry = {
-            "slurm_id": sid, "model": job.preset.name, "model_arg": model_arg(job.preset), "config": config.name,
-            "config_detail": config.to_dict(), "role": role, "key": _job_key(job, config, self._opts),
-            "command": cmd, "nodes": config.nodes, "results": str(self._root), "since_seq": since,
-            "submitted_at": now_iso(), "driver": {"host": socket.gethostname(), "pid": os.getpid()},
-            "log": str(Path(SLURM_DIR) / "logs" / sid / f"{sid}_0_log.out"), "status": "active",
-            "state": "SUBMITTED", "options": self._opts.to_dict(),
-        }
+        entry = JobEntry(
+            slurm_id=sid, model=job.preset.name, model_arg=model_arg(job.preset), config=config.name,
+            config_detail=config.to_dict(), role=role, key=_job_key(job, config, self._opts),
+            command=cmd, nodes=config.nodes, results=str(self._root), since_seq=since,
+            submitted_at=now_iso(), driver={"host": socket.gethostname(), "pid": os.getpid()},
+            log=str(Path(SLURM_DIR) / "logs" / sid / f"{sid}_0_log.out"), status="active",
+            state="SUBMITTED", options=self._opts.to_dict())
         t = _Tracked(job, config, role, sid, entry, sjob)
         self._tracked.append(t)
         self._reg.put(entry)
@@ -204,8 +203,7 @@ class SlurmExecutor:
         instead of submitting again (a restarted driver loses nothing)."""
         import submitit
         entries = self._reg.load()
-        active = {sid: e for sid, e in entries.items() if e.get("status") == "active"
-                  and e.get("results") == str(self._root)}
+        active = {sid: e for sid, e in entries.items() if e.active and e.results == str(self._root)}
         attached: set[str] = set()
         if not active:
             return attached
@@ -213,42 +211,43 @@ class SlurmExecutor:
             for role, config in (("primary", job.config.without_fallback()), ("fallback", job.config.fallback)):
                 if config is None:
                     continue
-                cands = sorted((e for e in active.values() if e["model"] == job.preset.name
-                                and e["config"] == config.name and e.get("role", "primary") == role
-                                and e["slurm_id"] not in attached), key=lambda e: int(e["slurm_id"]))
+                cands = sorted((e for e in active.values() if e.model == job.preset.name
+                                and e.config == config.name and e.the_role == role
+                                and e.slurm_id not in attached), key=lambda e: int(e.slurm_id))
                 if not cands:
                     continue
                 e = cands[-1]
                 cmd = run_command(job, self._opts, self._root, config=config, exe=self.exe)
-                if e.get("command") and e["command"] != cmd:
+                if e.command and e.command != cmd:
                     self._say(f"[{job.index}/{job.total}] {job.preset.name} {config.name}: Slurm job "
-                              f"{e['slurm_id']} of an earlier driver ran other options; not re-attached")
+                              f"{e.slurm_id} of an earlier driver ran other options; not re-attached")
                     continue
-                sjob = submitit.SlurmJob(folder=str(self._logs / "%j"), job_id=e["slurm_id"])
-                t = _Tracked(job, config, role, e["slurm_id"], e, sjob)
+                sjob = submitit.SlurmJob(folder=str(self._logs / "%j"), job_id=e.slurm_id)
+                t = _Tracked(job, config, role, e.slurm_id, e, sjob)
                 tracked.append(t)
-                attached.add(e["slurm_id"])
-                self._say(f"{t.label}: re-attached to Slurm job {e['slurm_id']} (submitted {e.get('submitted_at')} "
-                          f"by {e.get('driver', {}).get('host')}:{e.get('driver', {}).get('pid')})")
+                attached.add(e.slurm_id)
+                driver = e.driver or {}
+                self._say(f"{t.label}: re-attached to Slurm job {e.slurm_id} (submitted {e.submitted_at} "
+                          f"by {driver.get('host')}:{driver.get('pid')})")
         # a fallback job re-attached makes its primary done: do not submit the primary again
         return attached
 
     def _finalize_strays(self, attached: set[str]) -> None:
         """Active registry entries outside this plan: record those that ended (a driver that
         died never saw them end); leave the running ones alone, and say so."""
-        entries = {sid: e for sid, e in self._reg.load().items() if e.get("status") == "active"
-                   and e.get("results") == str(self._root) and sid not in attached}
+        entries = {sid: e for sid, e in self._reg.load().items() if e.active
+                   and e.results == str(self._root) and sid not in attached}
         if not entries:
             return
         states = query_states(entries)
         for sid, e in sorted(entries.items(), key=lambda x: int(x[0])):
             s = states.get(sid)
             if s is not None and not s.final:
-                self._say(f"Slurm job {sid} ({e['model']} {e['config']}) of an earlier driver is {s.state}; "
+                self._say(f"Slurm job {sid} ({e.model} {e.config}) of an earlier driver is {s.state}; "
                           "not part of this sweep (it records its own result)")
                 continue
             recs = self._finalize(e, s, stray=True)
-            self._say(f"Slurm job {sid} ({e['model']} {e['config']}) of an earlier driver ended "
+            self._say(f"Slurm job {sid} ({e.model} {e.config}) of an earlier driver ended "
                       f"{s.state if s else 'unknown to Slurm'}: {_outcome_text(recs)}")
 
     # ----- waiting
@@ -279,7 +278,7 @@ class SlurmExecutor:
                 self._say(f"{t.label}: {_outcome_text(recs)}")
                 on_done(t.job, recs)
                 fb = t.job.config.fallback
-                if t.role == "primary" and fb is not None and any(r["status"] == "failure" for r in recs) \
+                if t.role == "primary" and fb is not None and any(r.status == "failure" for r in recs) \
                         and not any(x.job is t.job and x.role == "fallback" for x in tracked):
                     self._say(f"{t.label} failed; submitting its fallback {fb.name}")
                     self._submit(t.job, fb, "fallback")
@@ -301,23 +300,25 @@ class SlurmExecutor:
         self._reg.patch(t.slurm_id, state=s.state, reason=s.reason, node_list=s.nodes)
 
     # ----- finalizing one job
-    def _finalize(self, entry: dict[str, Any], s: SlurmState | None, *, stray: bool = False) -> list[dict[str, Any]]:
+    def _finalize(self, entry: JobEntry | dict[str, Any], s: SlurmState | None, *,
+                  stray: bool = False) -> list[Record]:
         """The records of a job that ended: what its node committed, plus the driver's record of
         how Slurm ended it when the node could not say. Under the registry lock, so two drivers
         never record one job twice."""
-        sid = entry["slurm_id"]
+        entry = JobEntry.of(entry)
+        sid = entry.slurm_id
 
-        def fn(jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        def fn(jobs: dict[str, JobEntry]) -> list[Record]:
             e = jobs.get(sid, entry)
             recs = _job_records(self._store, e)
-            if e.get("status") != "active":
+            if not e.active:
                 return recs
-            recs = [r for r in recs if r.get("recorded_by") != "driver"]
+            recs = [r for r in recs if r.recorded_by != "driver"]
             extra = self._driver_record(e, s, recs)
             if extra is not None:
                 recs.append(self._store.commit(extra))
             e.update(status="finished", finished_at=now_iso(), outcome=_outcome(recs),
-                     records=[r.get("record_path") for r in recs])
+                     records=[r.record_path for r in recs])
             if s is not None:
                 e.update(state=s.state, reason=s.reason, node_list=s.nodes, slurm=s.to_dict())
             jobs[sid] = e
@@ -325,11 +326,10 @@ class SlurmExecutor:
 
         return self._reg.update(fn)
 
-    def _driver_record(self, e: dict[str, Any], s: SlurmState | None,
-                       recs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def _driver_record(self, e: JobEntry, s: SlurmState | None, recs: list[Record]) -> Record | None:
         state = s.state if s else None
-        succeeded = bool(recs) and all(r["status"] == "success" for r in recs)
-        log_rel = e.get("log")
+        succeeded = bool(recs) and all(r.ok for r in recs)
+        log_rel = e.log
         log_path = self._root / log_rel if log_rel else None
         log_text = tail(log_path)
         where = f" on {s.nodes}" if s and s.nodes else ""
@@ -339,20 +339,20 @@ class SlurmExecutor:
             reason = f" ({s.reason})" if s.reason and s.reason != "None" else ""
             ran = f" after {s.elapsed}" if s.elapsed else ""
             limit = f" of {s.time_limit}" if s.time_limit and state == "TIMEOUT" else ""
-            progress = _last_progress(log_text, e["model"], e["config"])
-            phase = next((r.get("error", {}).get("phase") for r in reversed(recs) if r["status"] == "failure"), None)
-            msg = (f"Slurm ended job {e['slurm_id']} with {state}{reason}{ran}{limit}{where}"
+            progress = _last_progress(log_text, e.model, e.config)
+            phase = next((r.the_error.phase for r in reversed(recs) if r.status == "failure"), None)
+            msg = (f"Slurm ended job {e.slurm_id} with {state}{reason}{ran}{limit}{where}"
                    + (f"; last progress: {progress}" if progress else ""))
             return self._failure(e, "SlurmKilled", msg, phase or "slurm", s, log_rel, evidence=f"JobState={state}")
         if recs:
             return None
         if state == "COMPLETED":
-            msg = f"Slurm job {e['slurm_id']} completed{where} without a record (see its log)"
+            msg = f"Slurm job {e.slurm_id} completed{where} without a record (see its log)"
             return self._failure(e, "Unknown", msg, "slurm", s, log_rel)
         # FAILED, SPECIAL_EXIT, or gone from Slurm without a trace: read the job's log
         code = _exit_code(s.exit_code) if s else None
         what = f"failed{where} (exit code {code})" if state else "is unknown to Slurm (no accounting to ask)"
-        base_msg = f"Slurm job {e['slurm_id']} {what} without a record"
+        base_msg = f"Slurm job {e.slurm_id} {what} without a record"
         said = [ln.strip() for ln in log_text.splitlines() if ln.strip().startswith("moetrace: error:")]
         if said:  # moetrace itself refused to run (bad input on the node: exit code 2)
             c = classify(log_text=said[-1], phase="slurm")
@@ -367,22 +367,21 @@ class SlurmExecutor:
         return self._failure(e, c.error_type, f"{c.error_message} ({base_msg})", "slurm", s, log_rel,
                              evidence=c.evidence)
 
-    def _failure(self, e: dict[str, Any], etype: str, message: str, phase: str, s: SlurmState | None,
+    def _failure(self, e: JobEntry, etype: str, message: str, phase: str, s: SlurmState | None,
                  log_rel: str | None, evidence: str | None = None) -> Record:
-        opts = e.get("options") or self._opts.to_dict()
-        bs = (opts.get("batch_sizes") or [DEFAULT_BATCH])[0]
-        suffix = workload_suffix(bs, opts.get("input_len", DEFAULT_INPUT_LEN),
-                                 opts.get("output_len", DEFAULT_OUTPUT_LEN))
+        opts = e.options or self._opts.to_dict()
+        o = options_from_dict(opts)
+        suffix = workload_suffix((o.batch_sizes or (DEFAULT_BATCH,))[0], o.input_len, o.output_len)
         return Record.new(
-            attempt_id=f"slurm-{e['slurm_id']}-{safe_name(e['model'], 40)}-{safe_name(e['config'], 60)}",
-            model=e["model"], config=e["config"], role=e.get("role", "primary"), config_detail=e.get("config_detail"),
-            moetrace_version=__version__, started_at=e.get("submitted_at"), finished_at=now_iso(),
-            key=result_key(e["model"], e["config"], suffix), status="failure", recorded_by="driver", options=opts,
+            attempt_id=f"slurm-{e.slurm_id}-{safe_name(e.model, 40)}-{safe_name(e.config, 60)}",
+            model=e.model, config=e.config, role=e.the_role, config_detail=e.config_detail,
+            moetrace_version=__version__, started_at=e.submitted_at, finished_at=now_iso(),
+            key=result_key(e.model, e.config, suffix), status="failure", recorded_by="driver", options=opts,
             host={"slurm_nodes": s.nodes if s else None, "driver": socket.gethostname()},
-            engine=EngineInfo(name=opts.get("engine"), external=bool(opts.get("base_url")),
-                              model_path=opts.get("model_path") or e.get("model_arg"), device=opts.get("device")),
-            slurm={"job_id": e["slurm_id"], **(s.to_dict() if s else {"state": "UNKNOWN"}),
-                   "command": e.get("command"), "log": log_rel},
+            engine=EngineInfo(name=o.engine, external=bool(o.base_url), model_path=o.model_path or e.model_arg,
+                              device=o.device),
+            slurm={"job_id": e.slurm_id, **(s.to_dict() if s else {"state": "UNKNOWN"}),
+                   "command": e.command, "log": log_rel},
             error=Error(type=etype, message=message[:500], evidence=evidence, exception=None,
                         exit_code=_exit_code(s.exit_code) if s else None, phase=phase,
                         log_path=log_rel if log_rel and (self._root / log_rel).exists() else None))
@@ -410,13 +409,13 @@ class SlurmExecutor:
 
                 def fn(jobs, t=t, s=s, was_running=was_running):
                     e = jobs.get(t.slurm_id, t.entry)
-                    if e.get("status") != "active":
+                    if not e.active:
                         return
                     if was_running:
                         msg = (f"cancelled with the sweep (Ctrl-C on the driver): Slurm job {t.slurm_id} was "
                                f"{s.state} on {s.nodes or '?'}")
-                        rec = self._failure(e, "Interrupted", msg, "slurm", s, e.get("log"))
-                        e["records"] = [self._store.commit(rec).get("record_path")]
+                        rec = self._failure(e, "Interrupted", msg, "slurm", s, e.log)
+                        e.records = [self._store.commit(rec).record_path]
                     e.update(status="cancelled", finished_at=now_iso(), state="CANCELLED",
                              outcome="cancelled", was=s.state if s else None)
                     jobs[t.slurm_id] = e
@@ -424,6 +423,7 @@ class SlurmExecutor:
             # until Slurm no longer lists them as queued or running (their processes are gone)
             deadline = time.monotonic() + self.cancel_wait_s
             ids = [t.slurm_id for t in live]
+            left = ids  # what the message says when the wait is over before a first look
             while time.monotonic() < deadline:
                 st = query_states(ids)
                 left = [i for i in ids if i in st and st[i].state in ACTIVE_STATES]
@@ -460,12 +460,12 @@ def _job_key(job, config: Config, opts) -> str:
                                                                     opts.output_len))
 
 
-def _job_records(store: ResultsStore, e: dict[str, Any]) -> list[Record]:
+def _job_records(store: ResultsStore, e: JobEntry) -> list[Record]:
     """The job's records: what its node committed (same model and config, committed after its
     submission) and what a driver recorded for this Slurm job."""
-    return [r for r in store.records(after=int(e.get("since_seq", 0)))
-            if r.model == e["model"] and r.config == e["config"]
-            and (r.recorded_by != "driver" or str((r.slurm or {}).get("job_id")) == str(e["slurm_id"]))]
+    return [r for r in store.records(after=int(e.since_seq or 0))
+            if r.model == e.model and r.config == e.config
+            and (r.recorded_by != "driver" or str((r.slurm or {}).get("job_id")) == str(e.slurm_id))]
 
 
 def _result_pickle(logs: Path, sid: str) -> Path:
@@ -482,20 +482,20 @@ def _last_progress(log_text: str, model: str, config: str) -> str | None:
     return None
 
 
-def _outcome(recs: list[dict[str, Any]]) -> str:
+def _outcome(recs: list[Record]) -> str:
     if not recs:
         return "no record"
-    return "success" if all(r["status"] == "success" for r in recs) else "failure"
+    return "success" if all(r.ok for r in recs) else "failure"
 
 
-def _outcome_text(recs: list[dict[str, Any]]) -> str:
+def _outcome_text(recs: list[Record]) -> str:
     if not recs:
         return "ended without a record"
-    fails = [r for r in recs if r["status"] == "failure"]
+    fails = [r for r in recs if r.status == "failure"]
     if not fails:
         return f"done ({len(recs)} result{'s' if len(recs) > 1 else ''})"
-    last = fails[-1].get("error", {})
-    return f"failed [{last.get('type')}] {last.get('message', '')}"[:400]
+    last = fails[-1].the_error
+    return f"failed [{last.type}] {last.message or ''}"[:400]
 
 
 def _summary(tracked: list[_Tracked]) -> str:
