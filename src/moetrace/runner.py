@@ -217,7 +217,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         if opts.base_url and not engine.is_ready(session.http, session.base_url):
             raise LaunchError(f"no ready server at {opts.base_url} ({engine.ready_path} did not answer 200)")
         base.engine.server_info = engine.server_info(session.http, session.base_url)
-        base.engine.version = _engine_version(engine, opts, base.engine.server_info)
+        base.engine.version = _engine_version(engine, opts, base.engine.server_info, known=base.engine.version)
         session.served_model = engine.model_name(session.http, session.base_url)
 
         if opts.warmup:
@@ -313,14 +313,15 @@ def _add_floors(rec: Record, plan: dict[str, Any] | None) -> None:
         rec.profile.decomposition = decompose(plan, m.to_dict(), rec.profile.step_times)  # per batch size
 
 
-def _engine_version(engine: Engine, opts: RunOptions, info: dict[str, Any]) -> str | None:
+def _engine_version(engine: Engine, opts: RunOptions, info: dict[str, Any], known: str | None = None) -> str | None:
+    """What the server says, else what its package metadata said before the launch."""
     for key in ("server_info", "version"):
         v = info.get(key)
         if isinstance(v, dict) and v.get("version"):
             return str(v["version"])
     if opts.base_url:
         return None
-    return engine.version(opts.engine_python, list(opts.launch_prefix))
+    return known or engine.version(opts.engine_python, list(opts.launch_prefix))
 
 
 def _launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, store: ResultsStore, adir: Path,
@@ -329,6 +330,8 @@ def _launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, st
     if opts.port is not None and not port_is_free(opts.port, opts.host):
         raise LaunchError(f"port {opts.port} on {opts.host} is already in use; choose another --port "
                           "or leave it out to use a free one")
+    # the engine's version from its package metadata before the launch, so that a launch failure says it too
+    base["engine"]["version"] = engine.version(opts.engine_python, list(opts.launch_prefix))
     attempts = 1 if opts.port is not None else 3  # a free port can be taken between choice and bind
     for attempt in range(attempts):
         port = opts.port or free_port(opts.host)

@@ -108,8 +108,9 @@ def test_every_record_says_engine_version_gpu_and_command(item):
         assert 0 < m["ttft_ms"] < 100 and 0 < m["itl_p50_ms"] <= m["itl_p99_ms"] < 5 and len(rec["runs"]) == 3
         assert all(len(t) == 512 for run in rec["runs"] for t in run["token_times"])
     else:
-        # A launch that never came up has no version in its record (moetrace asks the server, or the
-        # engine's environment, only once it is up: runner.py); the bundle it ran says it, and vLLM's banner.
+        # A launch that never came up has no version in its record: the code of this run asked the server,
+        # or the engine's environment, only once it was up (runner.py asks before the launch since); the
+        # bundle it ran says it, and vLLM's banner.
         assert rec["engine"].get("version") is None
         assert VERSIONS[eng].replace(".", "_") in cmd[0]
         if eng == "vllm":
