@@ -7,13 +7,15 @@ load is printed next to the planner's prediction for the same config
 (``moetrace.plan.measure.predict_weights``, i.e. ``weights_per_gpu`` at TP1, what ``plan_config``
 uses), in total, without embedding and head, and per part.
 
-Two ways of loading, independent of the planner's inventory (``moetrace.plan.arch``):
+Two ways of loading:
 
 * ``tensors``: one GPU tensor per checkpoint tensor, as ``moetrace.tiny.tensor_specs`` lists the
-  real checkpoints' names and shapes (checked against vLLM's loaders), in the checkpoint's
+  real checkpoints' names and shapes (checked against vLLM's loaders; since the layout was made
+  one description, this list comes from the planner's ``moetrace.plan.arch.checkpoint_tensors``,
+  so it checks the byte formulas and the allocator, not the layout), in the checkpoint's
   storage format: BF16, or for ``fp8`` FP8-E4M3 weights plus one FP32 ``weight_scale_inv`` per
   128 x 128 block, as DeepSeek-V3.1 ships;
-* ``transformers``: the Hugging Face model class (``AutoModelForCausalLM.from_config``) built
+* ``transformers`` (independent of the planner): the Hugging Face model class (``AutoModelForCausalLM.from_config``) built
   under ``torch.device("cuda")`` in BF16, when transformers is installed and knows the
   model type (buffers such as rotary ``inv_freq`` are counted too: they are real memory).
 

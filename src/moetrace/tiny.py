@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from moetrace.plan.arch import Tensor, build_arch, checkpoint_tensors
+
 __all__ = [
     "TinyError",
     "TensorSpec",
@@ -234,102 +236,26 @@ class TensorSpec:
     expert: bool = False  # a routed expert's weight (int4 in Kimi-K2)
 
 
-def _linear(prefix: str, out: int, inp: int, *, bias: bool = False, expert: bool = False) -> list[TensorSpec]:
-    s = [TensorSpec(f"{prefix}.weight", (out, inp), "linear", prefix, expert)]
-    if bias:
-        s.append(TensorSpec(f"{prefix}.bias", (out,), "bias", prefix))
-    return s
-
-
-def _norm(name: str, n: int) -> TensorSpec:
-    return TensorSpec(f"{name}.weight", (n,), "norm")
-
-
-def _mlp(prefix: str, hidden: int, width: int, names=("gate_proj", "up_proj", "down_proj"), expert=False):
-    g, u, d = names
-    return (
-        _linear(f"{prefix}.{g}", width, hidden, expert=expert)
-        + _linear(f"{prefix}.{u}", width, hidden, expert=expert)
-        + _linear(f"{prefix}.{d}", hidden, width, expert=expert)
-    )
-
-
 def tensor_specs(cfg: dict[str, Any]) -> list[TensorSpec]:
     """The tensors of a checkpoint of this (tiny) config, in the real checkpoints'
-    names and shapes, in a fixed order. MTP layers are not included."""
-    fam = family_of(cfg)
-    H = cfg["hidden_size"]
-    V = cfg["vocab_size"]
-    nh = cfg["num_attention_heads"]
-    specs: list[TensorSpec] = [TensorSpec("model.embed_tokens.weight", (V, H), "embed")]
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{i}"
-        specs += [_norm(f"{p}.input_layernorm", H), _norm(f"{p}.post_attention_layernorm", H)]
-        a = f"{p}.self_attn"
-        if fam == "deepseek_v3":
-            nope, rope, vd = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
-            kvr, qr = cfg["kv_lora_rank"], cfg.get("q_lora_rank")
-            if qr is None:
-                specs += _linear(f"{a}.q_proj", nh * (nope + rope), H)
-            else:
-                specs += _linear(f"{a}.q_a_proj", qr, H) + [_norm(f"{a}.q_a_layernorm", qr)]
-                specs += _linear(f"{a}.q_b_proj", nh * (nope + rope), qr)
-            specs += _linear(f"{a}.kv_a_proj_with_mqa", kvr + rope, H) + [_norm(f"{a}.kv_a_layernorm", kvr)]
-            specs += _linear(f"{a}.kv_b_proj", nh * (nope + vd), kvr)
-            specs += _linear(f"{a}.o_proj", H, nh * vd)
-        else:
-            hd, nkv = cfg["head_dim"], cfg["num_key_value_heads"]
-            bias = bool(cfg.get("attention_bias", False)) if fam == "glm4_moe" else False
-            specs += _linear(f"{a}.q_proj", nh * hd, H, bias=bias)
-            specs += _linear(f"{a}.k_proj", nkv * hd, H, bias=bias)
-            specs += _linear(f"{a}.v_proj", nkv * hd, H, bias=bias)
-            specs += _linear(f"{a}.o_proj", H, nh * hd)
-            if fam == "qwen3_moe" or (fam == "glm4_moe" and cfg.get("use_qk_norm")):
-                specs += [_norm(f"{a}.q_norm", hd), _norm(f"{a}.k_norm", hd)]
-            elif fam == "minimax_m2":  # per-layer qk-norm over all heads at once
-                specs += [_norm(f"{a}.q_norm", nh * hd), _norm(f"{a}.k_norm", nkv * hd)]
-        specs += _ffn_specs(cfg, fam, i, p, H)
-    specs.append(_norm("model.norm", H))
-    if not cfg.get("tie_word_embeddings"):
-        specs.append(TensorSpec("lm_head.weight", (V, H), "embed"))
-    return specs
+    names and shapes, in a fixed order: the planner's layout
+    (``moetrace.plan.arch.checkpoint_tensors``), so the written bytes are the planned ones.
+    MTP layers are not included."""
+    family_of(cfg)  # only the families checked against the engines (docs/tiny.md)
+    return [_spec(t) for t in checkpoint_tensors(build_arch(cfg))]
 
 
-def _is_moe_layer(cfg: dict[str, Any], fam: str, i: int) -> bool:
-    if fam == "qwen3_moe":
-        step = cfg.get("decoder_sparse_step", 1) or 1
-        return i not in cfg.get("mlp_only_layers", []) and cfg["num_experts"] > 0 and (i + 1) % step == 0
-    if fam in ("deepseek_v3", "glm4_moe"):
-        return i >= cfg["first_k_dense_replace"] and i % (cfg.get("moe_layer_freq", 1) or 1) == 0
-    return True  # minimax_m2: every layer
-
-
-def _ffn_specs(cfg: dict[str, Any], fam: str, i: int, p: str, H: int) -> list[TensorSpec]:
-    if not _is_moe_layer(cfg, fam, i):
-        return _mlp(f"{p}.mlp", H, cfg["intermediate_size"])
-    experts_key, width_key = _moe_keys(fam)
-    E, W = cfg[experts_key], cfg[width_key]
-    if fam == "minimax_m2":
-        m = f"{p}.block_sparse_moe"
-        s = [TensorSpec(f"{m}.gate.weight", (E, H), "router")]
-        if cfg.get("use_routing_bias"):
-            s.append(TensorSpec(f"{m}.e_score_correction_bias", (E,), "ebias"))
-        for e in range(E):
-            s += _mlp(f"{m}.experts.{e}", H, W, names=("w1", "w3", "w2"), expert=True)
-        return s
-    m = f"{p}.mlp"
-    s = [TensorSpec(f"{m}.gate.weight", (E, H), "router")]
-    if fam == "glm4_moe" or cfg.get("topk_method") == "noaux_tc":
-        s.append(TensorSpec(f"{m}.gate.e_score_correction_bias", (E,), "ebias"))
-    for e in range(E):
-        s += _mlp(f"{m}.experts.{e}", H, W, expert=True)
-    if fam == "qwen3_moe":
-        sw = cfg.get("shared_expert_intermediate_size") or 0
-        if sw:
-            s += _mlp(f"{m}.shared_expert", H, sw) + _linear(f"{m}.shared_expert_gate", 1, H)
-    elif cfg.get("n_shared_experts"):
-        s += _mlp(f"{m}.shared_experts", H, W * cfg["n_shared_experts"])
-    return s
+def _spec(t: Tensor) -> TensorSpec:
+    shape = (t.rows,) if t.cols == 1 and not t.linear else (t.rows, t.cols)  # vectors are 1-D on disk
+    if t.part in ("embedding", "lm_head"):
+        return TensorSpec(f"{t.name}.weight", shape, "embed")
+    if t.router:
+        return TensorSpec(f"{t.name}.weight", shape, "router") if t.linear else TensorSpec(t.name, shape, "ebias")
+    if t.part == "norms":
+        return TensorSpec(f"{t.name}.weight", shape, "norm")
+    if t.name.endswith(".bias"):
+        return TensorSpec(t.name, shape, "bias", t.name[: -len(".bias")])
+    return TensorSpec(f"{t.name}.weight", shape, "linear", t.name, t.routed)
 
 
 # ---------------------------------------------------------------- number formats

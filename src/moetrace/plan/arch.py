@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Arch", "QuantFormat", "Tensor", "build_arch", "inventory", "quant_format_for"]
+__all__ = ["Arch", "QuantFormat", "Tensor", "build_arch", "checkpoint_tensors", "inventory", "quant_format_for"]
 
 PARTS = ("embedding", "lm_head", "attention", "dense_mlp", "router", "routed_experts",
          "shared_experts", "norms")
@@ -107,6 +107,7 @@ class Arch:
     moe_prefix: str = "mlp"
     expert_names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")
     first_moe_layer: int = 0
+    moe_layer_ids: tuple[int, ...] = ()   # the MoE layers, by index (the others are dense)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -172,6 +173,7 @@ def build_arch(cfg: dict[str, Any]) -> Arch:
     shared_gate = False
     router_bias = False
     first_moe = 0
+    moe_ids: list[int] = []
     if n_experts == 0:
         dense_layers, moe_layers, moe_inter = n_layers, 0, 0
         dense_inter = int(cfg["intermediate_size"])
@@ -179,6 +181,7 @@ def build_arch(cfg: dict[str, Any]) -> Arch:
     elif mt in ("minimax_m2", "mixtral", "minimax", "minimax_m1"):
         # every layer is MoE; intermediate_size is the per-expert width
         dense_layers, moe_layers = 0, n_layers
+        moe_ids = list(range(n_layers))
         moe_inter = int(cfg["intermediate_size"])
         dense_inter = 0
         shared_inter = int(cfg.get("shared_intermediate_size") or 0)
@@ -223,7 +226,7 @@ def build_arch(cfg: dict[str, Any]) -> Arch:
         moe_layers=moe_layers, n_experts=n_experts, topk=topk, moe_inter=moe_inter,
         shared_inter=shared_inter, shared_gate=shared_gate, router_bias=router_bias, mtp_layers=mtp,
         max_position=int(cfg.get("max_position_embeddings") or 0), moe_prefix=moe_prefix,
-        expert_names=expert_names, first_moe_layer=first_moe, notes=tuple(notes),
+        expert_names=expert_names, first_moe_layer=first_moe, moe_layer_ids=tuple(moe_ids), notes=tuple(notes),
     )
 
 
@@ -272,17 +275,26 @@ def _dense_mlp(a: Arch, pre: str, n: int) -> list[Tensor]:
             Tensor(f"{pre}.mlp.down_proj", "dense_mlp", h, i, n, "row")]
 
 
-def _moe(a: Arch, pre: str, n: int, mtp: bool) -> list[Tensor]:
-    h, i, e = a.hidden, a.moe_inter, a.n_experts
+def _experts(a: Arch, mp: str, count: int, mtp: bool, e: int = 0) -> list[Tensor]:
+    """Routed expert ``e``'s three weights (``count`` copies: one per layer and expert in the inventory)."""
+    h, i = a.hidden, a.moe_inter
     g, u, d = a.expert_names
+    return [Tensor(f"{mp}.experts.{e}.{g}", "routed_experts", i, h, count, "expert_column", routed=True, mtp=mtp),
+            Tensor(f"{mp}.experts.{e}.{u}", "routed_experts", i, h, count, "expert_column", routed=True, mtp=mtp),
+            Tensor(f"{mp}.experts.{e}.{d}", "routed_experts", h, i, count, "expert_row", routed=True, mtp=mtp)]
+
+
+def _moe(a: Arch, pre: str, n: int, mtp: bool) -> list[Tensor]:
+    h, e = a.hidden, a.n_experts
     mp = f"{pre}.{a.moe_prefix}"
     t = [Tensor(f"{mp}.gate", "router", e, h, n, "replicated", router=True, mtp=mtp)]
     if a.router_bias:
-        t.append(Tensor(f"{mp}.gate.e_score_correction_bias", "router", e, 1, n, "replicated",
+        # MiniMax keeps the selection bias on the MoE block, the DeepSeek/GLM families on the gate
+        # (the checkpoints' names, as vLLM and SGLang load them; docs/tiny.md)
+        owner = mp if a.moe_prefix == "block_sparse_moe" else f"{mp}.gate"
+        t.append(Tensor(f"{owner}.e_score_correction_bias", "router", e, 1, n, "replicated",
                         linear=False, dtype="fp32", router=True, mtp=mtp))
-    t += [Tensor(f"{mp}.experts.0.{g}", "routed_experts", i, h, n * e, "expert_column", routed=True, mtp=mtp),
-          Tensor(f"{mp}.experts.0.{u}", "routed_experts", i, h, n * e, "expert_column", routed=True, mtp=mtp),
-          Tensor(f"{mp}.experts.0.{d}", "routed_experts", h, i, n * e, "expert_row", routed=True, mtp=mtp)]
+    t += _experts(a, mp, n * e, mtp)
     if a.shared_inter:
         s = a.shared_inter
         name = "shared_expert" if a.shared_gate else "shared_experts"
@@ -294,14 +306,43 @@ def _moe(a: Arch, pre: str, n: int, mtp: bool) -> list[Tensor]:
     return t
 
 
+def _embedding(a: Arch) -> list[Tensor]:
+    return [Tensor("model.embed_tokens", "embedding", a.vocab, a.hidden, 1, "vocab", linear=False, decode=False)]
+
+
+def _final(a: Arch) -> list[Tensor]:
+    # tied: the head reads the embedding matrix; no extra storage
+    return [Tensor("model.norm", "norms", a.hidden, 1, 1, "replicated", linear=False),
+            Tensor("lm_head", "lm_head", a.vocab, a.hidden, 1, "vocab", stored=not a.tie_embeddings)]
+
+
+def checkpoint_tensors(a: Arch) -> list[Tensor]:
+    """Every stored tensor of the checkpoint, one by one (``count`` 1), in file order: layer by
+    layer, routed experts expanded to ``experts.{e}``. Built by the same helpers as
+    :func:`inventory` (which lists each kind once with a count), so a checkpoint written from
+    this list (``moetrace.tiny``) has exactly the planner's bytes. MTP layers and tensors an
+    engine builds at load time are not included."""
+    t = _embedding(a)
+    for i in range(a.n_layers):
+        pre = f"model.layers.{i}"
+        t += _attention(a, pre, 1, False)
+        if i not in a.moe_layer_ids:
+            t += _dense_mlp(a, pre, 1)
+            continue
+        moe = _moe(a, pre, 1, False)
+        k = next(j for j, x in enumerate(moe) if x.routed)   # expert 0's three weights stand for all
+        mp = f"{pre}.{a.moe_prefix}"
+        t += moe[:k] + [x for e in range(a.n_experts) for x in _experts(a, mp, 1, False, e)] + moe[k + 3:]
+    return t + [x for x in _final(a) if x.stored]
+
+
 def inventory(a: Arch, *, include_mtp: bool = False, engine_extras: bool = False) -> list[Tensor]:
     """All weights of the model. ``include_mtp`` adds the multi-token-prediction layers
     (as engines load them for speculative decoding: their embedding and head are shared with
     the main model). ``engine_extras`` adds tensors an engine builds at load time (SGLang's
     absorbed MLA matrices w_kc / w_vc, BF16 copies of kv_b_proj)."""
     h = a.hidden
-    t: list[Tensor] = [Tensor("model.embed_tokens", "embedding", a.vocab, h, 1, "vocab", linear=False,
-                              decode=False)]
+    t = _embedding(a)
     if a.dense_layers:
         pre = "model.layers.0"
         t += _attention(a, pre, a.dense_layers, False)
@@ -310,9 +351,7 @@ def inventory(a: Arch, *, include_mtp: bool = False, engine_extras: bool = False
         pre = f"model.layers.{a.first_moe_layer}"
         t += _attention(a, pre, a.moe_layers, False)
         t += _moe(a, pre, a.moe_layers, False)
-    t.append(Tensor("model.norm", "norms", h, 1, 1, "replicated", linear=False))
-    # tied: the head reads the embedding matrix; no extra storage
-    t.append(Tensor("lm_head", "lm_head", a.vocab, h, 1, "vocab", stored=not a.tie_embeddings))
+    t += _final(a)
     if include_mtp and a.mtp_layers:
         n = a.mtp_layers
         pre = f"model.layers.{a.n_layers}"
