@@ -4,7 +4,7 @@ For each case, a few layers of one of the six architectures at its real width (t
 ``config.json`` with ``num_hidden_layers`` cut to ``--layers``; embeddings, final norm and LM head
 kept) are built on the GPU with random weights, and ``torch.cuda.memory_allocated()`` after the
 load is printed next to the planner's prediction for the same config
-(``moetrace.plan.measure.predict_weights``, i.e. ``weights_per_gpu`` at TP1, what ``plan_config``
+(``moetrace.plan.evidence.predict_weights``, i.e. ``weights_per_gpu`` at TP1, what ``plan_config``
 uses), in total, without embedding and head, and per part.
 
 Two ways of loading:
@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from moetrace.plan.arch import build_arch  # noqa: E402
-from moetrace.plan.measure import predict_weights  # noqa: E402
+from moetrace.plan.evidence import predict_weights  # noqa: E402
 from moetrace.presets import get_preset  # noqa: E402
 from moetrace.tiny import tensor_specs, tiny_hf_config  # noqa: E402
 

@@ -12,7 +12,7 @@ import pytest
 
 from moetrace.engines.registry import get_engine
 from moetrace.plan.arch import build_arch
-from moetrace.plan.measure import parse_kv_cache, parse_model_memory, predict_weights
+from moetrace.plan.evidence import parse_kv_cache, parse_model_memory, predict_weights
 from moetrace.plan.memory import kv_bytes_per_token
 from moetrace.plan.planner import plan_config
 from moetrace.presets import preset_from_checkpoint

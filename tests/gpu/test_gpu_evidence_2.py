@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from moetrace.plan.arch import build_arch
-from moetrace.plan.measure import parse_kv_cache, parse_model_memory, predict_weights
+from moetrace.plan.evidence import parse_kv_cache, parse_model_memory, predict_weights
 from moetrace.plan.memory import kv_bytes_per_token
 from moetrace.results.classify import classify
 from moetrace.traces.analyze import analyze_trace

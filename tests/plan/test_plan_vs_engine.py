@@ -4,7 +4,7 @@ For every successful TP1 attempt of the ``cpu_sweep`` fixture (vLLM CPU 0.32 ser
 Qwen3-235B and DeepSeek-V3.1 checkpoints), three figures of the weights are printed side by side:
 
 * the planner's: ``plan_config(preset, "TP1_auto", engine="vllm").weights_per_gpu_bytes`` (equal to
-  ``moetrace.plan.measure.predict_weights`` in the checkpoint's dtype, bf16 here);
+  ``moetrace.plan.evidence.predict_weights`` in the checkpoint's dtype, bf16 here);
 * the safetensors headers' exact byte count of the tensors the server loaded;
 * what the server's own log states. vLLM's CPU build prints no ``Model loading took X GiB`` line
   (only the GPU model runner does); the one model-size figure in its log is
@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from moetrace.plan import plan_config
-from moetrace.plan.measure import (
+from moetrace.plan.evidence import (
     GIB,
     compare_checkpoint,
     format_comparison_table,
