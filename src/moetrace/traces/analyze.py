@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,6 @@ _DEVICE_CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "Kernel", "Memcp
 _HOST_OP_CATS = frozenset({"cpu_op", "Operator"})
 _ANNOTATION_CATS = frozenset({"user_annotation", "gpu_user_annotation"})
 _UNMATCHED_LISTED = 25
-# Event categories the analysis never reads: the reader may step over them without decoding.
-_UNUSED_CATS = frozenset({"ac2g", "cuda_runtime", "cuda_driver", "overhead", "python_function", "cuda_sync", "Trace",
-                          "cpu_instant_event", "fwdbwd", "flow", "Runtime", "Driver", "python_function_call"})
 
 
 @dataclass(frozen=True)
@@ -172,52 +170,62 @@ class _Analysis:
         self.timeline = DeviceTimeline()
         self.seq = StepSequences()
         self.events = 0
+        self._categories: dict[str, str] = {}  # kernel name -> category (names repeat every step)
 
-    def add(self, ev: Any) -> None:
-        self.events += 1
-        if not isinstance(ev, dict) or ev.get("ph") != "X":
-            return
-        cat = ev.get("cat")
-        if cat in _DEVICE_CATS:
-            self._device(ev)
-        elif cat in _HOST_OP_CATS:
-            self._host_op(ev)
-        elif cat in _ANNOTATION_CATS:
-            self._annotation(ev, cat)
+    def feed(self, spans: Iterable[tuple], path: Path) -> None:
+        """Account the reader's spans (:meth:`TraceStream.spans`: kernels, memcpys, memsets, ops and
+        annotations), in file order."""
+        device, host_op, annotation, note_op = self._device, self._host_op, self._annotation, self.steps.note_op
+        host_ops = self.host_ops is not None
+        n = 0
+        span = None
+        try:
+            for span in spans:
+                n += 1
+                cat = span[0]
+                if cat in _HOST_OP_CATS:
+                    if host_ops:
+                        host_op(span)
+                    else:  # a GPU trace: host ops only say which External ids a step's host work reached
+                        note_op(span[2], span[4], span[6])
+                elif cat in _DEVICE_CATS:
+                    device(span)
+                else:
+                    annotation(span)
+        except (KeyError, TypeError, ValueError) as e:  # a pid that is a list...
+            raise TraceError(f"{path}: malformed event ({type(e).__name__}: {e}): {str(span)[:200]}") from None
+        finally:
+            self.events += n
 
-    def _annotation(self, ev: dict, cat: str) -> None:
-        stage = step_stage(str(ev.get("name", "")))
+    def _annotation(self, span: tuple) -> None:
+        cat, name, pid, tid, ts, dur, ext, _ = span
+        stage = step_stage(name)
         if stage is None:
             return
         if cat == "gpu_user_annotation":
-            ts, ext = float(ev["ts"]), (ev.get("args") or {}).get("External id")
-            self.steps.add_device_span(stage, ext if ext is not None else (ev.get("tid"), ts), ts,
-                                       ts + float(ev.get("dur", 0.0)))
+            self.steps.add_device_span(stage, ext if ext is not None else (tid, ts), ts, ts + dur)
         else:
-            self.steps.add(stage, ev.get("pid"), float(ev["ts"]), float(ev.get("dur", 0.0)),
-                           (ev.get("args") or {}).get("External id"))
+            self.steps.add(stage, pid, ts, dur, ext)
             self.timeline.has_steps = True
 
     def _stage(self, step: int | None) -> str:
         return self.default_stage if step is None else self.steps.items[step].stage
 
-    def _host_op(self, ev: dict) -> None:
-        ts, pid = float(ev["ts"]), ev.get("pid")
-        step = self.steps.note_op(pid, ts, (ev.get("args") or {}).get("External id"))
+    def _host_op(self, span: tuple) -> None:
+        _, name, pid, tid, ts, dur, ext, _ = span
+        step = self.steps.note_op(pid, ts, ext)
         if self.host_ops is not None:
-            self.host_ops.add((pid, ev.get("tid")), str(ev.get("name", "")), ts, float(ev.get("dur", 0.0)),
-                              self._stage(step))
+            self.host_ops.add((pid, tid), name, ts, dur, self._stage(step))
 
-    def _device(self, ev: dict) -> None:
-        name = str(ev.get("name", ""))
-        ts, dur = float(ev["ts"]), float(ev.get("dur", 0.0))
-        args = ev.get("args") or {}
-        ext = args.get("External id")
+    def _device(self, span: tuple) -> None:
+        _, name, _, _, ts, dur, ext, device = span
         step = self.steps.of_external_id(ext) if ext is not None else None
         stage = self._stage(step)
-        category = classify(name, KERNEL)
+        category = self._categories.get(name)
+        if category is None:
+            category = self._categories[name] = classify(name, KERNEL)
         self.device.add(name, category, stage, dur)
-        self.timeline.add(args.get("device", ev.get("pid")), ts, ts + dur, step, stage)
+        self.timeline.add(device, ts, ts + dur, step, stage)
         if step is not None:
             self.seq.add(step, stage, ts, ts + dur, name, category)
         elif ext is None:  # a CUDA-graph replay's or Triton's kernel: no launching op recorded
@@ -240,21 +248,13 @@ def _run(path: Path, max_bytes: int, file_stage: str | None, host_ops: bool | No
     """One pass. ``host_ops=None``: account host ops unless the header lists GPUs (Kineto's
     ``deviceProperties``, written before the events), which saves most of the work on GPU traces."""
     stream = TraceStream(path, max_bytes=max_bytes)
-    stream.skip_cats = _UNUSED_CATS
-    stream.want_cats = _DEVICE_CATS | _HOST_OP_CATS | _ANNOTATION_CATS  # add() reads nothing else
-    events = stream.events()
-    first = next(events, None)
+    spans = stream.spans(_DEVICE_CATS | _HOST_OP_CATS | _ANNOTATION_CATS)  # feed() reads nothing else
+    first = next(spans, None)
     if host_ops is None:
         host_ops = not stream.header.get("deviceProperties")
     a = _Analysis(file_stage, host_ops)
-    ev = first
-    try:
-        if first is not None:
-            a.add(first)
-        for ev in events:
-            a.add(ev)
-    except (KeyError, TypeError, ValueError) as e:  # an event without ts, a ts that is no number...
-        raise TraceError(f"{path}: malformed event ({type(e).__name__}: {e}): {str(ev)[:200]}") from None
+    if first is not None:
+        a.feed(chain((first,), spans), path)
     a.finish()
     return a, stream
 

@@ -1,9 +1,26 @@
 """Stream the events of a Chrome/Kineto trace (``.json`` or ``.json.gz``) one at a time.
 
+Two ways to read a trace, both in one pass with flat memory:
+
+- :meth:`TraceStream.events`: every element of ``traceEvents``, decoded to a dict;
+- :meth:`TraceStream.spans`: only the complete events (``"ph": "X"``) of the categories asked
+  for, each as a tuple ``(cat, name, pid, tid, ts, dur, ext, device)`` (``ext`` is
+  ``args["External id"]`` or None, ``device`` is ``args["device"]``, else ``pid``); the other
+  events are counted in ``skipped``. This is what the analyzer reads.
+
 The whole file is never held: bytes are read (and gunzipped) in chunks, decoded to text
 incrementally, and each element of ``traceEvents`` is cut out with ``json.JSONDecoder.raw_decode``
 (the C scanner) straight from the chunk buffer. Top-level keys other than ``traceEvents``
 (``deviceProperties``, ``distributedInfo``...) are parsed whole into a small header dict.
+
+**Kineto's layout.** PyTorch's profiler closes every event with a newline, two spaces and ``}``,
+and writes a complete event's keys in one order (``ph, cat, name, pid, tid, ts, dur, args``).
+Once the first events show that layout, the reader stops decoding each event: it jumps from one
+wanted event to the next with one regular-expression search (``_want``), counting the events it
+passes, and ``spans`` reads the few fields it needs with a second one (``_FIELDS``) instead of
+building a dict. An event whose fields are not where that expression looks (a name with an escape,
+an ``External id`` that is not the first argument...) is decoded whole instead, and the first
+wanted events are read both ways and compared; a disagreement turns the shortcut off.
 
 Every failure (missing file, bad gzip, truncation, invalid JSON, a file larger than the
 decompressed-size limit) is raised as :class:`TraceError` with the file's path in the message.
@@ -16,6 +33,7 @@ import json
 import re
 import zlib
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,10 +47,60 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 _skip_ws = re.compile(r"[ \t\n\r]*").match
 _skip_sep = re.compile(r"[ \t\n\r,]*").match  # between array elements: whitespace and commas
-_cat_field = re.compile(r'"cat":\s*"([^"\\]*)"').search
 _KINETO_END = "\n  }"  # how PyTorch's Kineto writer closes every element of traceEvents
 _LAYOUT_CHECKS = 64
 _MAX_SCAN = 1 << 20  # no Kineto event end within this many characters: not Kineto's layout
+_VERIFY = 64  # wanted events read both from _FIELDS' groups and by decoding them, before trusting the groups
+
+# A wanted event's other fields in Kineto's layout, after its category, to the event's end:
+#   , "name": "...", "pid": 0, "tid": 7,\n    "ts": 123.456, "dur": 7.8,
+#   \n    "args": {\n      "External id": 42, ...\n    }\n  }
+# (any blanks between items; args last, or none). Groups: name, pid, tid, ts, dur, the External id
+# when it is the first argument, and the text of the other arguments (None without args). A number
+# is what float()/int() accept of the characters JSON numbers are made of. (``*+``: possessive,
+# never given back, which spares the regex engine the bookkeeping of backtracking.)
+_W = r"[ \t\n\r]*+"
+_INT = r"(-?[0-9]++)"
+_NUM = r"(-?[0-9][0-9.eE+-]*+)"
+_FIELDS = (rf',{_W}"name": "([^"]*+)",{_W}"pid": {_INT},{_W}"tid": {_INT},{_W}"ts": {_NUM},{_W}"dur": {_NUM}'
+           rf'(?:{_W},{_W}"args": \{{{_W}(?:"External id": {_INT})?([^}}]*+)\}})?\n  \}}')
+_DEVICE = re.compile(r'"device": (-?[0-9]+)[ \t\n\r]*(?:,|$)')
+
+
+class _Ints(dict):
+    """str -> int, remembered: pids, tids and devices repeat in every event."""
+
+    def __missing__(self, text: str) -> int:
+        value = self[text] = int(text)
+        return value
+
+
+def _span_from_fields(groups: tuple, ints: _Ints) -> tuple | None:
+    """The span of a wanted event from the groups of its ``_FIELDS`` match; None where the event must be
+    decoded instead: its fields are not all where ``_FIELDS`` looks, its name or arguments hold an escape
+    (a backslash) or braces, or an argument "External id" or "device" is written another way. (With no
+    backslash and no braces in the arguments' text, each ``"device":`` in it is the argument so named.)"""
+    cat, name, pid, tid, ts, dur, ext, args = groups
+    if ts is None or "\\" in name:
+        return None
+    pid = ints[pid]
+    device = pid
+    if args is not None:
+        if "\\" in args or "{" in args:
+            return None
+        if ext is not None:
+            ext = int(ext)
+        elif '"External id"' in args:
+            return None
+        if '"device"' in args:
+            d = _DEVICE.search(args)
+            if d is None:
+                return None
+            device = ints[d[1]]
+    try:
+        return cat, name, pid, ints[tid], float(ts), float(dur), ext, device
+    except ValueError:  # "1.2.3": the decoder says what is wrong
+        return None
 
 
 class TraceError(Exception):
@@ -68,7 +136,7 @@ def _gunzip(f: BinaryIO, path: Path) -> Iterator[bytes]:
 
 
 class TraceStream:
-    """One pass over a trace file: ``header`` fills in as ``events()`` advances.
+    """One pass over a trace file: ``header`` fills in as ``events()`` (or ``spans()``) advances.
 
     >>> stream = TraceStream(path)
     >>> for ev in stream.events(): ...
@@ -86,15 +154,18 @@ class TraceStream:
         self._chunks: Iterator[bytes] | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._json = json.JSONDecoder()
-        self.skip_cats: frozenset[str] = frozenset()  # events of these categories may be skipped unread
+        self.skip_cats: frozenset[str] = frozenset()  # events(): these categories are counted in skipped instead
         # When set: in Kineto's layout only complete ("ph": "X") events of these categories are read;
         # the reader jumps from one to the next with one regular-expression search (C speed) and
-        # counts the events it passes in ``skipped``.
+        # counts the events it passes in ``skipped``. ``spans(cats)`` sets it to ``cats``.
         self.want_cats: frozenset[str] | None = None
         self._want: re.Pattern | None = None
         self.skipped = 0
         self._layout: bool | None = None  # Kineto's layout: None until checked
         self._checked = 0
+        self._cats: frozenset[str] | None = None  # spans(): the categories yielded, as spans not dicts
+        self._fields_ok: bool | None = None  # spans may be read from _FIELDS' groups (checked on the first ones)
+        self._ints = _Ints()
 
     # ---- bytes -> text ---------------------------------------------------------------------
     def _byte_chunks(self) -> Iterator[bytes]:
@@ -180,6 +251,23 @@ class TraceStream:
     # ---- structure -------------------------------------------------------------------------
     def events(self) -> Iterator[dict[str, Any]]:
         """Yield each element of ``traceEvents`` (or of a top-level array) in file order."""
+        for batch in self._walk():
+            yield from batch
+
+    def spans(self, cats: frozenset[str]) -> Iterator[tuple]:
+        """Yield ``(cat, name, pid, tid, ts, dur, ext, device)`` for each complete event (``"ph": "X"``)
+        whose category is in ``cats``, in file order; every other element is counted in ``skipped``.
+
+        ``name`` is ``str(event["name"])`` ("" if none), ``ts`` and ``dur`` are floats (``dur`` 0.0 if
+        none), ``ext`` is ``args["External id"]`` (None if none) and ``device`` is ``args["device"]``,
+        else ``pid``. An event without ``ts`` raises :class:`TraceError`.
+        """
+        self._cats = self.want_cats = frozenset(cats)
+        for batch in self._walk():
+            yield from batch
+
+    def _walk(self) -> Iterator[list]:
+        """The top level: header keys into ``header``, and ``traceEvents``' items in lists (batches)."""
         first = self._peek()
         if first == "[":  # the JSON Array Format of Chrome traces
             self._pos += 1
@@ -213,10 +301,12 @@ class TraceStream:
             self._fail(f"expected ',' or '}}' after {key!r}" if sep else "the top-level object is not closed")
         self._end()
 
-    def _array_items(self) -> Iterator[dict[str, Any]]:
+    def _array_items(self) -> Iterator[list]:
+        """The general loop: decode each element (a batch of one); hands over to ``_kineto_items``
+        once the layout is known."""
         decode, json_error = self._json.raw_decode, json.JSONDecodeError
         while True:
-            if self._layout is True:
+            if self._layout is True and self._want_pattern() is not None:
                 yield from self._kineto_items()
             c = self._peek(_skip_sep)
             if c == "]":
@@ -232,17 +322,41 @@ class TraceStream:
             else:
                 if self._layout is None and c == "{":
                     self._check_layout(start, self._pos, ev)
-            yield ev
+            if self._cats is not None:
+                if self._wanted(ev):
+                    yield [self._span_of(ev)]
+                else:
+                    self.skipped += 1
+            elif isinstance(ev, dict) and ev.get("cat") in self.skip_cats:
+                self.skipped += 1
+            else:
+                yield [ev]
+
+    def _wanted(self, ev: Any) -> bool:
+        return isinstance(ev, dict) and ev.get("ph") == "X" and isinstance(ev.get("cat"), str) \
+            and ev["cat"] in self._cats
+
+    def _span_of(self, ev: dict) -> tuple:
+        """The span of a decoded event (see :meth:`spans`)."""
+        try:
+            args = ev.get("args") or {}
+            pid = ev.get("pid")
+            return (ev["cat"], str(ev.get("name", "")), pid, ev.get("tid"), float(ev["ts"]),
+                    float(ev.get("dur", 0.0)), args.get("External id"), args.get("device", pid))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:  # no ts, a ts that is no number...
+            raise TraceError(f"{self.path}: malformed event ({type(e).__name__}: {e}): {str(ev)[:200]}") from None
 
     def _want_pattern(self) -> re.Pattern | None:
+        """The search for the wanted events in Kineto's layout: group 1 is the category, groups 2-9
+        the rest of ``_FIELDS`` (None when the event is written some other way)."""
         if self.want_cats is not None and self._want is None:
             cats = "|".join(re.escape(c) for c in sorted(self.want_cats))
-            self._want = re.compile(r'\{\n    "ph": "X",\s*"cat": "(?:' + cats + ')"')
+            self._want = re.compile(rf'\{{\n    "ph": "X",{_W}"cat": "({cats})"(?:{_FIELDS})?')
         return self._want if self.want_cats is not None else None
 
     def _check_layout(self, start: int, end: int, ev: Any = None) -> None:
         """Does Kineto's layout say the event at ``start`` ends where it really ends (``end``)? And does
-        the search for wanted events find this one if it is wanted (else every event is read)?"""
+        the search for wanted events find this one if it is wanted (else every event is decoded)?"""
         want = self._want_pattern()
         if (want is not None and isinstance(ev, dict) and ev.get("ph") == "X" and ev.get("cat") in self.want_cats
                 and not want.match(self._buf, start)):
@@ -254,61 +368,72 @@ class TraceStream:
             if self._checked >= _LAYOUT_CHECKS:
                 self._layout = True
 
-    def _kineto_items(self) -> Iterator[dict[str, Any]]:
-        """The events of a file in Kineto's layout (checked): each ends with newline, 2 spaces, '}'.
-
-        Events whose category is in ``skip_cats`` are stepped over unread; returns at anything
-        unexpected (the array's end, another layout), leaving the cursor for the general loop.
-        """
-        decode, skip, n = self._json.raw_decode, self.skip_cats, len(_KINETO_END)
-        pattern = self._want_pattern()
-        want = pattern.search if pattern is not None else None
+    def _kineto_items(self) -> Iterator[list]:
+        """The wanted events of a file in Kineto's layout (checked: each event ends with a newline, two
+        spaces and '}'), a buffer at a time: one search finds them, the buffer's other events are
+        counted in ``skipped``. Returns at the end of the events or at anything unexpected, with the
+        cursor on an event boundary for the general loop."""
+        n = len(_KINETO_END)
         while True:
             buf, pos = self._buf, self._pos
-            if want is not None:
-                m = want(buf, pos)
-                if m is None:  # none in the buffer: pass the complete events, read on
-                    last = buf.rfind(_KINETO_END, pos)
-                    if last >= 0:
-                        self.skipped += buf.count(_KINETO_END, pos, last + n)
-                        self._pos = last + n
-                    if len(buf) - self._pos > _MAX_SCAN:
-                        self._layout = False
-                    if not self._layout or not self._fill():
-                        return
-                    continue
-                if m.start() > pos:
-                    self.skipped += buf.count(_KINETO_END, pos, m.start())
-                pos = m.start()
-            elif buf.startswith(",\n  {", pos) or buf.startswith(",\n{", pos):
-                pos = buf.index("{", pos)
-            elif self._peek(_skip_sep) == "{":
-                buf, pos = self._buf, self._pos
-            else:
-                return
-            end = buf.find(_KINETO_END, pos)
-            if end < 0:
-                self._pos = pos
-                if len(buf) - pos > _MAX_SCAN:
+            limit = buf.rfind(_KINETO_END, pos) + n  # the end of the buffer's last whole event
+            if limit < pos + n:
+                if len(buf) - pos > _MAX_SCAN:  # no event end in sight: not Kineto's layout after all
                     self._layout = False
                 if not self._layout or not self._fill():
                     return
                 continue
-            stop = end + n
-            i = buf.find('"cat": "', pos, end)
-            if i >= 0 and buf[i + 8:buf.find('"', i + 8, end)] in skip:
-                self._pos = stop
-                self.skipped += 1
-                continue
-            try:
-                ev, real_end = decode(buf, pos)
-            except json.JSONDecodeError as e:
-                self._pos = pos
-                self._fail(f"invalid JSON ({e.msg})")
-            if real_end != stop:  # not Kineto's layout after all: let the general loop go on
-                self._layout = False
-            self._pos = real_end
-            yield ev
+            items = self._read_items(buf, pos, limit)
+            if self._layout:  # read to the limit (else it stopped where the layout broke)
+                self.skipped += buf.count(_KINETO_END, pos, limit) - len(items)
+                self._pos = limit
+            yield items
+            if not self._layout or not self._fill():
+                return
+
+    def _read_items(self, buf: str, pos: int, limit: int) -> list:
+        """The wanted events in ``buf[pos:limit]`` (whole events): spans (``spans()``) read from the
+        groups of ``_FIELDS`` where they can be (see ``_span_from_fields``), else decoded; dicts
+        (``events()``) decoded."""
+        if self._cats is not None and self._fields_ok is None:
+            self._fields_ok = self._check_fields(buf, pos, limit)
+        out = []
+        append, ints = out.append, self._ints
+        fields = self._cats is not None and self._fields_ok
+        for m in self._want.finditer(buf, pos, limit):
+            if fields:
+                span = _span_from_fields(m.groups(), ints)
+                if span is not None:
+                    append(span)
+                    continue
+            ev, end = self._decode_at(buf, m.start())
+            if buf.rfind(_KINETO_END, m.start(), end) + len(_KINETO_END) != end:  # not Kineto's layout
+                self.skipped += buf.count(_KINETO_END, pos, m.start()) - len(out)
+                self._pos, self._layout = m.start(), False
+                return out
+            if self._cats is None:
+                append(ev)
+            elif self._wanted(ev):
+                append(self._span_of(ev))
+        return out
+
+    def _check_fields(self, buf: str, pos: int, limit: int) -> bool:
+        """Do the first wanted events (up to ``_VERIFY``) give the same spans read from the groups of
+        ``_FIELDS`` as decoded? If not, every event is decoded."""
+        for m in islice(self._want.finditer(buf, pos, limit), _VERIFY):
+            span = _span_from_fields(m.groups(), self._ints)
+            if span is not None:
+                ev, _ = self._decode_at(buf, m.start())
+                if not self._wanted(ev) or self._span_of(ev) != span:
+                    return False
+        return True
+
+    def _decode_at(self, buf: str, start: int) -> tuple[Any, int]:
+        try:
+            return self._json.raw_decode(buf, start)
+        except json.JSONDecodeError as e:
+            self._pos = start
+            self._fail(f"invalid JSON ({e.msg})")
 
     def _end(self) -> None:
         if self._peek():

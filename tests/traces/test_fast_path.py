@@ -1,0 +1,146 @@
+"""The reader's fast path against plain JSON decoding: the same spans, the same analysis to the last bit.
+
+In Kineto's layout the reader reads a wanted event's fields with one regular expression
+(``reader._FIELDS``) instead of decoding it. These tests compare that with decoding every event:
+on every real trace kept under tests/data, and on a synthetic file full of events the expression
+must hand over to the decoder (escapes, arguments in another order, nested arguments...).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from moetrace.traces import reader
+from moetrace.traces.analyze import analyze_trace
+from moetrace.traces.reader import TraceStream
+
+from .conftest import kineto_text
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+REAL = sorted(DATA.glob("gpu/**/*.trace.json.gz")) + sorted(DATA.glob("traces/**/*.trace.json.gz"))
+CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "cpu_op", "user_annotation", "gpu_user_annotation"})
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(DATA))
+
+
+def _reference(events: list) -> tuple[list[tuple], int]:
+    """What spans() must give, computed from decoded events (independently of the reader)."""
+    out = []
+    for ev in events:
+        if isinstance(ev, dict) and ev.get("ph") == "X" and ev.get("cat") in CATS:
+            args = ev.get("args") or {}
+            out.append((ev["cat"], str(ev.get("name", "")), ev.get("pid"), ev.get("tid"), float(ev["ts"]),
+                        float(ev.get("dur", 0.0)), args.get("External id"), args.get("device", ev.get("pid"))))
+    return out, len(events) - len(out)
+
+
+@pytest.mark.parametrize("path", REAL, ids=_id)
+def test_every_real_trace_reads_the_same_both_ways(path, monkeypatch):
+    with gzip.open(path, "rt") as f:
+        want, skipped = _reference(json.load(f)["traceEvents"])
+    stream = TraceStream(path)
+    assert list(stream.spans(CATS)) == want and stream.skipped == skipped
+    if len(want) + skipped > 1000:  # long enough for the layout check: the fast path did the reading
+        assert stream._layout is True and stream._fields_ok is True
+    fast = asdict(analyze_trace(path))
+    monkeypatch.setattr(reader, "_span_from_fields", lambda groups, ints: None)  # decode every event
+    assert asdict(analyze_trace(path)) == fast
+
+
+@pytest.mark.parametrize("path", [p for p in REAL if "DECODE" in p.name or "decode" in p.name][:6], ids=_id)
+def test_a_trace_in_another_layout_gives_the_same_analysis(path, tmp_path):
+    """Compact JSON (no Kineto layout): the general loop decodes everything, and agrees exactly."""
+    compact = tmp_path / path.name.replace(".gz", "")  # same name: same rank and stage
+    with gzip.open(path, "rt") as f:
+        compact.write_text(json.dumps(json.load(f)))
+    a, b = asdict(analyze_trace(path)), asdict(analyze_trace(compact))
+    for d in (a, b):
+        del d["path"], d["bytes_read"]
+    assert a == b
+
+
+_NONE = object()
+
+
+def _ev(name, cat="kernel", pid=0, tid=7, ts=1.5, dur=2.0, args=_NONE, ph="X", **extra) -> dict:
+    """An event with its keys in Kineto's order (what the fast path looks for); _NONE leaves a key out."""
+    ev = {"ph": ph, "cat": cat, "name": name, "pid": pid, "tid": tid, "ts": ts, "dur": dur, **extra, "args": args}
+    return {k: v for k, v in ev.items() if v is not _NONE}
+
+
+def _odd_events() -> list[dict]:
+    """Events the fast path must not read on its own (or must read right), between plain ones."""
+    return [
+        _ev('quote " inside', args={"External id": 1, "device": 0}),
+        _ev("back\\slash and \u00e9 and \n newline", args={"External id": 2}),
+        _ev("ext not first", args={"queued": 0, "External id": 3, "device": 1}),
+        _ev("device first, no ext", args={"device": 2, "stream": 7}),
+        _ev("nested", args={"External id": 4, "sub": {"device": 9}, "device": 3}),
+        _ev("device as text", args={"External id": 5, "device": "cuda:0"}),
+        _ev("escaped arg", args={"External id": 6, "note": 'a "device": 5 b'}),
+        _ev("key ending in device", args={"External id": 19, 'a "device': 5}),
+        _ev("device not an int", args={"External id": 20, "device": 1.5}),
+        _ev("device 1e3", args={"External id": 21, "device": 1e3}),
+        _ev("no args"),
+        _ev("empty args", args={}),
+        _ev("exponent", ts=1.5e3, dur=2e-3, args={"External id": 7}),
+        _ev("int ts", ts=4874644486077, args={"External id": 8}),
+        _ev("string pid", pid="Spans", args={"External id": 9}),
+        _ev("float pid", pid=1.0, args={"External id": 10}),
+        _ev("string tid", tid="stream 7", args={"External id": 11}),
+        _ev("no dur", dur=_NONE, args={"External id": 12}),
+        _ev("extra key", bp="e", args={"External id": 13}),
+        _ev("ext as text", args={"External id": "14"}),
+        _ev("aten::mm", cat="cpu_op", args={"External id": 15, "Input Dims": [[2, 3], [3, 4]]}),
+        _ev("with {braces}", cat="cpu_op", args={"External id": 16, "Concrete Inputs": ["{x}"]}),
+        _ev("step[DECODE bs=1]", cat="user_annotation", args={"External id": 17}),
+        _ev("step[DECODE bs=1]", cat="gpu_user_annotation", args={"device": 0}),
+        _ev("cudaLaunchKernel", cat="cuda_runtime", args={"External id": 18, "device": 0}),
+        _ev("instant", ph="i"),
+        {"ph": "f", "id": 5, "pid": 0, "tid": 7, "ts": 1.0, "cat": "ac2g", "name": "ac2g", "bp": "e"},
+    ]
+
+
+def test_odd_events_are_decoded_not_misread(tmp_path):
+    plain = {"ph": "X", "cat": "cpu_op", "name": "aten::add", "pid": 1, "tid": 1, "ts": 0.25, "dur": 1.0,
+             "args": {"External id": 0}}
+    events = [plain] * 200 + _odd_events() * 3 + [plain] * 5  # past the layout and fields checks, then odd ones
+    path = tmp_path / "odd.json"
+    path.write_text(kineto_text(events))
+    want, skipped = _reference(json.loads(path.read_text())["traceEvents"])
+    stream = TraceStream(path)
+    got = list(stream.spans(CATS))
+    assert got == want and stream.skipped == skipped
+    assert stream._layout is True and stream._fields_ok is True
+
+
+def test_a_disagreement_on_the_first_events_turns_the_fast_path_off(tmp_path, monkeypatch):
+    ev = {"ph": "X", "cat": "kernel", "name": "k", "pid": 0, "tid": 7, "ts": 1.0, "dur": 2.0,
+          "args": {"External id": 3, "device": 0}}
+    path = tmp_path / "t.json"
+    path.write_text(kineto_text([ev] * 200))
+    real = reader._span_from_fields
+    monkeypatch.setattr(reader, "_span_from_fields", lambda groups, ints: real(groups, ints)[:-1] + (99,))
+    stream = TraceStream(path)
+    assert list(stream.spans(CATS)) == _reference([ev] * 200)[0] and stream._fields_ok is False
+
+
+def test_an_object_inside_the_arguments_is_decoded(tmp_path):
+    """Arguments whose nested object closes where Kineto's events end (valid JSON, another layout)."""
+    plain = _ev("aten::add", cat="cpu_op", pid=1, tid=1, ts=0.25, dur=1.0, args={"External id": 0})
+    odd = ('{\n    "ph": "X", "cat": "kernel", "name": "n", "pid": 0, "tid": 7, "ts": 1, "dur": 1,'
+           ' "args": {"External id": 1, "sub": {"device": 9}\n  }\n}')
+    text = kineto_text([plain] * 200)  # past the layout and fields checks
+    cut = text.rindex("\n  ]")
+    path = tmp_path / "nested.json"
+    path.write_text(text[:cut] + ",\n  " + odd + ",\n" + kineto_text([plain] * 5).split("[\n", 1)[1])
+    want, skipped = _reference(json.loads(path.read_text())["traceEvents"])
+    stream = TraceStream(path)
+    assert list(stream.spans(CATS)) == want and stream.skipped == skipped
