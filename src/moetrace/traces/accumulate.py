@@ -104,7 +104,9 @@ class Steps:
 
     def note_op(self, pid: object, ts: float, ext: int | None) -> int | None:
         """Record a host op: extends its step's External-id range; returns the step index."""
-        idx = self.at(pid, ts)
+        c_pid, c_start, c_end, idx = self._cached  # at(), its usual case inline (once per host op)
+        if not (pid == c_pid and c_start <= ts <= c_end):
+            idx = self.at(pid, ts)
         if idx is not None and ext is not None:
             s = self.items[idx]
             if s.ext_max is None or ext > s.ext_max:
@@ -196,9 +198,11 @@ class DeviceTimeline:
 
     def add(self, device: object, start: float, end: float, step: int | None, stage: str) -> None:
         heap = self._heaps[device]
-        heapq.heappush(heap, (start, end, -1 if step is None else step, stage))
-        if len(heap) > _REORDER_WINDOW:
-            self._merge(device, heapq.heappop(heap))
+        item = (start, end, -1 if step is None else step, stage)
+        if len(heap) < _REORDER_WINDOW:
+            heapq.heappush(heap, item)
+        else:  # push, then merge the earliest
+            self._merge(device, heapq.heappushpop(heap, item))
 
     def _merge(self, device: object, item: tuple) -> None:
         start, end, step, stage = item

@@ -136,6 +136,7 @@ class StepSequences:
         self._comm: dict[str, dict] = {}
         self._times: dict[str, list] = {}  # stage -> [steps, extent, busy, *group sums]
         self._last = -1
+        self._roles: dict[str, int] = {}  # kernel name -> role (a name has one category)
 
     def add(self, step: int, stage: str, start: float, end: float, name: str, category: str) -> None:
         item = self._open.get(step)
@@ -143,7 +144,10 @@ class StepSequences:
             if len(self._open) >= 2:
                 self._flush(min(self._open))
             item = self._open[step] = (stage, [])
-        item[1].append((start, end, _role(name, category), category))
+        role = self._roles.get(name)
+        if role is None:
+            role = self._roles[name] = _role(name, category)
+        item[1].append((start, end, role, category))
         self._last = step
 
     def break_chain(self) -> None:
@@ -155,7 +159,10 @@ class StepSequences:
         launched outside every step came in between (:meth:`break_chain`)."""
         item = self._open.get(self._last)
         if item is not None:
-            item[1].append((start, end, _role(name, category), category))
+            role = self._roles.get(name)
+            if role is None:
+                role = self._roles[name] = _role(name, category)
+            item[1].append((start, end, role, category))
 
     def finish(self) -> None:
         for s in sorted(self._open):
