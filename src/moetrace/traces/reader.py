@@ -33,7 +33,7 @@ import json
 import re
 import zlib
 from collections.abc import Iterator
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -251,8 +251,7 @@ class TraceStream:
     # ---- structure -------------------------------------------------------------------------
     def events(self) -> Iterator[dict[str, Any]]:
         """Yield each element of ``traceEvents`` (or of a top-level array) in file order."""
-        for batch in self._walk():
-            yield from batch
+        return chain.from_iterable(self._walk())
 
     def spans(self, cats: frozenset[str]) -> Iterator[tuple]:
         """Yield ``(cat, name, pid, tid, ts, dur, ext, device)`` for each complete event (``"ph": "X"``)
@@ -263,8 +262,7 @@ class TraceStream:
         else ``pid``. An event without ``ts`` raises :class:`TraceError`.
         """
         self._cats = self.want_cats = frozenset(cats)
-        for batch in self._walk():
-            yield from batch
+        return chain.from_iterable(self._walk())
 
     def _walk(self) -> Iterator[list]:
         """The top level: header keys into ``header``, and ``traceEvents``' items in lists (batches)."""
