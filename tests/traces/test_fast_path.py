@@ -95,6 +95,8 @@ def _odd_events() -> list[dict]:
         _ev("string pid", pid="Spans", args={"External id": 9}),
         _ev("float pid", pid=1.0, args={"External id": 10}),
         _ev("string tid", tid="stream 7", args={"External id": 11}),
+        _ev("bool pid", pid=True, args={"External id": 22}),
+        _ev("string ts", ts="12.5", args={"External id": 23}),
         _ev("no dur", dur=_NONE, args={"External id": 12}),
         _ev("extra key", bp="e", args={"External id": 13}),
         _ev("ext as text", args={"External id": "14"}),
@@ -144,3 +146,11 @@ def test_an_object_inside_the_arguments_is_decoded(tmp_path):
     want, skipped = _reference(json.loads(path.read_text())["traceEvents"])
     stream = TraceStream(path)
     assert list(stream.spans(CATS)) == want and stream.skipped == skipped
+
+
+def test_a_malformed_event_past_the_checks_is_a_trace_error(tmp_path):
+    plain = _ev("aten::add", cat="cpu_op", pid=1, tid=1, ts=0.25, dur=1.0, args={"External id": 0})
+    path = tmp_path / "bad.json"
+    path.write_text(kineto_text([plain] * 200 + [_ev("list ts", ts=[1, 2])] + [plain] * 5))
+    with pytest.raises(reader.TraceError, match="malformed event"):
+        list(TraceStream(path).spans(CATS))
