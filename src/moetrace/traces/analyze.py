@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from itertools import chain
 from dataclasses import asdict, dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -211,11 +211,10 @@ class _Analysis:
     def _stage(self, step: int | None) -> str:
         return self.default_stage if step is None else self.steps.items[step].stage
 
-    def _host_op(self, span: tuple) -> None:
+    def _host_op(self, span: tuple) -> None:  # a CPU trace: the host ops are the work
         _, name, pid, tid, ts, dur, ext, _ = span
         step = self.steps.note_op(pid, ts, ext)
-        if self.host_ops is not None:
-            self.host_ops.add((pid, tid), name, ts, dur, self._stage(step))
+        self.host_ops.add((pid, tid), name, ts, dur, self._stage(step))
 
     def _device(self, span: tuple) -> None:
         _, name, _, _, ts, dur, ext, device = span

@@ -144,10 +144,7 @@ class StepSequences:
             if len(self._open) >= 2:
                 self._flush(min(self._open))
             item = self._open[step] = (stage, [])
-        role = self._roles.get(name)
-        if role is None:
-            role = self._roles[name] = _role(name, category)
-        item[1].append((start, end, role, category))
+        item[1].append((start, end, self._role_of(name, category), category))
         self._last = step
 
     def break_chain(self) -> None:
@@ -159,10 +156,13 @@ class StepSequences:
         launched outside every step came in between (:meth:`break_chain`)."""
         item = self._open.get(self._last)
         if item is not None:
-            role = self._roles.get(name)
-            if role is None:
-                role = self._roles[name] = _role(name, category)
-            item[1].append((start, end, role, category))
+            item[1].append((start, end, self._role_of(name, category), category))
+
+    def _role_of(self, name: str, category: str) -> int:
+        role = self._roles.get(name)
+        if role is None:
+            role = self._roles[name] = _role(name, category)
+        return role
 
     def finish(self) -> None:
         for s in sorted(self._open):

@@ -15,12 +15,17 @@ incrementally, and each element of ``traceEvents`` is cut out with ``json.JSONDe
 
 **Kineto's layout.** PyTorch's profiler closes every event with a newline, two spaces and ``}``,
 and writes a complete event's keys in one order (``ph, cat, name, pid, tid, ts, dur, args``).
-Once the first events show that layout, the reader stops decoding each event: it jumps from one
-wanted event to the next with one regular-expression search (``_want``), counting the events it
-passes, and ``spans`` reads the few fields it needs with a second one (``_FIELDS``) instead of
-building a dict. An event whose fields are not where that expression looks (a name with an escape,
-an ``External id`` that is not the first argument...) is decoded whole instead, and the first
-wanted events are read both ways and compared; a disagreement turns the shortcut off.
+Once the first 64 events show that layout, the reader stops decoding event by event. A buffer
+(1 MiB) at a time, one regular expression (``_want_pattern``) finds the wanted events and captures
+their fields (``_FIELDS``): ``spans`` builds its tuples from those groups (``_span_from_fields``)
+without building dicts, and one ``str.count`` of the event ends counts the events it passed. An
+event whose fields are not where the expression looks (a name with an escape, an ``External id``
+that is not the first argument, a pid that is no integer...) is decoded whole instead, and the
+first 64 wanted events are read both ways and compared; a disagreement turns the shortcut off.
+Any other layout is read by the general loop, one decoded event at a time. What the shortcut does
+assume: past those first events the writer does not change its key order (a wanted event written
+``"cat"`` first would not be found, only counted). ``tests/traces/test_fast_path.py`` holds both
+ways to the same spans and the same analysis on every real trace kept in the tests.
 
 Every failure (missing file, bad gzip, truncation, invalid JSON, a file larger than the
 decompressed-size limit) is raised as :class:`TraceError` with the file's path in the message.
@@ -157,7 +162,8 @@ class TraceStream:
         self.skip_cats: frozenset[str] = frozenset()  # events(): these categories are counted in skipped instead
         # When set: in Kineto's layout only complete ("ph": "X") events of these categories are read;
         # the reader jumps from one to the next with one regular-expression search (C speed) and
-        # counts the events it passes in ``skipped``. ``spans(cats)`` sets it to ``cats``.
+        # counts the events it passes in ``skipped``. ``spans(cats)`` sets it to ``cats``. Dropped
+        # (None: every event decoded) when one of the first 64 events is wanted but written another way.
         self.want_cats: frozenset[str] | None = None
         self._want: re.Pattern | None = None
         self.skipped = 0
