@@ -18,6 +18,19 @@ Smaller traces for the memory-versus-size figures are prefixes of the big one (i
 steps, cut with tests/data/traces/trim.py: real events, none duplicated).
 HTA's figure is TraceAnalysis(trace_dir) (its parse) plus get_gpu_kernel_breakdown(), the
 equivalent of what moetrace's analyzer computes.
+
+Without the H100 trace: ``--synthetic FIXTURE`` repeats a real fixture's events into a big trace
+(labelled synthetic). Against an older moetrace (e.g. main's checkout), measured in turns with this
+tree's because a shared machine's speed drifts from one minute to the next:
+
+    python benchmarks/trace_analysis.py --synthetic \
+        tests/data/traces/gpu/tp1_sglang/qwen3-235b-tp1-1795731670-TP-0-DECODE.trace.json.gz \
+        --prefix-steps 100,300 --repeat 3 --against /path/to/main/src
+
+Last measured (issue 14, 2026-11-30, the 522 MB synthetic trace, 1.92 M events; the dev VM: Intel
+Xeon, 2 cores, 24 GiB, Python 3.11.7, others' tests running; best of 3, CPU time): main 74.1 MB/s,
+53 MB peak; the reader's spans (this tree) 121.2 MB/s, 40 MB peak: 1.64x. Details and what is left
+below the 150 MB/s target: docs/traces.md, "Speed".
 """
 
 from __future__ import annotations
@@ -71,12 +84,13 @@ class Run:
         return self.trace.stat().st_size / 1e6
 
 
-def measure(tool: str, python: str, code: str, arg: str, trace: Path) -> Run:
-    """Run ``code`` in a fresh interpreter, reaped with wait4: its wall time, CPU time and peak RSS."""
+def measure(tool: str, python: str, code: str, arg: str, trace: Path, src: Path = ROOT / "src") -> Run:
+    """Run ``code`` in a fresh interpreter (moetrace from ``src``), reaped with wait4: its wall time,
+    CPU time and peak RSS."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen([python, "-c", code, arg], stdout=out, stderr=err,
-                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                             env={**os.environ, "PYTHONPATH": str(src)})
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
         out.seek(0)
@@ -222,6 +236,9 @@ def main() -> None:
     ap.add_argument("--hta-python", help="interpreter with HolisticTraceAnalysis installed")
     ap.add_argument("--prefix-steps", default="100,300", help="sizes for memory vs size: first N steps")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement (the best is kept)")
+    ap.add_argument("--against", type=Path, metavar="SRC",
+                    help="another moetrace source tree (its src/ folder, e.g. of main) measured too, each of its "
+                         "runs next to one of this tree's: a shared machine's speed drifts between minutes")
     args = ap.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
 
@@ -240,7 +257,17 @@ def main() -> None:
     def best(tool: str, python: str, code: str, arg: str, trace: Path) -> Run:
         return min((measure(tool, python, code, arg, trace) for _ in range(args.repeat)), key=lambda r: r.wall_s)
 
-    runs = [best("moetrace", sys.executable, OURS, str(t), t) for t in traces]
+    if args.against:
+        runs, older = [], []
+        for t in traces:  # interleaved: this tree, the other, this tree...
+            pairs = [(measure("moetrace", sys.executable, OURS, str(t), t),
+                      measure(f"moetrace ({args.against})", sys.executable, OURS, str(t), t, args.against))
+                     for _ in range(args.repeat)]
+            runs.append(min((a for a, _ in pairs), key=lambda r: r.wall_s))
+            older.append(min((b for _, b in pairs), key=lambda r: r.wall_s))
+        runs += older
+    else:
+        runs = [best("moetrace", sys.executable, OURS, str(t), t) for t in traces]
     if args.hta_python:
         for t in (traces[0], big):
             with tempfile.TemporaryDirectory() as d:  # HTA reads every trace file of a directory
@@ -257,6 +284,10 @@ def main() -> None:
         o = ours[h.trace]
         print(f"\n{h.size_mb:.0f} MB: moetrace is {h.wall_s / o.wall_s:.1f}x faster (wall), "
               f"{h.cpu_s / o.cpu_s:.1f}x (CPU time), with {o.peak_mb / h.peak_mb:.3f} of HTA's peak memory")
+    for o in (r for r in runs if r.tool.startswith("moetrace (")):
+        n = next(r for r in runs if r.tool == "moetrace" and r.trace == o.trace)
+        print(f"\n{n.size_mb:.0f} MB: this tree is {o.wall_s / n.wall_s:.2f}x as fast as {args.against} (wall), "
+              f"{o.cpu_s / n.cpu_s:.2f}x (CPU time)")
     sizes = [(r.size_mb, r.peak_mb) for r in runs if r.tool == "moetrace"]
     print("\nmoetrace peak memory by trace size: " + ", ".join(f"{s:.0f} MB -> {m:.0f} MB" for s, m in sizes))
 
