@@ -31,10 +31,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from moetrace.bench.client import stream_batch  # noqa: E402
-from moetrace.bench.metrics import run_metrics  # noqa: E402
-from moetrace.bench.prompts import random_prompts  # noqa: E402
-from moetrace.bench.server_metrics import histogram as server_histogram  # noqa: E402
+from moetrace.measure.client import stream_batch  # noqa: E402
+from moetrace.measure.metrics import run_metrics  # noqa: E402
+from moetrace.measure.prompts import random_prompts  # noqa: E402
+from moetrace.measure.server_metrics import histogram as server_histogram  # noqa: E402
 from moetrace.engines.base import LaunchSpec  # noqa: E402
 from moetrace.engines.process import ServerProcess, free_port  # noqa: E402
 from moetrace.engines.vllm import VLLM  # noqa: E402

@@ -24,10 +24,10 @@ from typing import Any, Callable
 import httpx
 
 from . import __version__
-from .bench.client import stream_batch
-from .bench.metrics import aggregate_runs, run_metrics
-from .bench.prompts import random_prompts
-from .bench.server_metrics import server_timing
+from .measure.client import stream_batch
+from .measure.metrics import aggregate_runs, run_metrics
+from .measure.prompts import random_prompts
+from .measure.server_metrics import server_timing
 from .engines.base import Engine, LaunchSpec, ProfileRequest
 from .engines.process import ServerProcess, free_port, port_is_free, tail
 from .engines.registry import get_engine
@@ -131,7 +131,7 @@ class Session:
         self.http = httpx.Client(timeout=opts.request_timeout_s)
         self.vocab = int(preset.hf_config.get("vocab_size", 32000))
         self.served_model: str | None = None
-        self.nonce = uuid.uuid4().hex[:16]  # this attempt's prompts are its own (bench/prompts.py)
+        self.nonce = uuid.uuid4().hex[:16]  # this attempt's prompts are its own (measure/prompts.py)
 
     def close(self) -> None:
         self.http.close()
@@ -405,9 +405,9 @@ def _stop(server: ServerProcess | None, phases: dict[str, float], base: dict[str
 def _expert_load(engine: Engine, session: Session, preset: Preset, config: Config, opts: RunOptions, adir: Path,
                  progress: Progress, rel: Callable[[Any], str | None]) -> dict[str, Any]:
     """One more request of the workload with the engine's expert recorder on; what it counted, per
-    stage (bench/expert_load.py). Never fails the config: the measured numbers stand, and the
+    stage (measure/expert_load.py). Never fails the config: the measured numbers stand, and the
     record says what went wrong (or that the engine has no recorder)."""
-    from .bench.expert_load import check_planted, read_torch_save, summarize
+    from .measure.expert_load import check_planted, read_torch_save, summarize
 
     bs = opts.batch_sizes[0]
     progress.step(f"{preset.name} {config.name}: expert load of one request (bs={bs})")

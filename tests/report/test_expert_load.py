@@ -198,7 +198,7 @@ def test_heat_maps_from_the_real_records(tmp_path):
 def test_ep2_recounted_from_its_raw_file(tmp_path):
     """The TP2 EP2 record's summary predates the fix for its passes and replicas: recounted from
     the raw file it names, it has both stages, and each EP rank's bar in each."""
-    from moetrace.bench.expert_load import read_torch_save, summarize
+    from moetrace.measure.expert_load import read_torch_save, summarize
     rec = json.loads((LOAD / "records" / "00000004.json").read_text())
     el = dict(rec["expert_load"])
     counts = read_torch_save((LOAD / el["file"]).read_bytes())["logical_count"].array

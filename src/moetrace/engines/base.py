@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar, Iterable
 
 import httpx
 
-from ..bench.client import ChunkParser
+from ..measure.client import ChunkParser
 from ..matrix import Config
 from ..presets import Preset
 from .profiler import TraceName
@@ -103,7 +103,7 @@ class Engine(ABC):
     quantizations: ClassVar[tuple[str, ...] | None] = None  # None: the engine's list is not checked
     ready_path: ClassVar[str]
     mem_fraction_flags: ClassVar[tuple[str, ...]] = ()  # the engine's memory-fraction flag, then its aliases
-    # the engine's own per-token timing on its Prometheus page (bench/server_metrics.py), newest name first
+    # the engine's own per-token timing on its Prometheus page (measure/server_metrics.py), newest name first
     metrics_path: ClassVar[str] = "/metrics"
     itl_metrics: ClassVar[tuple[str, ...]] = ()
     ttft_metrics: ClassVar[tuple[str, ...]] = ()
@@ -132,13 +132,13 @@ class Engine(ABC):
     def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
         """Run profiled traffic and return {'extend': [files], 'decode': [files]}, rank 0 first."""
 
-    # ---- expert load (--expert-load; bench/expert_load.py reads what comes back)
+    # ---- expert load (--expert-load; measure/expert_load.py reads what comes back)
     expert_load_absent: ClassVar[str] = "this engine exposes no per-expert token counts to moetrace"
     """Why the engine records no expert load, said in the record when --expert-load is asked for."""
     expert_load_source: ClassVar[str] = ""
 
     def expert_load_replicas(self, config: Config) -> int:
-        """How many times the recorder counts each routed token (bench/expert_load.py ``replicas``)."""
+        """How many times the recorder counts each routed token (measure/expert_load.py ``replicas``)."""
         return 1
 
     def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,

@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar, Iterable
 
 import httpx
 
-from ..bench.client import ChunkError, TokenEvent
+from ..measure.client import ChunkError, TokenEvent
 from ..errors import ProfileError
 from ..matrix import Config
 from .base import Engine, LaunchSpec, ProfileRequest, register

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Iterable
 
 import httpx
 
-from ..bench.client import ChunkError, TokenEvent
+from ..measure.client import ChunkError, TokenEvent
 from ..errors import ProfileError
 from .base import Engine, LaunchSpec, ProfileRequest, register
 from .profiler import DECODE, EXTEND, MIXED, TraceName, complete_traces, snapshot, wait_for_files

@@ -101,7 +101,7 @@ class Row:
     record_path: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     runs: tuple[dict[str, float], ...] = ()          # per-repetition metrics
-    delivery: dict[str, Any] = field(default_factory=dict)  # bursts and stalls of the stream (bench/metrics.py)
+    delivery: dict[str, Any] = field(default_factory=dict)  # bursts and stalls of the stream (measure/metrics.py)
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
     decomposition: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {part: ms}
     profile_extend: str | None = None
@@ -113,7 +113,7 @@ class Row:
     error_phase: str | None = None
     error_evidence: str | None = None
     log_path: str | None = None
-    expert_load: dict[str, Any] | None = None  # the record's, as bench/expert_load.py wrote it; None: not asked for
+    expert_load: dict[str, Any] | None = None  # the record's, as measure/expert_load.py wrote it; None: not asked for
     predicted: bool = False
     imported: bool = False
 

@@ -105,7 +105,7 @@ EXTRA_COLUMNS = {
     "above_floor_ms": ("kernels above floor ms", lambda e: _dec(e, "above_floor_ms")),
     "idle_ms": ("idle in steps ms", lambda e: _dec(e, "idle_ms")),
     "host_other_ms": ("host/other ms", lambda e: _dec(e, "host_other_ms")),
-    # --show load: how the tokens of one request were routed (--expert-load; bench/expert_load.py)
+    # --show load: how the tokens of one request were routed (--expert-load; measure/expert_load.py)
     "load_extend": ("expert max/mean (extend)", lambda e: _load(e, "extend")),
     "load_decode": ("expert max/mean (decode)", lambda e: _load(e, "decode")),
     "load_ep": ("EP-rank max/mean", lambda e: _load(e, "ep")),

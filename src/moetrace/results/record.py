@@ -274,7 +274,7 @@ class Metrics(_Part):
     output_throughput_tok_per_s: float | None = ABSENT
     itl_ms: float | None = ABSENT
     ttft_ms: float | None = ABSENT
-    delivery: dict[str, Any] | None = ABSENT  # bursts and stalls of the stream (bench/metrics.py)
+    delivery: dict[str, Any] | None = ABSENT  # bursts and stalls of the stream (measure/metrics.py)
 
     def numbers(self) -> dict[str, float]:
         """Every finite number, by name."""
@@ -378,7 +378,7 @@ class Record(_Part):
     metrics: Metrics | None = ABSENT
     runs: list[Run] | None = ABSENT
     profile: Profile | None = ABSENT
-    expert_load: dict[str, Any] | None = ABSENT  # bench/expert_load.py: tokens per expert per layer and stage
+    expert_load: dict[str, Any] | None = ABSENT  # measure/expert_load.py: tokens per expert per layer and stage
     log_path: str | None = ABSENT
     plan_check: str | None = ABSENT
     seq: int | None = ABSENT
@@ -478,7 +478,7 @@ def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
     for k in _EXTRA_METRICS:
         if m.get(k) is not None:
             e[k] = _r2(m[k])
-    if m.delivery:  # the stream came in bursts: its ITL describes delivery (bench/metrics.py)
+    if m.delivery:  # the stream came in bursts: its ITL describes delivery (measure/metrics.py)
         e["delivery"] = m.delivery
     e["profile_extend"] = prof.extend
     e["profile_decode"] = prof.decode

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from moetrace.bench.prompts import random_prompts
+from moetrace.measure.prompts import random_prompts
 from moetrace.engines.base import LaunchSpec
 from moetrace.engines.process import ServerProcess, free_port
 from moetrace.engines.vllm import VLLM

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from moetrace.bench.metrics import RequestTrace, aggregate_runs, run_metrics
+from moetrace.measure.metrics import RequestTrace, aggregate_runs, run_metrics
 from moetrace.stats import percentile
-from moetrace.bench.prompts import random_prompts
+from moetrace.measure.prompts import random_prompts
 from moetrace.errors import BenchmarkFailure
 
 

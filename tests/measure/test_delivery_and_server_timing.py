@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from moetrace.bench.metrics import RequestTrace, aggregate_runs, delivery, run_metrics
-from moetrace.bench.server_metrics import histogram, server_timing
+from moetrace.measure.metrics import RequestTrace, aggregate_runs, delivery, run_metrics
+from moetrace.measure.server_metrics import histogram, server_timing
 from moetrace.engines.sglang import SGLang
 from moetrace.engines.vllm import VLLM
 

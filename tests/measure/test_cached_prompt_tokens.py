@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from moetrace.bench.client import stream_batch
-from moetrace.bench.metrics import run_metrics
+from moetrace.measure.client import stream_batch
+from moetrace.measure.metrics import run_metrics
 from moetrace.engines.sglang import parse_generate_chunk
 from moetrace.engines.vllm import parse_completion_chunk
 from moetrace.errors import BenchmarkFailure

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moetrace.bench.expert_load import check_planted, read_torch_save, summarize
+from moetrace.measure.expert_load import check_planted, read_torch_save, summarize
 from moetrace.engines.base import LaunchSpec
 from moetrace.engines.sglang import SGLang
 from moetrace.engines.vllm import VLLM
