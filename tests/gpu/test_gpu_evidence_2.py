@@ -19,7 +19,7 @@ from moetrace.results.classify import classify
 from moetrace.traces.analyze import analyze_trace
 from moetrace.traces.categories import GROUPS
 
-from .test_gpu_evidence import _log, _trace_files
+from .test_gpu_evidence import _log, _trace_files, assert_traces_named
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "gpu-2"
 GIB = 2**30
@@ -156,21 +156,9 @@ def test_trace_file_names_carry_the_engine():
 
 @pytest.mark.parametrize("item", TRACED, ids=_id)
 def test_every_trace_names_attention_moe_and_communication(item):
-    """Every rank's trace of every success: attention and MoE (and at TP2 communication) by name, and
-    under 5% of the device's busy time in kernels no rule names (the FA3 kernels of SGLang, both
-    engines' DeepSeek MLA kernels, SGLang's triton_kernels MoE included)."""
-    results, rec = item
-    files = _trace_files(results, rec)
-    assert {s for s, _ in files} == {"extend", "decode"}
-    assert len(files) == 2 * rec["config_detail"]["tp"]  # one a rank and stage
-    for stage, f in files:
-        s = analyze_trace(f)
-        assert s.has_device and "NVIDIA H200" in json.dumps(s.header), f
-        groups = {g: sum(s.category_us.get(c, 0.0) for c in cats) for g, cats in GROUPS.items()}
-        assert groups["attention"] > 0 and groups["moe"] > 0, (f, groups)
-        if rec["config_detail"]["tp"] > 1:
-            assert groups["communication"] > 0, (f, groups)
-        assert s.unmatched_us < 0.05 * s.busy_us, (f, [o.name for o in s.unmatched])
+    """As in run 1, here with the FA3 kernels of SGLang, both engines' DeepSeek MLA kernels and SGLang's
+    triton_kernels MoE."""
+    assert_traces_named(*item)
 
 
 def test_vllm_frontend_traces_are_filed_but_hold_no_device_time():
