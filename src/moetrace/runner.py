@@ -388,6 +388,10 @@ def _guard_server(fn: Callable[[], Any], server: ServerProcess | None, session: 
                 raise ServerDied(f"engine process(es) {sorted(lost)} died during the request ({e})",
                                  log_path=server.log_path) from e
             time.sleep(0.25)
+        if server.port and port_is_free(server.port, server.host):
+            # nothing listens on the engine's port any more while its processes wind down (seen in CI: vLLM's
+            # EngineCore killed before the request began, its API server still exiting after 5 s)
+            raise ServerDied(f"engine stopped listening on port {server.port} ({e})", log_path=server.log_path) from e
         raise
 
 
