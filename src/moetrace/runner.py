@@ -411,8 +411,6 @@ def _expert_load(engine: Engine, session: Session, preset: Preset, config: Confi
     """One more request of the workload with the engine's expert recorder on; what it counted, per
     stage (measure/expert_load.py). Never fails the config: the measured numbers stand, and the
     record says what went wrong (or that the engine has no recorder)."""
-    from .measure.expert_load import check_planted, read_torch_save, summarize
-
     bs = opts.batch_sizes[0]
     progress.step(f"{preset.name} {config.name}: expert load of one request (bs={bs})")
     seed = opts.seed + 104_729
@@ -429,6 +427,7 @@ def _expert_load(engine: Engine, session: Session, preset: Preset, config: Confi
     out: dict[str, Any] = {"available": True, "source": engine.expert_load_source, "file": rel(files[-1]),
                            "batch_size": bs, "input_len": opts.input_len, "output_len": opts.output_len, "seed": seed}
     try:
+        from .measure.expert_load import check_planted, read_torch_save, summarize
         data = read_torch_save(files[-1].read_bytes())
         top_k = int(preset.hf_config.get("num_experts_per_tok") or 0)
         out.update(summarize(data["logical_count"].array, top_k=top_k, batch_size=bs, ep_size=config.ep,
