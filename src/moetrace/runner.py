@@ -418,12 +418,12 @@ def _expert_load(engine: Engine, session: Session, preset: Preset, config: Confi
         files = engine.capture_expert_load(
             session.http, session.base_url, adir / "expert_load",
             lambda: session.request(batch=bs, seed=seed, max_tokens=opts.output_len))
-    except NotImplementedError as e:
-        progress.done("not exposed by the engine")
-        return {"available": False, "reason": str(e)}
     except (MoetraceError, httpx.HTTPError) as e:
         progress.done(f"failed: {e}")
         return {"available": True, "error": f"{type(e).__name__}: {e}"}
+    if files is None:
+        progress.done("not exposed by the engine")
+        return {"available": False, "reason": engine.expert_load_absent}
     out: dict[str, Any] = {"available": True, "source": engine.expert_load_source, "file": rel(files[-1]),
                            "batch_size": bs, "input_len": opts.input_len, "output_len": opts.output_len, "seed": seed}
     try:

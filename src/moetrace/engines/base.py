@@ -142,11 +142,11 @@ class Engine(ABC):
         return 1
 
     def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,
-                            run: Callable[[], None]) -> list[Path]:
+                            run: Callable[[], None]) -> list[Path] | None:
         """Record expert load around ``run()`` (one request of the workload) and return the files
-        the engine's recorder wrote into ``out_dir``. Engines without a recorder raise
-        ``NotImplementedError`` with ``expert_load_absent``."""
-        raise NotImplementedError(self.expert_load_absent)
+        the engine's recorder wrote into ``out_dir``; None (the default) when the engine has no
+        recorder, which the record says with ``expert_load_absent``."""
+        return None
 
     def read_metrics(self, http: httpx.Client, base_url: str) -> str | None:
         """The server's Prometheus metrics page, or None when it has none."""
