@@ -25,9 +25,10 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "gpu"
 GIB = 2**30
 
 
-def _records() -> list[tuple[Path, dict]]:
+def _records(data: Path = DATA) -> list[tuple[Path, dict]]:
+    """(results directory, record) of every attempt of a GPU run's fixtures."""
     out = []
-    for results in sorted(DATA.glob("results*")):
+    for results in sorted(data.glob("results*")):
         for p in sorted((results / "records").glob("*.json")):
             out.append((results, json.loads(p.read_text())))
     return out

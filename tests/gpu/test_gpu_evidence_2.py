@@ -19,7 +19,7 @@ from moetrace.results.classify import classify
 from moetrace.traces.analyze import analyze_trace
 from moetrace.traces.categories import GROUPS
 
-from .test_gpu_evidence import _log, _trace_files, assert_traces_named
+from .test_gpu_evidence import _log, _records, _trace_files, assert_traces_named
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "gpu-2"
 GIB = 2**30
@@ -28,15 +28,7 @@ BUNDLES = {"vllm": "/tmp/engines/vllm-0_25_0/bin/python", "sglang": "/tmp/engine
 SLICES = {"Qwen3-235B-slice": "qwen3-235b", "DeepSeek-V3.1-slice": "deepseek-v3.1", "GLM-4.6-hot-slice": "glm-4.6-hot"}
 
 
-def _records() -> list[tuple[Path, dict]]:
-    out = []
-    for results in sorted(DATA.glob("results*")):
-        for p in sorted((results / "records").glob("*.json")):
-            out.append((results, json.loads(p.read_text())))
-    return out
-
-
-RECORDS = _records()
+RECORDS = _records(DATA)
 SUCCESSES = [(r, rec) for r, rec in RECORDS if rec["status"] == "success"]
 FAILURES = [(r, rec) for r, rec in RECORDS if rec["status"] == "failure"]
 TRACED = [(r, rec) for r, rec in SUCCESSES if _trace_files(r, rec)]
