@@ -60,8 +60,9 @@ class LaunchSpec:
                    extra_args=list(opts.extra_args), profile_dir=profile_dir if opts.profile else None,
                    profile_with_stack=opts.profile_with_stack, device=device, max_model_len=opts.max_model_len,
                    mem_fraction=opts.mem_fraction, nnodes=config.nodes,
+                   # beside profiler_raw/ in the attempt's directory
                    expert_load_dir=Path(profile_dir).parent / "expert_load"
-                   if getattr(opts, "expert_load", False) and profile_dir is not None else None,
+                   if opts.expert_load and profile_dir is not None else None,
                    node_rank=node_rank, dist_init_addr=dist_init_addr)
 
 
