@@ -52,6 +52,8 @@ NO_DEEPGEMM = ("--engine-env", "VLLM_USE_DEEP_GEMM=0")
 SGL_DEFAULT = ("--engine-arg=--sampling-backend=pytorch",)
 MEM_07, MEM_08 = ("--mem-fraction", "0.7"), ("--mem-fraction", "0.8")  # moetrace's flag: the planner sees it too
 LOAD = ("--expert-load",)
+NO_DG_WARMUP = ("--engine-env", "VLLM_DEEP_GEMM_WARMUP=skip")  # see fix-2
+REPEAT5 = ("--repeat", "5")  # the last --repeat wins
 
 
 @dataclass
@@ -73,6 +75,14 @@ class Lane:
 class Step:
     phases: list[list[Lane]] = field(default_factory=list)
     background: tuple[str, ...] = ()  # node-side jobs started detached (FlashInfer JIT warm-up)
+    prepare: tuple[str, ...] = ()  # an install step: the slices the next steps need, written while it installs
+
+    @property
+    def slices(self) -> tuple[str, ...]:
+        """The slices to write: those its lanes or the steps it prepares need (the first run's install
+        steps named none and wrote all seven; a one-slice run need not wait for the other six)."""
+        named = self.prepare + tuple(ln.slice for phase in self.phases for ln in phase)
+        return tuple(dict.fromkeys(named)) or ALL_SLICES
 
 
 ALL_SLICES = (Q := "qwen3-235b", D := "deepseek-v3.1", HOT := "glm-4.6-hot", "qwen3-coder-480b", "glm-4.6", "minimax-m2",
@@ -153,6 +163,26 @@ STEPS: dict[str, Step] = {
     ]]),
     "vllm-tp2-2": Step(phases=[[Lane("0,1", V, Q, ("TP2_EP2_auto",))]]),
     "sglang-tp2-2": Step(phases=[[Lane("0,1", S, Q, ("TP2_EP2_auto",), SGL_TRITON + LOAD, results="load", tag="load")]]),
+    # ---- The third run (session 3, one H200): the one config of issue 11 that never ran, and what the
+    # expert recorder costs. The checkout had grown to 11.5 MiB (the run-2 fixtures), so the 57 MiB parts
+    # no longer fit a call's 64 MiB: the parts' files were regrouped by size into five calls
+    # (.gpu-parts/run3/c1..c5, README.md "Third run"); install.py takes any subset of a bundle's files.
+    "install-3a": Step(prepare=(D, Q)),
+    "install-3b": Step(prepare=(D, Q)),
+    # vLLM's triton MoE backend on the DeepSeek-V3.1 slice (fp8 blocks), then auto again on the same node.
+    "vllm-3": Step(phases=[[Lane("0", V, D, ("TP1_triton", "TP1_auto"), MEM_08 + NO_DG_WARMUP, tag="mem08-nowarmup")]]),
+    # The same vLLM Qwen3 config as runs 1 and 2, on a third node: how far one config's numbers move
+    # between nodes (carries SGLang's largest files).
+    "vllm-3b": Step(phases=[[Lane("0", V, Q, ("TP1_auto",), REPEAT5)]]),
+    # SGLang Qwen3 TP1_auto with the expert recorder's launch flags (--expert-load) and without, in turns,
+    # 5 runs each: does running with the recorder change the measured numbers? (Run 2 measured ITL 1.50 ms
+    # with it, run 1 1.19 ms without, on different nodes.) Each into its own results directory.
+    "sglang-3": Step(phases=[
+        [Lane("0", S, Q, ("TP1_auto",), SGL_TRITON + REPEAT5 + extra, results=f"{arm}-{i}", tag=f"{arm}-{i}")]
+        for i in (1, 2) for arm, extra in (("recoff", ()), ("recon", LOAD))
+    ]),
+    # If time is left: expert load on a second architecture (256 experts, grouped top-k, fp8).
+    "sglang-3b": Step(phases=[[Lane("0", S, D, ("TP1_auto",), SGL_TRITON + MEM_07 + LOAD, results="load", tag="load")]]),
 }
 
 
@@ -345,7 +375,7 @@ def main() -> None:
     step = STEPS[a.step]
     node_facts()
     install(a.parts)
-    start_slices(ALL_SLICES)
+    start_slices(step.slices)
     start_background(step.background)
     if step.phases and not wait_writer(deadline - 200):
         log("the slice writer is still running: measuring beside it")
