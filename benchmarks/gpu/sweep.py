@@ -54,6 +54,7 @@ MEM_07, MEM_08 = ("--mem-fraction", "0.7"), ("--mem-fraction", "0.8")  # moetrac
 LOAD = ("--expert-load",)
 NO_DG_WARMUP = ("--engine-env", "VLLM_DEEP_GEMM_WARMUP=skip")  # see fix-2
 REPEAT5 = ("--repeat", "5")  # the last --repeat wins
+NO_SHARED_FUSION = ("--engine-arg=--disable-shared-experts-fusion",)  # SGLang's recorder with a fused shared expert: see fix-2
 
 
 @dataclass
@@ -181,8 +182,16 @@ STEPS: dict[str, Step] = {
         [Lane("0", S, Q, ("TP1_auto",), SGL_TRITON + REPEAT5 + extra, results=f"{arm}-{i}", tag=f"{arm}-{i}")]
         for i in (1, 2) for arm, extra in (("recoff", ()), ("recon", LOAD))
     ]),
-    # If time is left: expert load on a second architecture (256 experts, grouped top-k, fp8).
-    "sglang-3b": Step(phases=[[Lane("0", S, D, ("TP1_auto",), SGL_TRITON + MEM_07 + LOAD, results="load", tag="load")]]),
+    # If time is left: expert load on a second architecture (256 experts, grouped top-k, fp8), then a
+    # third pair of the recorder's turns.
+    "sglang-3b": Step(phases=[[Lane("0", S, D, ("TP1_auto",), SGL_TRITON + MEM_07 + LOAD, results="load", tag="load")]] + [
+        [Lane("0", S, Q, ("TP1_auto",), SGL_TRITON + REPEAT5 + extra, results=f"{arm}-3", tag=f"{arm}-3")]
+        for arm, extra in (("recoff", ()), ("recon", LOAD))
+    ]),
+    # sglang-3b's DeepSeek launch hit the recorder's out-of-bounds index that GLM's fused shared expert hit
+    # in run 2 (DeepSeek's shared expert is fused too): again with the fusion off.
+    "fix-3": Step(phases=[[Lane("0", S, D, ("TP1_auto",), SGL_TRITON + MEM_07 + LOAD + NO_SHARED_FUSION,
+                               results="load", tag="load-nofusion")]]),
 }
 
 
