@@ -4,7 +4,9 @@ the three GPU runs (vLLM 0.25.0 and SGLang 0.5.17 on H200s, tests/data/gpu*/) an
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,55 @@ def test_every_vllm_cpu_log_names_the_cpu_moe_backend_or_none():
     for log in sorted((DATA / "logs").glob("vllm_cpu_*.log")):
         got = VLLM.resolved_backends(log.read_text())
         assert got.get("moe") in (None, "CPU") and got.get("attention") in (None, "CPU_MLA"), log.name
+
+
+# ----------------------------------------------------------------------------- into the record
+STAND_IN = """#!{python}
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+if sys.argv[1] == "-c":          # moetrace asking the engine's Python for its version
+    sys.exit(0)
+sys.stderr.write(open({startup!r}).read())
+sys.stderr.flush()
+if {exit_at_launch!r}:
+    sys.exit(1)
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        body = json.dumps({{"version": "0.5.17"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        os.kill(os.getpid(), signal.SIGKILL)  # the warm-up request: the engine dies
+HTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), H).serve_forever()
+"""
+
+
+@pytest.mark.parametrize("exit_at_launch", [False, True], ids=["after-ready", "launch-failure"])
+def test_the_record_says_what_the_engine_chose(tmp_path, exit_at_launch):
+    """A stand-in for SGLang that logs the startup of the real FA3 run (tests/data/gpu-2/results-fa3), then
+    dies in the warm-up (the record's ``resolved`` was read once the server was ready) or exits before it is
+    ready (read from the failure's log)."""
+    from moetrace.matrix import Config
+    from moetrace.presets import get_preset
+    from moetrace.results.store import ResultsStore
+    from moetrace.runner import Progress, RunOptions, run_config
+
+    (log,) = [p for p in SGLANG_LOGS if "results-fa3" in str(p) and "DeepSeek" in p.parent.name]
+    lines = log.read_text().splitlines(keepends=True)
+    startup = tmp_path / "startup.log"
+    startup.write_text("".join(lines[1:next(i for i, x in enumerate(lines) if "Started server process" in x)]))
+    fake = tmp_path / "sglang-python"
+    fake.write_text(STAND_IN.format(python=sys.executable, startup=str(startup), exit_at_launch=exit_at_launch))
+    fake.chmod(0o755)
+    opts = RunOptions(engine="sglang", device="cuda", engine_python=str(fake), launch_timeout_s=30,
+                      request_timeout_s=30, profile=False, grace_s=2)
+    store = ResultsStore(tmp_path / "results", warn=lambda m: None)
+    (rec,) = run_config(get_preset("DeepSeek-V3.1"), Config(1), opts, store, progress=Progress(every_s=60))
+    assert rec.status == "failure" and rec.error.phase == ("launch" if exit_at_launch else "warmup")
+    assert rec.engine.resolved == {"attention": "fa3", "moe": "auto", "moe_kind": "Fp8MoEMethod",
+                                   "moe_config": "default"}
+    assert json.loads((store.root / rec.record_path).read_text())["engine"]["resolved"] == rec.engine.resolved
