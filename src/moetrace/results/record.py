@@ -493,6 +493,8 @@ def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
         e["profile_error"] = prof.error
     if isinstance(rec.expert_load, dict):
         e["expert_load"] = expert_load_brief(rec.expert_load)
+    if rec.the_engine.resolved:  # what the engine chose (--show backends, the tables' notes)
+        e["resolved"] = rec.the_engine.resolved
     return _tail_fields(e, rec)
 
 
