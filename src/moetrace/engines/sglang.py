@@ -143,8 +143,8 @@ class SGLang(Engine):
         """SGLang's choices as its log states them:
 
         - ``attention`` (and ``prefill_attention``, ``decode_attention`` where set), ``moe``: the
-          ``attention_backend``, ``moe_runner_backend`` (...) of the ``server_args=ServerArgs(...)`` line, which
-          SGLang prints after filling its defaults (``Attention backend not specified. Use fa3 backend by
+          ``attention_backend`` (``prefill_...``, ``decode_...``), ``moe_runner_backend`` of the
+          ``server_args=ServerArgs(...)`` line, which SGLang prints after filling its defaults (``Attention backend not specified. Use fa3 backend by
           default.``, then ``attention_backend='fa3'``). ``moe`` stays ``auto`` where SGLang left the choice to
           the MoE layer: 0.5.17 logs no line naming the runner an ``auto`` became.
         - ``moe_kind``: ``quant_method`` of ``FlashInfer TRTLLM MoE deferred finalize is disabled
