@@ -271,7 +271,8 @@ def summary(results: str) -> None:
 @main.command()
 @results_option
 @click.option("--show", "extra_columns", multiple=True, type=click.Choice(SHOW_COLUMNS),
-              help="extra columns, as for moetrace run (load: expert load, from --expert-load)")
+              help="extra columns, as for moetrace run (load: expert load, from --expert-load; backends: what the "
+                   "engine ran)")
 @bad_input
 def table(results: str, extra_columns: Sequence[str]) -> None:
     """Print the spec's tables of all successful results, grouped by model."""

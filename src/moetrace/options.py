@@ -25,7 +25,8 @@ from .results.record import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
 __all__ = ["RunOptions", "OptionSpec", "RUN_OPTIONS", "SHOW_COLUMNS", "from_cli", "from_dict", "node_flags",
            "engine_python"]
 
-SHOW_COLUMNS = ("ttft", "itl_p99", "efficiency", "breakdown", "floor", "load")  # --show: extra table columns
+# --show: extra table columns
+SHOW_COLUMNS = ("ttft", "itl_p99", "efficiency", "breakdown", "floor", "load", "backends")
 
 
 @dataclass
@@ -239,7 +240,7 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--show",), None, param="extra_columns", multiple=True, type=SHOW_COLUMNS,
       help="extra table columns (floor: ITL floor, kernels above it, idle, host/other, ms; load: busiest "
            "expert's tokens over the mean expert's, worst MoE layer, extend and decode, and over EP ranks; "
-           "needs --expert-load)"),
+           "needs --expert-load; backends: the MoE and attention backend the engine's log says it ran)"),
 )
 del S
 

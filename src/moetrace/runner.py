@@ -191,6 +191,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
                                     exception=type(exc).__name__, exit_code=code, phase=phase,
                                     log_path=rel(log_path) if log_path.exists() else None))
         rec.plan_check = plan_check(plan, "failure", c.error_type)
+        if not rec.engine.resolved and (resolved := engine.resolved_backends(log_text)):
+            rec.engine.resolved = resolved
         return [store.commit(rec)]
 
     # Predicted not to fit: record without launching.
@@ -212,6 +214,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         else:
             server, base_url = _launch(engine, preset, config, opts, store, adir, log_path, model_path, device,
                                        progress, base, phases)
+            if resolved := engine.resolved_backends(tail(log_path)):  # what the engine chose, as its log says
+                base.engine.resolved = resolved
         session = Session(engine, base_url, preset, opts, server)
         prompt_nonce = session.nonce
         if opts.base_url and not engine.is_ready(session.http, session.base_url):

@@ -159,6 +159,13 @@ class Engine(ABC):
             return None
         return r.text if r.status_code == 200 else None
 
+    @classmethod
+    def resolved_backends(cls, log_text: str) -> dict[str, str]:
+        """What the server log says the engine chose at launch (the record's ``engine.resolved``):
+        at least ``moe`` and ``attention`` where the log names them, in the engine's own words,
+        and only what the log states; {} (the default) for an engine whose log this does not read."""
+        return {}
+
     def model_name(self, http: httpx.Client, base_url: str) -> str | None:
         """The name the server serves its model under, when requests must name it."""
         return None

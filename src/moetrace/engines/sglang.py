@@ -87,6 +87,15 @@ _NAME_STAGE = re.compile(r"-(EXTEND|DECODE|prefill|decode)(?=[.-]|$)")
 _STEP = re.compile(r"^step\[(EXTEND|DECODE|MIXED|IDLE)\b")  # SGLang ForwardMode names
 
 
+# What SGLang logs of its choices (resolved_backends): 0.5.17 on H200s (tests/data/gpu*/).
+_SERVER_ARGS = re.compile(r"server_args=ServerArgs\((.*)\)")
+_ARGS = (("attention", "attention_backend"), ("prefill_attention", "prefill_attention_backend"),
+         ("decode_attention", "decode_attention_backend"), ("moe", "moe_runner_backend"))
+_MOE_KIND = re.compile(r"moe_runner_backend=\w+, quant_method=(\w+)")
+_MOE_CONFIG_DEFAULT = re.compile(r"Using default MoE kernel config\.")
+_MOE_CONFIG = re.compile(r"Using MoE kernel config from (\S+\.json)")
+
+
 @register("sglang")
 class SGLang(Engine):
     label = "SGLang"
@@ -128,6 +137,33 @@ class SGLang(Engine):
 
     def dist_init_args(self, host: str, port: int) -> list[str]:
         return ["--dist-init-addr", f"{host}:{port}"]
+
+    @classmethod
+    def resolved_backends(cls, log_text: str) -> dict[str, str]:
+        """SGLang's choices as its log states them:
+
+        - ``attention`` (and ``prefill_attention``, ``decode_attention`` where set), ``moe``: the
+          ``attention_backend`` (``prefill_...``, ``decode_...``), ``moe_runner_backend`` of the
+          ``server_args=ServerArgs(...)`` line, which SGLang prints after filling its defaults (``Attention backend not specified. Use fa3 backend by
+          default.``, then ``attention_backend='fa3'``). ``moe`` stays ``auto`` where SGLang left the choice to
+          the MoE layer: 0.5.17 logs no line naming the runner an ``auto`` became.
+        - ``moe_kind``: ``quant_method`` of ``FlashInfer TRTLLM MoE deferred finalize is disabled
+          (moe_runner_backend=auto, quant_method=Fp8MoEMethod).``
+        - ``moe_config``: ``default`` where ``Using default MoE kernel config. Performance might be
+          sub-optimal! Config file not found at .../moe_runner/triton_utils/configs/...`` (the Triton MoE
+          kernels without a tuned config for a shape), else the file of ``Using MoE kernel config from <file>``."""
+        out: dict[str, str] = {}
+        if args := _SERVER_ARGS.search(log_text):
+            for key, arg in _ARGS:
+                if m := re.search(rf"(?:^|, ){arg}='([^']*)'", args[1]):
+                    out[key] = m[1]
+        if m := _MOE_KIND.search(log_text):
+            out["moe_kind"] = m[1]
+        if _MOE_CONFIG_DEFAULT.search(log_text):
+            out["moe_config"] = "default"
+        elif m := _MOE_CONFIG.search(log_text):
+            out["moe_config"] = Path(m[1]).name
+        return out
 
     @classmethod
     def parse_trace_name(cls, file_name: str) -> TraceName | None:

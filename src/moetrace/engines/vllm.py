@@ -67,6 +67,16 @@ def cpu_thread_binding(ranks: int) -> str:
     return "|".join(f"{g[0]}-{g[-1]}" if len(g) > 1 else str(g[0]) for g in groups)
 
 
+# What vLLM logs as it picks its kernels (resolved_backends): 0.25 on H200s (tests/data/gpu*/), the CPU
+# build 0.32 (tests/data/logs/).
+_ATTENTION = re.compile(r"Using (\w+) attention backend out of potential backends|Using (CPU_\w+) backend\.")
+_MLA_PREFILL = re.compile(r"Using (\w+) MLA prefill backend")
+_MOE = re.compile(r"Using '?(\w+)'? (\w+) MoE backend\b")
+_MOE_EXPERTS = re.compile(r"Using (\w+) MoE backend\s*$", re.M)
+_MOE_CONFIG_DEFAULT = re.compile(r"Using default MoE config\.")
+_MOE_CONFIG = re.compile(r"Using configuration from (\S+\.json) for MoE layer")
+
+
 # ``dp{d}_pp{p}_tp{t}_dcp{c}_ep{e}_rank{r}.<ns>.pt.trace.json.gz`` per worker; steps are annotated
 # ``execute_context_N(tokens)_generation_M(tokens)``.
 _NAME = re.compile(r"dp(\d+)_pp(\d+)_tp(\d+)_dcp(\d+)_ep(\d+)_rank(\d+)")
@@ -93,6 +103,34 @@ class VLLM(Engine):
         "vllm/distributed/eplb/eplb_state.py) and serves none of it over HTTP: with eplb_config "
         "log_balancedness it logs one line per step, tokens summed over layers per EP rank (avg, max, "
         "balancedness), not per expert or layer")
+
+    @classmethod
+    def resolved_backends(cls, log_text: str) -> dict[str, str]:
+        """vLLM's choices as its log states them (the first line of each kind; every worker logs the same):
+
+        - ``attention``: ``Using FLASH_ATTN_MLA attention backend out of potential backends: [...]``; the CPU
+          build: ``Using CPU_MLA backend.`` (it logs no attention backend for models without MLA)
+        - ``mla_prefill``: ``Using FLASH_ATTN MLA prefill backend.`` (CPU: ``CPU_SDPA_MLA``)
+        - ``moe``, ``moe_kind``: ``Using TRITON Fp8 MoE backend out of potential backends: [...]`` (TRITON,
+          Fp8), ``Using 'MARLIN' WNA16 MoE backend.``, CPU: ``Using CPU Unquantized MoE backend ...``
+        - ``moe_experts``: the CPU build's ``Using CPUUnquantizedExperts MoE backend``
+        - ``moe_config``: ``default`` where ``Using default MoE config. Performance might be sub-optimal!``
+          (no tuned Triton config for a MoE shape), else the file of ``Using configuration from <file>
+          for MoE layer.``"""
+        out: dict[str, str] = {}
+        if m := _ATTENTION.search(log_text):
+            out["attention"] = m[1] or m[2]
+        if m := _MLA_PREFILL.search(log_text):
+            out["mla_prefill"] = m[1]
+        if m := _MOE.search(log_text):
+            out["moe"], out["moe_kind"] = m[1], m[2]
+        if m := _MOE_EXPERTS.search(log_text):
+            out["moe_experts"] = m[1]
+        if _MOE_CONFIG_DEFAULT.search(log_text):
+            out["moe_config"] = "default"
+        elif m := _MOE_CONFIG.search(log_text):
+            out["moe_config"] = Path(m[1]).name
+        return out
 
     def command(self, spec: LaunchSpec) -> list[str]:
         c = spec.config

@@ -20,12 +20,14 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..results.record import expert_load_brief
+from ..engines.registry import engine_classes
+from ..matrix import ConfigError, parse_config_name
+from ..results.record import Record, expert_load_brief
 from ..text import num, pct
 from .data import expert_load_note
 
 __all__ = ["config_table", "model_tables", "failure_table", "profile_failure_table", "summary_lines", "full_report",
-           "append_step_summary", "SPEC_COLUMNS"]
+           "append_step_summary", "backend_notes", "SPEC_COLUMNS"]
 
 SPEC_COLUMNS = ("batch size", "input len", "latency (s)", "input throughput (tok/s)",
                 "output throughput (tok/s)", "ITL (ms)", "profile (extend)", "profile (decode)")
@@ -109,10 +111,14 @@ EXTRA_COLUMNS = {
     "load_extend": ("expert max/mean (extend)", lambda e: _load(e, "extend")),
     "load_decode": ("expert max/mean (decode)", lambda e: _load(e, "decode")),
     "load_ep": ("EP-rank max/mean", lambda e: _load(e, "ep")),
+    # --show backends: what the engine ran, as its server log says (engine.resolved of the record)
+    "moe_backend": ("MoE backend", lambda e: _resolved(e.get("resolved"), "moe", "moe_kind")),
+    "attention_backend": ("attention backend", lambda e: _resolved(e.get("resolved"), "attention")),
 }
 LOAD_COLUMNS = ("load_extend", "load_decode", "load_ep")
 # a --show choice that stands for several columns
-COLUMN_SETS = {"floor": ("floor_ms", "above_floor_ms", "idle_ms", "host_other_ms"), "load": LOAD_COLUMNS}
+COLUMN_SETS = {"floor": ("floor_ms", "above_floor_ms", "idle_ms", "host_other_ms"), "load": LOAD_COLUMNS,
+               "backends": ("moe_backend", "attention_backend")}
 
 
 def _columns(extra: Iterable[str]) -> list[str]:
@@ -143,19 +149,70 @@ def _load(e: dict[str, Any], col: str) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def _with_expert_load(e: dict[str, Any], base: Path | None) -> dict[str, Any]:
-    """The entry with its record's expert load, for a view written before views kept it
-    (read from the record the entry names, inside ``base``)."""
-    if "expert_load" in e or base is None or not e.get("record"):
-        return e
-    path = (Path(base) / str(e["record"])).resolve()
-    if not path.is_relative_to(Path(base).resolve()):
-        return e
+def _resolved(resolved: dict[str, str] | None, *keys: str) -> str | None:
+    """A --show backends cell: the engine's words for what it chose ("TRITON Fp8"); None where unknown."""
+    r = resolved or {}
+    return " ".join(r[k] for k in keys if r.get(k)) or None
+
+
+def _inside(base: Path, rel: str) -> Path | None:
+    path = (Path(base) / rel).resolve()
+    return path if path.is_relative_to(Path(base).resolve()) else None
+
+
+def _record(e: dict[str, Any], base: Path | None) -> Record | None:
+    """The record a view entry names (inside ``base``), for a field views did not keep when it was written."""
+    path = _inside(base, str(e["record"])) if base is not None and e.get("record") else None
     try:
-        el = json.loads(path.read_text(encoding="utf-8")).get("expert_load")
-    except (OSError, ValueError, AttributeError):
+        return Record.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path else None
+    except (OSError, ValueError):
+        return None
+
+
+def _with_expert_load(e: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """The entry with its record's expert load, for a view written before views kept it."""
+    if "expert_load" in e or (rec := _record(e, base)) is None:
         return e
-    return dict(e, expert_load=expert_load_brief(el)) if isinstance(el, dict) else e
+    return dict(e, expert_load=expert_load_brief(rec.expert_load)) if isinstance(rec.expert_load, dict) else e
+
+
+def _with_resolved(e: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """The entry with what its engine chose (``resolved``), for a view written before views kept it: from
+    its record, or, where the record is older than ``engine.resolved``, read from the attempt's server log
+    by the engine's adapter (``Engine.resolved_backends``)."""
+    if "resolved" in e or (rec := _record(e, base)) is None:
+        return e
+    resolved, engine = rec.the_engine.resolved, engine_classes().get(str(rec.the_engine.name))
+    if not resolved and engine and rec.log_path and (log := _inside(base, rec.log_path)) and log.is_file():
+        resolved = engine.resolved_backends(log.read_text(encoding="utf-8", errors="replace"))
+    return dict(e, resolved=resolved) if resolved else e
+
+
+def backend_notes(model: str, entries: Iterable[dict[str, Any]]) -> str:
+    """A line under a model's table for configs that differ only in the MoE backend asked for (same engine,
+    TP, EP, nodes, quantization and workload) while the engine's log says it ran the very same backends:
+    what tells their numbers apart is run-to-run spread, not the backend."""
+    same: dict[tuple, list[str]] = {}
+    for e in entries:
+        resolved = e.get("resolved") or {}
+        try:
+            c = parse_config_name(e["config"])
+        except ConfigError:
+            continue
+        if resolved.get("moe"):
+            key = (e.get("engine"), c.tp, c.ep, c.nodes, c.quantization, e.get("batch_size"), e.get("input_len"),
+                   e.get("output_len"), tuple(sorted(resolved.items())))
+            same.setdefault(key, []).append(e["config"])
+    lines = []
+    for key, configs in same.items():
+        if len(configs) < 2:
+            continue
+        engine, resolved = engine_classes().get(str(key[0])), dict(key[-1])
+        ran = ", ".join(f"{what} {v}" for what, v in (("MoE", _resolved(resolved, "moe", "moe_kind")),
+                                                      ("attention", _resolved(resolved, "attention"))) if v)
+        lines.append(f"{' and '.join(configs)} of {model} ran the same backends "
+                     f"({engine.label if engine else key[0]}'s log: {ran}): their difference is run-to-run spread.")
+    return "\n\n".join(lines)
 
 
 def _breakdown_text(b: dict[str, float] | None, top: int = 4) -> str | None:
@@ -197,9 +254,9 @@ def model_tables(success: dict[str, dict[str, Any]], *, base: Path | None = None
     header = ["config"] + list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in _columns(extra)]
     out = []
     for model in sorted(by_model):
-        entries = sorted(by_model[model], key=_config_order)
+        entries = [_with_resolved(e, base) for e in sorted(by_model[model], key=_config_order)]
         rows = [[e["config"]] + _spec_row(e, base, extra) for e in entries]
-        notes = burst_notes(entries)
+        notes = "\n\n".join(n for n in (burst_notes(entries), backend_notes(model, entries)) if n)
         out.append(f"### {model}\n\n" + _md(header, rows) + (f"\n\n{notes}" if notes else ""))
     return "\n\n".join(out)
 

@@ -20,8 +20,9 @@ A record's parts (each a dataclass; what the parts do not name is kept in ``extr
 - :class:`Profile`: the traces filed per stage (``extend``/``decode`` and ``*_all``), the time
   breakdown, the floor decomposition, and why profiling failed (``error``/``analysis_error``).
 - :class:`Error`: a failure's class (``type``, see ``classify.py``), message, evidence, phase, log.
-- :class:`EngineInfo`: which engine, how it was launched (command, env), its version, and
-  :class:`Stop`: how it was stopped.
+- :class:`EngineInfo`: which engine, how it was launched (command, env), its version, what it chose
+  as its server log says (``resolved``: MoE and attention backend...), and :class:`Stop`: how it was
+  stopped.
 - the rest (``config_detail``, ``options``, ``host``, ``phases``, ``plan``, ``plan_check``,
   ``slurm``...) as plain JSON values.
 
@@ -342,6 +343,8 @@ class EngineInfo(_Part):
     env: dict[str, str] | None = ABSENT
     server_info: dict[str, Any] | None = ABSENT
     version: str | None = ABSENT
+    # what the engine chose, from its server log (Engine.resolved_backends: "moe", "attention"...)
+    resolved: dict[str, str] | None = ABSENT
     stop: Stop | None = ABSENT
 
 
@@ -490,6 +493,8 @@ def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
         e["profile_error"] = prof.error
     if isinstance(rec.expert_load, dict):
         e["expert_load"] = expert_load_brief(rec.expert_load)
+    if rec.the_engine.resolved:  # what the engine chose (--show backends, the tables' notes)
+        e["resolved"] = rec.the_engine.resolved
     return _tail_fields(e, rec)
 
 
