@@ -9,8 +9,9 @@ with ``/start_profile`` {profile_by_stage, num_steps}, one file per rank and sta
 ``{profile_id}-TP-{tp}[-DP-..][-PP-..][-EP-..]-EXTEND|DECODE.trace.json.gz`` (profiler V2:
 ``-prefill|-decode``).
 
-Nothing here has run against a live SGLang server (none runs on our machines);
-the stream and profiler handling are written from the documented formats.
+Ran against live SGLang 0.5.17 servers on H200 (1 and 2 GPUs; tests/data/gpu*/, read by tests/gpu/):
+launch, stream, flush, metrics, profiling by stage, the expert recorder, failures. None runs on the CPU
+test machines (SGLang has no CPU build there); its command lines are parsed by SGLang 0.5.23's own parser.
 """
 
 from __future__ import annotations
