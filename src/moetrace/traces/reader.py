@@ -70,22 +70,24 @@ class Args(msgspec.Struct, frozen=True, gc=False):
 _NO_ARGS = Args()
 
 
-class Span(msgspec.Struct, gc=False):
+class Span(msgspec.Struct, kw_only=True, gc=False):
     """One event, the fields the analysis reads (see :meth:`TraceStream.spans`).
 
     Decoded by msgspec, the types are strict (a JSON value of another type fails the whole buffer,
     which the general loop then reads): what msgspec gives is what ``json`` would. Made by the
     general loop from a decoded dict, the fields hold whatever JSON gave (a pid that is a list...),
     as the analysis has always received them. ``gc=False``: no cycles can run through an event, so
-    the cycle collector need not track the millions of them a trace makes.
+    the cycle collector need not track the millions of them a trace makes. The fields are in the
+    order Kineto writes the keys: msgspec looks for each key from the field after the last one
+    found, so each is found at the first try (7% of the decoding).
     """
 
-    ts: float
     ph: str = ""
     cat: str | None = None
     name: str = ""
     pid: int | str | None = None
     tid: int | str | None = None
+    ts: float
     dur: float = 0.0
     args: Args = _NO_ARGS
 
@@ -370,8 +372,9 @@ class TraceStream:
         """The span of a decoded event (see :meth:`spans`)."""
         try:
             args = ev.get("args") or {}
-            return Span(float(ev["ts"]), "X", ev["cat"], str(ev.get("name", "")), ev.get("pid"), ev.get("tid"),
-                        float(ev.get("dur", 0.0)), Args(args.get("External id"), args.get("device", UNSET)))
+            return Span(ph="X", cat=ev["cat"], name=str(ev.get("name", "")), pid=ev.get("pid"), tid=ev.get("tid"),
+                        ts=float(ev["ts"]), dur=float(ev.get("dur", 0.0)),
+                        args=Args(args.get("External id"), args.get("device", UNSET)))
         except (AttributeError, KeyError, TypeError, ValueError) as e:  # no ts, a ts that is no number...
             raise TraceError(f"{self.path}: malformed event ({type(e).__name__}: {e}): {str(ev)[:200]}") from None
 
