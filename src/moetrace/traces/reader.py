@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET
 
 __all__ = ["DEFAULT_MAX_BYTES", "Args", "Span", "TraceError", "TraceStream"]
 
@@ -61,10 +61,11 @@ _MAX_SCAN = 1 << 20  # no Kineto event end within this many characters: not Kine
 
 class Args(msgspec.Struct, frozen=True, gc=False):
     """The arguments of an event that the analysis reads; msgspec skips the others unread.
-    ``ext`` is ``args["External id"]`` (None if absent), ``device`` is UNSET if absent."""
+    ``ext`` is ``args["External id"]`` (None if absent), ``device`` is UNSET if absent; both any JSON
+    value, as ``json`` gives it (the analysis only compares and files them)."""
 
-    ext: int | None = msgspec.field(default=None, name="External id")
-    device: int | str | None | UnsetType = UNSET
+    ext: Any = msgspec.field(default=None, name="External id")
+    device: Any = UNSET
 
 
 _NO_ARGS = Args()
@@ -73,9 +74,11 @@ _NO_ARGS = Args()
 class Span(msgspec.Struct, kw_only=True, gc=False):
     """One event, the fields the analysis reads (see :meth:`TraceStream.spans`).
 
-    Decoded by msgspec, the types are strict (a JSON value of another type fails the whole buffer,
-    which the general loop then reads): what msgspec gives is what ``json`` would. Made by the
-    general loop from a decoded dict, the fields hold whatever JSON gave (a pid that is a list...),
+    Decoded by msgspec, ``pid``, ``tid`` and the arguments take any JSON value (a float pid is a
+    float, as ``json`` gives it); the others are typed strictly (a name that is no string, a ts
+    that is no number fails the whole buffer, which the general loop then reads, doing what
+    :meth:`TraceStream.spans` says: ``str(name)``, ``float(ts)``...): what msgspec gives is what
+    ``json`` would. Made by the general loop from a decoded dict, the fields hold whatever JSON gave,
     as the analysis has always received them. ``gc=False``: no cycles can run through an event, so
     the cycle collector need not track the millions of them a trace makes. The fields are in the
     order Kineto writes the keys: msgspec looks for each key from the field after the last one
@@ -85,8 +88,8 @@ class Span(msgspec.Struct, kw_only=True, gc=False):
     ph: str = ""
     cat: str | None = None
     name: str = ""
-    pid: int | str | None = None
-    tid: int | str | None = None
+    pid: Any = None
+    tid: Any = None
     ts: float
     dur: float = 0.0
     args: Args = _NO_ARGS
