@@ -182,7 +182,7 @@ class TraceStream:
         self._buf = ""
         self._pos = 0
         self._eof = False
-        self._chunks: Iterator[bytes] | None = None
+        self._chunks: Iterator[bytes | bytearray] | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._json = json.JSONDecoder()
         self.skip_cats: frozenset[str] = frozenset()  # events(): these categories are counted in skipped instead
@@ -194,7 +194,10 @@ class TraceStream:
         self._slow_until = 0  # spans(): the general loop reads up to here (events msgspec could not read)
 
     # ---- bytes -> text ---------------------------------------------------------------------
-    def _byte_chunks(self) -> Iterator[bytes]:
+    def _byte_chunks(self) -> Iterator[bytes | bytearray]:
+        """The file's bytes, gunzipped, a chunk at a time. A plain file's chunks are read into one
+        buffer again and again (each chunk is valid until the next is asked for): a fresh 1 MiB
+        bytes object per read cost the kernel's page faults, 0.3 s of system time on 522 MB."""
         try:
             f = open(self.path, "rb")
         except OSError as e:
@@ -209,11 +212,13 @@ class TraceStream:
             if size > self.max_bytes:
                 raise TraceError(f"{self.path}: {size} bytes is over the limit of {self.max_bytes} bytes "
                                  "(raise max_bytes to read it)")
-            while chunk := f.read(_CHUNK):
-                yield chunk
+            chunk = bytearray(_CHUNK)
+            while n := f.readinto(chunk):
+                yield chunk if n == len(chunk) else chunk[:n]
 
-    def _raw(self) -> bytes | None:
-        """The next chunk of the file's (gunzipped) bytes, counted against ``max_bytes``; None at EOF."""
+    def _raw(self) -> bytes | bytearray | None:
+        """The next chunk of the file's (gunzipped) bytes, counted against ``max_bytes``; None at EOF.
+        Valid until the next call (see ``_byte_chunks``)."""
         if self._eof:
             return None
         if self._chunks is None:
