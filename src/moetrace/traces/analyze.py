@@ -24,7 +24,7 @@ from typing import Any
 from ..stats import percentile
 from .accumulate import OUTSIDE, DeviceTimeline, HostOps, NameTotals, Steps
 from .categories import GROUPS, IDLE, KERNEL, UNMATCHED, classify
-from .layers import CommStats, LayerStats, StepSequences, StepTimes, WaitSplit, split_wait
+from .layers import CommStats, LayerStats, StepSequences, StepTimes, WaitSplit, kernel_role, split_wait
 from .names import TraceName, parse_trace_name, step_stage
 from .reader import DEFAULT_MAX_BYTES, Span, TraceError, TraceStream
 
@@ -170,7 +170,7 @@ class _Analysis:
         self.timeline = DeviceTimeline()
         self.seq = StepSequences()
         self.events = 0
-        self._categories: dict[str, str] = {}  # kernel name -> category (names repeat every step)
+        self._kinds: dict[str, tuple[str, int]] = {}  # kernel name -> (category, role): names repeat every step
 
     def feed(self, spans: Iterable[Span], path: Path) -> None:
         """Account the reader's spans (:meth:`TraceStream.spans`: kernels, memcpys, memsets, ops and
@@ -218,17 +218,20 @@ class _Analysis:
 
     def _device(self, span: Span) -> None:
         name, ts, dur, ext = span.name, span.ts, span.dur, span.args.ext
+        end = ts + dur
         step = self.steps.of_external_id(ext) if ext is not None else None
         stage = self._stage(step)
-        category = self._categories.get(name)
-        if category is None:
-            category = self._categories[name] = classify(name, KERNEL)
+        kind = self._kinds.get(name)
+        if kind is None:
+            category = classify(name, KERNEL)
+            kind = self._kinds[name] = (category, kernel_role(name, category))
+        category, role = kind
         self.device.add(name, category, stage, dur)
-        self.timeline.add(span.device, ts, ts + dur, step, stage)
+        self.timeline.add(span.device, ts, end, step, stage)
         if step is not None:
-            self.seq.add(step, stage, ts, ts + dur, name, category)
+            self.seq.add(step, stage, ts, end, role, category)
         elif ext is None:  # a CUDA-graph replay's or Triton's kernel: no launching op recorded
-            self.seq.add_follower(ts, ts + dur, name, category)
+            self.seq.add_follower(ts, end, role, category)
         else:  # launched outside every step: the kernels after it no longer follow the last step
             self.seq.break_chain()
 
