@@ -15,12 +15,13 @@ incrementally, and each element of ``traceEvents`` is cut out with ``json.JSONDe
 
 **Kineto's layout.** PyTorch's profiler closes every event with a newline, two spaces and ``}``.
 Once the first 64 events show that layout, :meth:`TraceStream.spans` stops decoding event by event:
-a buffer (1 MiB) at a time, its whole events (up to the last event end in it) are decoded in one
-call by msgspec (a JSON decoder in C) straight into :class:`Span` structs, which hold only the
-fields the analysis reads: every other key (most of a kernel's arguments) is skipped in C, never
-made into a Python object. A buffer msgspec cannot read exactly as ``json`` would (a field of
-another type, ``NaN``, a lone surrogate, an event end that was not one...) is read by the general
-loop instead, one decoded event at a time, so the spans are the same either way
+a buffer (1 MiB of bytes, never decoded to text) at a time, its whole events (up to the last event
+end in it) are decoded in one call by msgspec (a JSON decoder in C) straight into :class:`Span`
+structs, which hold only the fields the analysis reads: every other key (most of a kernel's
+arguments) is skipped in C, never made into a Python object. A buffer msgspec cannot read exactly
+as ``json`` would (a name that is no string, ``NaN``, a lone surrogate, an event end that was not
+one...) is read by the general loop instead, one decoded event at a time, so the spans are the same
+either way
 (``tests/traces/test_fast_path.py`` holds both ways to the same spans and the same analysis on
 every real trace kept in the tests). Any other layout is read by the general loop.
 
