@@ -218,3 +218,17 @@ def test_a_malformed_event_past_the_checks_is_a_trace_error(tmp_path):
     path.write_text(kineto_text([plain] * 200 + [_ev("list ts", ts=[1, 2])] + [plain] * 5))
     with pytest.raises(reader.TraceError, match="malformed event"):
         list(TraceStream(path).spans(CATS))
+
+
+def test_keys_after_the_events_are_read_into_the_header(tmp_path, decodes):
+    """An object after traceEvents that closes like a Kineto event: msgspec refuses the buffer that
+    runs past the array's end, and the general loop reads the rest."""
+    events = [_ev("k", args={"External id": 0})] * 200
+    text = kineto_text(events).replace('\n  ],\n  "traceName"', '\n  ],\n  "after": {\n    "x": 1\n  },\n  "traceName"')
+    path = tmp_path / "after.json"
+    path.write_text(text)
+    want, skipped = _reference(events)
+    stream = TraceStream(path)
+    assert _tuples(stream.spans(CATS)) == repr(want) and stream.skipped == skipped
+    assert stream.header["after"] == {"x": 1} and stream.header["traceName"] == "synthetic"
+    assert False in decodes
