@@ -27,10 +27,11 @@ tree's because a shared machine's speed drifts from one minute to the next:
         tests/data/traces/gpu/tp1_sglang/qwen3-235b-tp1-1795731670-TP-0-DECODE.trace.json.gz \
         --prefix-steps 100,300 --repeat 3 --against /path/to/main/src
 
-Last measured (issue 14, 2026-11-30, the 522 MB synthetic trace, 1.92 M events; the dev VM: Intel
-Xeon, 2 cores, 24 GiB, Python 3.11.7, others' tests running; best of 3, CPU time): main 74.1 MB/s,
-53 MB peak; the reader's spans (this tree) 121.2 MB/s, 40 MB peak: 1.64x. Details and what is left
-below the 150 MB/s target: docs/traces.md, "Speed".
+Last measured (issue 14, 2026-11-30 12:22, the 522 MB synthetic trace, 1.92 M events; the dev VM:
+Intel Xeon, 2 cores, 24 GiB, Python 3.11.7; best of 3 in turns, CPU time of the whole process): main
+117.7 MB/s, 38 MB peak; msgspec reading bytes (this tree) 195.0 MB/s, 39 MB peak: 1.66x (192.5 against
+121.8 in the next run): the 150 MB/s target met. HolisticTraceAnalysis 0.5.0 once (12:24): 10.0 MB/s,
+2,401 MB peak. Details: docs/traces.md, "Speed".
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ from typing import Any
 from ..stats import percentile
 from .accumulate import OUTSIDE, DeviceTimeline, HostOps, NameTotals, Steps
 from .categories import GROUPS, IDLE, KERNEL, UNMATCHED, classify
-from .layers import CommStats, LayerStats, StepSequences, StepTimes, WaitSplit, split_wait
+from .layers import CommStats, LayerStats, StepSequences, StepTimes, WaitSplit, kernel_role, split_wait
 from .names import TraceName, parse_trace_name, step_stage
-from .reader import DEFAULT_MAX_BYTES, TraceError, TraceStream
+from .reader import DEFAULT_MAX_BYTES, Span, TraceError, TraceStream
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "MultiSummary", "OpStat", "RankRow", "StageGroup", "StageSummary", "StepStats",
@@ -170,9 +170,9 @@ class _Analysis:
         self.timeline = DeviceTimeline()
         self.seq = StepSequences()
         self.events = 0
-        self._categories: dict[str, str] = {}  # kernel name -> category (names repeat every step)
+        self._kinds: dict[str, tuple[str, int]] = {}  # kernel name -> (category, role): names repeat every step
 
-    def feed(self, spans: Iterable[tuple], path: Path) -> None:
+    def feed(self, spans: Iterable[Span], path: Path) -> None:
         """Account the reader's spans (:meth:`TraceStream.spans`: kernels, memcpys, memsets, ops and
         annotations), in file order."""
         device, host_op, annotation, note_op = self._device, self._host_op, self._annotation, self.steps.note_op
@@ -182,12 +182,12 @@ class _Analysis:
         try:
             for span in spans:
                 n += 1
-                cat = span[0]
+                cat = span.cat
                 if cat in _HOST_OP_CATS:
                     if host_ops:
                         host_op(span)
                     else:  # a GPU trace: host ops only say which External ids a step's host work reached
-                        note_op(span[2], span[4], span[6])
+                        note_op(span.pid, span.ts, span.args.ext)
                 elif cat in _DEVICE_CATS:
                     device(span)
                 else:
@@ -197,38 +197,41 @@ class _Analysis:
         finally:
             self.events += n
 
-    def _annotation(self, span: tuple) -> None:
-        cat, name, pid, tid, ts, dur, ext, _ = span
-        stage = step_stage(name)
+    def _annotation(self, span: Span) -> None:
+        stage = step_stage(span.name)
         if stage is None:
             return
-        if cat == "gpu_user_annotation":
-            self.steps.add_device_span(stage, ext if ext is not None else (tid, ts), ts, ts + dur)
+        ts, ext = span.ts, span.args.ext
+        if span.cat == "gpu_user_annotation":
+            self.steps.add_device_span(stage, ext if ext is not None else (span.tid, ts), ts, ts + span.dur)
         else:
-            self.steps.add(stage, pid, ts, dur, ext)
+            self.steps.add(stage, span.pid, ts, span.dur, ext)
             self.timeline.has_steps = True
 
     def _stage(self, step: int | None) -> str:
         return self.default_stage if step is None else self.steps.items[step].stage
 
-    def _host_op(self, span: tuple) -> None:  # a CPU trace: the host ops are the work
-        _, name, pid, tid, ts, dur, ext, _ = span
-        step = self.steps.note_op(pid, ts, ext)
-        self.host_ops.add((pid, tid), name, ts, dur, self._stage(step))
+    def _host_op(self, span: Span) -> None:  # a CPU trace: the host ops are the work
+        pid, ts = span.pid, span.ts
+        step = self.steps.note_op(pid, ts, span.args.ext)
+        self.host_ops.add((pid, span.tid), span.name, ts, span.dur, self._stage(step))
 
-    def _device(self, span: tuple) -> None:
-        _, name, _, _, ts, dur, ext, device = span
+    def _device(self, span: Span) -> None:
+        name, ts, dur, ext = span.name, span.ts, span.dur, span.args.ext
+        end = ts + dur
         step = self.steps.of_external_id(ext) if ext is not None else None
         stage = self._stage(step)
-        category = self._categories.get(name)
-        if category is None:
-            category = self._categories[name] = classify(name, KERNEL)
+        kind = self._kinds.get(name)
+        if kind is None:
+            category = classify(name, KERNEL)
+            kind = self._kinds[name] = (category, kernel_role(name, category))
+        category, role = kind
         self.device.add(name, category, stage, dur)
-        self.timeline.add(device, ts, ts + dur, step, stage)
+        self.timeline.add(span.device, ts, end, step, stage)
         if step is not None:
-            self.seq.add(step, stage, ts, ts + dur, name, category)
+            self.seq.add(step, stage, ts, end, role, category)
         elif ext is None:  # a CUDA-graph replay's or Triton's kernel: no launching op recorded
-            self.seq.add_follower(ts, ts + dur, name, category)
+            self.seq.add_follower(ts, end, role, category)
         else:  # launched outside every step: the kernels after it no longer follow the last step
             self.seq.break_chain()
 

@@ -45,7 +45,7 @@ from .categories import (
 )
 
 __all__ = ["COLLECTIVES", "CommStats", "LayerRow", "LayerStats", "StepSequences", "StepTimes", "WaitSplit",
-           "layer_groups", "split_wait"]
+           "kernel_role", "layer_groups", "split_wait"]
 
 COLLECTIVES = (ALLREDUCE, ALLTOALL, ALLGATHER, COMM_OTHER)
 # Attention kernels that prepare attention, not do it: they neither start nor make a layer.
@@ -60,7 +60,9 @@ _ROLE_GI = tuple(_GI[g] for g in _GROUP_OF_ROLE)
 
 
 @lru_cache(maxsize=1 << 14)
-def _role(name: str, category: str) -> int:
+def kernel_role(name: str, category: str) -> int:
+    """What a kernel does in a layer (a small int, compared in the hot loop), from its name and
+    category; what :meth:`StepSequences.add` takes (callers cache it by name with the category)."""
     if category in COLLECTIVES:
         return _COMM
     if category in (MOE_ROUTING, MOE_GEMM, MOE_PERMUTE):
@@ -136,33 +138,26 @@ class StepSequences:
         self._comm: dict[str, dict] = {}
         self._times: dict[str, list] = {}  # stage -> [steps, extent, busy, *group sums]
         self._last = -1
-        self._roles: dict[str, int] = {}  # kernel name -> role (a name has one category)
 
-    def add(self, step: int, stage: str, start: float, end: float, name: str, category: str) -> None:
+    def add(self, step: int, stage: str, start: float, end: float, role: int, category: str) -> None:
         item = self._open.get(step)
         if item is None:
             if len(self._open) >= 2:
                 self._flush(min(self._open))
             item = self._open[step] = (stage, [])
-        item[1].append((start, end, self._role_of(name, category), category))
+        item[1].append((start, end, role, category))
         self._last = step
 
     def break_chain(self) -> None:
         self._last = -1
 
-    def add_follower(self, start: float, end: float, name: str, category: str) -> None:
+    def add_follower(self, start: float, end: float, role: int, category: str) -> None:
         """A kernel with no launching op (CUDA-graph replays, some Triton launches): it belongs to the
         step of the kernel before it (Kineto writes a device's kernels in start order), unless a kernel
         launched outside every step came in between (:meth:`break_chain`)."""
         item = self._open.get(self._last)
         if item is not None:
-            item[1].append((start, end, self._role_of(name, category), category))
-
-    def _role_of(self, name: str, category: str) -> int:
-        role = self._roles.get(name)
-        if role is None:
-            role = self._roles[name] = _role(name, category)
-        return role
+            item[1].append((start, end, role, category))
 
     def finish(self) -> None:
         for s in sorted(self._open):

@@ -4,28 +4,26 @@ Two ways to read a trace, both in one pass with flat memory:
 
 - :meth:`TraceStream.events`: every element of ``traceEvents``, decoded to a dict;
 - :meth:`TraceStream.spans`: only the complete events (``"ph": "X"``) of the categories asked
-  for, each as a tuple ``(cat, name, pid, tid, ts, dur, ext, device)`` (``ext`` is
-  ``args["External id"]`` or None, ``device`` is ``args["device"]``, else ``pid``); the other
-  events are counted in ``skipped``. This is what the analyzer reads.
+  for, each as a :class:`Span` (``cat, name, pid, tid, ts, dur`` and the arguments ``ext``, the
+  ``External id``, and ``device``, else ``pid``); the other events are counted in ``skipped``. This
+  is what the analyzer reads.
 
 The whole file is never held: bytes are read (and gunzipped) in chunks, decoded to text
 incrementally, and each element of ``traceEvents`` is cut out with ``json.JSONDecoder.raw_decode``
 (the C scanner) straight from the chunk buffer. Top-level keys other than ``traceEvents``
 (``deviceProperties``, ``distributedInfo``...) are parsed whole into a small header dict.
 
-**Kineto's layout.** PyTorch's profiler closes every event with a newline, two spaces and ``}``,
-and writes a complete event's keys in one order (``ph, cat, name, pid, tid, ts, dur, args``).
-Once the first 64 events show that layout, the reader stops decoding event by event. A buffer
-(1 MiB) at a time, one regular expression (``_want_pattern``) finds the wanted events and captures
-their fields (``_FIELDS``): ``spans`` builds its tuples from those groups (``_span_from_fields``)
-without building dicts, and one ``str.count`` of the event ends counts the events it passed. An
-event whose fields are not where the expression looks (a name with an escape, an ``External id``
-that is not the first argument, a pid that is no integer...) is decoded whole instead, and the
-first 64 wanted events are read both ways and compared; a disagreement turns the shortcut off.
-Any other layout is read by the general loop, one decoded event at a time. What the shortcut does
-assume: past those first events the writer does not change its key order (a wanted event written
-``"cat"`` first would not be found, only counted). ``tests/traces/test_fast_path.py`` holds both
-ways to the same spans and the same analysis on every real trace kept in the tests.
+**Kineto's layout.** PyTorch's profiler closes every event with a newline, two spaces and ``}``.
+Once the first 64 events show that layout, :meth:`TraceStream.spans` stops decoding event by event:
+a buffer (1 MiB of bytes, never decoded to text) at a time, its whole events (up to the last event
+end in it) are decoded in one call by msgspec (a JSON decoder in C) straight into :class:`Span`
+structs, which hold only the fields the analysis reads: every other key (most of a kernel's
+arguments) is skipped in C, never made into a Python object. A buffer msgspec cannot read exactly
+as ``json`` would (a name that is no string, ``NaN``, a lone surrogate, an event end that was not
+one...) is read by the general loop instead, one decoded event at a time, so the spans are the same
+either way
+(``tests/traces/test_fast_path.py`` holds both ways to the same spans and the same analysis on
+every real trace kept in the tests). Any other layout is read by the general loop.
 
 Every failure (missing file, bad gzip, truncation, invalid JSON, a file larger than the
 decompressed-size limit) is raised as :class:`TraceError` with the file's path in the message.
@@ -38,11 +36,14 @@ import json
 import re
 import zlib
 from collections.abc import Iterator
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["DEFAULT_MAX_BYTES", "TraceError", "TraceStream"]
+import msgspec
+from msgspec import UNSET
+
+__all__ = ["DEFAULT_MAX_BYTES", "Args", "Span", "TraceError", "TraceStream"]
 
 DEFAULT_MAX_BYTES = 4 << 30  # decompressed bytes read from one trace before refusing it
 _CHUNK = 1 << 20  # compressed/plain bytes read at a time (1 MiB: a buffer's spans stay in the CPU's cache)
@@ -53,59 +54,85 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _skip_ws = re.compile(r"[ \t\n\r]*").match
 _skip_sep = re.compile(r"[ \t\n\r,]*").match  # between array elements: whitespace and commas
 _KINETO_END = "\n  }"  # how PyTorch's Kineto writer closes every element of traceEvents
+_KINETO_END_BYTES = _KINETO_END.encode()
+_skip_sep_bytes = re.compile(rb"[ \t\n\r,]*").match
 _LAYOUT_CHECKS = 64
 _MAX_SCAN = 1 << 20  # no Kineto event end within this many characters: not Kineto's layout
-_VERIFY = 64  # wanted events read both from _FIELDS' groups and by decoding them, before trusting the groups
-
-# A wanted event's other fields in Kineto's layout, after its category, to the event's end:
-#   , "name": "...", "pid": 0, "tid": 7,\n    "ts": 123.456, "dur": 7.8,
-#   \n    "args": {\n      "External id": 42, ...\n    }\n  }
-# (any blanks between items; args last, or none). Groups: name, pid, tid, ts, dur, the External id
-# when it is the first argument, and the text of the other arguments (None without args).
-# pid, tid and ts are taken up to their comma and given to int()/float(), which also say whether
-# they are numbers (one loop over "not a comma" costs the regex engine far less than a character
-# class); dur is the characters JSON numbers are made of. ``*+``/``++`` are possessive: never given
-# back, which spares the engine the bookkeeping of backtracking.
-_W = r"[ \t\n\r]*+"
-_FIELDS = (rf',{_W}"name": "([^"]*+)",{_W}"pid": ([^,]++),{_W}"tid": ([^,]++),{_W}"ts": ([^,]++),'
-           rf'{_W}"dur": (-?[0-9][0-9.eE+-]*+)'
-           rf'(?:{_W},{_W}"args": \{{{_W}(?:"External id": (-?[0-9]++))?([^}}]*+)\}})?\n  \}}')
-_DEVICE = re.compile(r'"device": (-?[0-9]+)[ \t\n\r]*(?:,|$)')
 
 
-class _Ints(dict):
-    """str -> int, remembered: pids, tids and devices repeat in every event."""
+class Args(msgspec.Struct, frozen=True, gc=False):
+    """The arguments of an event that the analysis reads; msgspec skips the others unread.
+    ``ext`` is ``args["External id"]`` (None if absent), ``device`` is UNSET if absent; both any JSON
+    value, as ``json`` gives it (the analysis only compares and files them)."""
 
-    def __missing__(self, text: str) -> int:
-        value = self[text] = int(text)
-        return value
+    ext: Any = msgspec.field(default=None, name="External id")
+    device: Any = UNSET
 
 
-def _span_from_fields(groups: tuple, ints: _Ints) -> tuple | None:
-    """The span of a wanted event from the groups of its ``_FIELDS`` match; None where the event must be
-    decoded instead: its fields are not all where ``_FIELDS`` looks, its name or arguments hold an escape
-    (a backslash) or braces, or an argument "External id" or "device" is written another way. (With no
-    backslash and no braces in the arguments' text, each ``"device":`` in it is the argument so named.)"""
-    cat, name, pid, tid, ts, dur, ext, args = groups
-    if ts is None or "\\" in name:
+_NO_ARGS = Args()
+
+
+class Span(msgspec.Struct, kw_only=True, gc=False):
+    """One event, the fields the analysis reads (see :meth:`TraceStream.spans`).
+
+    Decoded by msgspec, ``pid``, ``tid`` and the arguments take any JSON value (a float pid is a
+    float, as ``json`` gives it); the others are typed strictly (a name that is no string, a ts
+    that is no number fails the whole buffer, which the general loop then reads, doing what
+    :meth:`TraceStream.spans` says: ``str(name)``, ``float(ts)``...): what msgspec gives is what
+    ``json`` would. Made by the general loop from a decoded dict, the fields hold whatever JSON gave,
+    as the analysis has always received them. ``gc=False``: no cycles can run through an event, so
+    the cycle collector need not track the millions of them a trace makes. The fields are in the
+    order Kineto writes the keys: msgspec looks for each key from the field after the last one
+    found, so each is found at the first try (7% of the decoding).
+    """
+
+    ph: str = ""
+    cat: str | None = None
+    name: str = ""
+    pid: Any = None
+    tid: Any = None
+    ts: float
+    dur: float = 0.0
+    args: Args = _NO_ARGS
+
+    @property
+    def ext(self) -> Any:
+        """``args["External id"]``, None if absent."""
+        return self.args.ext
+
+    @property
+    def device(self) -> Any:
+        """``args["device"]``, else ``pid``."""
+        device = self.args.device
+        return self.pid if device is UNSET else device
+
+
+_decode_spans = msgspec.json.Decoder(list[Span]).decode
+
+
+def _decode_events(buf: bytearray, start: int, limit: int) -> list[Span] | None:
+    """msgspec's reading of the whole events ``buf[start:limit]`` as one JSON array, or None where it
+    cannot read them as ``json`` would. '[' is written over the separator before them and ']' over
+    the byte after them (put back after): the text is not copied."""
+    if start == 0:  # no separator before the first event: the general loop reads it
         return None
+    buf[start - 1] = 0x5B  # "["
+    appended = limit == len(buf)
+    after = 0 if appended else buf[limit]
+    if appended:
+        buf.append(0x5D)  # "]"
+    else:
+        buf[limit] = 0x5D
     try:
-        pid = device = ints[pid]
-        if args is not None:
-            if "\\" in args or "{" in args:
-                return None
-            if ext is not None:
-                ext = int(ext)
-            elif '"External id"' in args:
-                return None
-            if '"device"' in args:
-                d = _DEVICE.search(args)
-                if d is None:
-                    return None
-                device = ints[d[1]]
-        return cat, name, pid, ints[tid], float(ts), float(dur), ext, device
-    except ValueError:  # not a number (a string, 1.0 for an int...): the decoder reads it
+        with memoryview(buf)[start - 1:limit + 1] as events:
+            return _decode_spans(events)
+    except msgspec.MsgspecError:  # a field of another type, NaN, a lone surrogate, an event cut open...
         return None
+    finally:
+        if appended:
+            del buf[-1]
+        else:
+            buf[limit] = after
 
 
 class TraceError(Exception):
@@ -156,25 +183,22 @@ class TraceStream:
         self._buf = ""
         self._pos = 0
         self._eof = False
-        self._chunks: Iterator[bytes] | None = None
+        self._chunks: Iterator[bytes | bytearray] | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._json = json.JSONDecoder()
         self.skip_cats: frozenset[str] = frozenset()  # events(): these categories are counted in skipped instead
-        # When set: in Kineto's layout only complete ("ph": "X") events of these categories are read;
-        # the reader jumps from one to the next with one regular-expression search (C speed) and
-        # counts the events it passes in ``skipped``. ``spans(cats)`` sets it to ``cats``. Dropped
-        # (None: every event decoded) when one of the first 64 events is wanted but written another way.
-        self.want_cats: frozenset[str] | None = None
-        self._want: re.Pattern | None = None
         self.skipped = 0
+        self._offset = 0  # characters dropped from the front of the buffer: _offset + _pos only grows
         self._layout: bool | None = None  # Kineto's layout: None until checked
         self._checked = 0
         self._cats: frozenset[str] | None = None  # spans(): the categories yielded, as spans not dicts
-        self._fields_ok: bool | None = None  # spans may be read from _FIELDS' groups (checked on the first ones)
-        self._ints = _Ints()
+        self._slow_until = 0  # spans(): the general loop reads up to here (events msgspec could not read)
 
     # ---- bytes -> text ---------------------------------------------------------------------
-    def _byte_chunks(self) -> Iterator[bytes]:
+    def _byte_chunks(self) -> Iterator[bytes | bytearray]:
+        """The file's bytes, gunzipped, a chunk at a time. A plain file's chunks are read into one
+        buffer again and again (each chunk is valid until the next is asked for): a fresh 1 MiB
+        bytes object per read cost the kernel's page faults, 0.3 s of system time on 522 MB."""
         try:
             f = open(self.path, "rb")
         except OSError as e:
@@ -189,30 +213,43 @@ class TraceStream:
             if size > self.max_bytes:
                 raise TraceError(f"{self.path}: {size} bytes is over the limit of {self.max_bytes} bytes "
                                  "(raise max_bytes to read it)")
-            while chunk := f.read(_CHUNK):
-                yield chunk
+            chunk = bytearray(_CHUNK)
+            while n := f.readinto(chunk):
+                yield chunk if n == len(chunk) else chunk[:n]
+
+    def _raw(self) -> bytes | bytearray | None:
+        """The next chunk of the file's (gunzipped) bytes, counted against ``max_bytes``; None at EOF.
+        Valid until the next call (see ``_byte_chunks``)."""
+        if self._eof:
+            return None
+        if self._chunks is None:
+            self._chunks = self._byte_chunks()
+        raw = next(self._chunks, None)
+        if raw is None:
+            self._eof = True
+            return None
+        self.bytes_read += len(raw)
+        if self.bytes_read > self.max_bytes:
+            raise TraceError(f"{self.path}: more than {self.max_bytes} bytes once decompressed "
+                             "(a gzip bomb, or raise max_bytes)")
+        return raw
+
+    def _text(self, raw: bytes | bytearray) -> str:
+        try:
+            return self._decoder.decode(raw)
+        except UnicodeDecodeError as e:
+            at = self.bytes_read - len(raw) + e.start
+            raise TraceError(f"{self.path}: not UTF-8 text near byte {at}") from None
 
     def _fill(self) -> bool:
         """Append the next chunk of text to the buffer (dropping what was consumed); False at EOF."""
-        if self._eof:
-            return False
-        if self._chunks is None:
-            self._chunks = self._byte_chunks()
-        for raw in self._chunks:
-            self.bytes_read += len(raw)
-            if self.bytes_read > self.max_bytes:
-                raise TraceError(f"{self.path}: more than {self.max_bytes} bytes once decompressed "
-                                 "(a gzip bomb, or raise max_bytes)")
-            try:
-                text = self._decoder.decode(raw)
-            except UnicodeDecodeError as e:
-                at = self.bytes_read - len(raw) + e.start
-                raise TraceError(f"{self.path}: not UTF-8 text near byte {at}") from None
+        while (raw := self._raw()) is not None:
+            text = self._text(raw)
             if text:
                 self._buf = self._buf[self._pos:] + text
+                self._offset += self._pos
                 self._pos = 0
                 return True
-        self._eof = True
         return False
 
     # ---- JSON tokens -----------------------------------------------------------------------
@@ -259,15 +296,15 @@ class TraceStream:
         """Yield each element of ``traceEvents`` (or of a top-level array) in file order."""
         return chain.from_iterable(self._walk())
 
-    def spans(self, cats: frozenset[str]) -> Iterator[tuple]:
-        """Yield ``(cat, name, pid, tid, ts, dur, ext, device)`` for each complete event (``"ph": "X"``)
-        whose category is in ``cats``, in file order; every other element is counted in ``skipped``.
+    def spans(self, cats: frozenset[str]) -> Iterator[Span]:
+        """Yield a :class:`Span` for each complete event (``"ph": "X"``) whose category is in ``cats``,
+        in file order; every other element is counted in ``skipped``.
 
         ``name`` is ``str(event["name"])`` ("" if none), ``ts`` and ``dur`` are floats (``dur`` 0.0 if
         none), ``ext`` is ``args["External id"]`` (None if none) and ``device`` is ``args["device"]``,
         else ``pid``. An event without ``ts`` raises :class:`TraceError`.
         """
-        self._cats = self.want_cats = frozenset(cats)
+        self._cats = frozenset(cats)
         return chain.from_iterable(self._walk())
 
     def _walk(self) -> Iterator[list]:
@@ -306,12 +343,12 @@ class TraceStream:
         self._end()
 
     def _array_items(self) -> Iterator[list]:
-        """The general loop: decode each element (a batch of one); hands over to ``_kineto_items``
-        once the layout is known."""
+        """The general loop: decode each element (a batch of one); for ``spans()`` in Kineto's layout,
+        hands over to ``_kineto_spans`` wherever the loop is not finishing a buffer it could not read."""
         decode, json_error = self._json.raw_decode, json.JSONDecodeError
         while True:
-            if self._layout is True and self._want_pattern() is not None:
-                yield from self._kineto_items()
+            if self._layout is True and self._offset + self._pos >= self._slow_until:
+                yield from self._kineto_spans()
             c = self._peek(_skip_sep)
             if c == "]":
                 self._pos += 1
@@ -324,8 +361,8 @@ class TraceStream:
             except json_error:
                 ev = self._value()
             else:
-                if self._layout is None and c == "{":
-                    self._check_layout(start, self._pos, ev)
+                if self._layout is None and c == "{" and self._cats is not None:
+                    self._check_layout(start, self._pos)
             if self._cats is not None:
                 if self._wanted(ev):
                     yield [self._span_of(ev)]
@@ -340,31 +377,18 @@ class TraceStream:
         return isinstance(ev, dict) and ev.get("ph") == "X" and isinstance(ev.get("cat"), str) \
             and ev["cat"] in self._cats
 
-    def _span_of(self, ev: dict) -> tuple:
+    def _span_of(self, ev: dict) -> Span:
         """The span of a decoded event (see :meth:`spans`)."""
         try:
             args = ev.get("args") or {}
-            pid = ev.get("pid")
-            return (ev["cat"], str(ev.get("name", "")), pid, ev.get("tid"), float(ev["ts"]),
-                    float(ev.get("dur", 0.0)), args.get("External id"), args.get("device", pid))
+            return Span(ph="X", cat=ev["cat"], name=str(ev.get("name", "")), pid=ev.get("pid"), tid=ev.get("tid"),
+                        ts=float(ev["ts"]), dur=float(ev.get("dur", 0.0)),
+                        args=Args(args.get("External id"), args.get("device", UNSET)))
         except (AttributeError, KeyError, TypeError, ValueError) as e:  # no ts, a ts that is no number...
             raise TraceError(f"{self.path}: malformed event ({type(e).__name__}: {e}): {str(ev)[:200]}") from None
 
-    def _want_pattern(self) -> re.Pattern | None:
-        """The search for the wanted events in Kineto's layout: group 1 is the category, groups 2-9
-        the rest of ``_FIELDS`` (None when the event is written some other way)."""
-        if self.want_cats is not None and self._want is None:
-            cats = "|".join(re.escape(c) for c in sorted(self.want_cats))
-            self._want = re.compile(rf'\{{\n    "ph": "X",{_W}"cat": "({cats})"(?:{_FIELDS})?')
-        return self._want if self.want_cats is not None else None
-
-    def _check_layout(self, start: int, end: int, ev: Any = None) -> None:
-        """Does Kineto's layout say the event at ``start`` ends where it really ends (``end``)? And does
-        the search for wanted events find this one if it is wanted (else every event is decoded)?"""
-        want = self._want_pattern()
-        if (want is not None and isinstance(ev, dict) and ev.get("ph") == "X" and ev.get("cat") in self.want_cats
-                and not want.match(self._buf, start)):
-            self.want_cats = None
+    def _check_layout(self, start: int, end: int) -> None:
+        """Does Kineto's layout say the event at ``start`` ends where it really ends (``end``)?"""
         if self._buf.find(_KINETO_END, start, end) + len(_KINETO_END) != end:
             self._layout = False
         else:
@@ -372,72 +396,59 @@ class TraceStream:
             if self._checked >= _LAYOUT_CHECKS:
                 self._layout = True
 
-    def _kineto_items(self) -> Iterator[list]:
+    def _kineto_spans(self) -> Iterator[list[Span]]:
         """The wanted events of a file in Kineto's layout (checked: each event ends with a newline, two
-        spaces and '}'), a buffer at a time: one search finds them, the buffer's other events are
-        counted in ``skipped``. Returns at the end of the events or at anything unexpected, with the
-        cursor on an event boundary for the general loop."""
-        n = len(_KINETO_END)
+        spaces and '}'), a buffer at a time: msgspec decodes the buffer's whole events in one call, the
+        ones not wanted are counted in ``skipped``. Returns at the end of the events, or at a buffer
+        msgspec cannot read (``_slow_until``: the general loop reads that one), the unread text handed
+        back to the general loop's buffer.
+
+        Bytes, not text: msgspec reads UTF-8 itself, so the text is neither decoded nor copied (each
+        1 MiB string made and freed costs the kernel's page faults too); chunks that are not ASCII are
+        still checked by the UTF-8 decoder. Safe to cut at the buffer's last event end: JSON strings
+        hold no raw newline, so that text is between tokens; if it closes something inside an event
+        (another layout), the cut leaves that event open and the decoding fails."""
+        buf = self._unread_bytes()
+        n, cats = len(_KINETO_END_BYTES), self._cats
         while True:
-            buf, pos = self._buf, self._pos
-            limit = buf.rfind(_KINETO_END, pos) + n  # the end of the buffer's last whole event
-            if limit < pos + n:
-                if len(buf) - pos > _MAX_SCAN:  # no event end in sight: not Kineto's layout after all
+            start = _skip_sep_bytes(buf).end()
+            limit = buf.rfind(_KINETO_END_BYTES, start) + n  # the end of the buffer's last whole event
+            if limit < start + n:
+                if len(buf) - start > _MAX_SCAN:  # no event end in sight: not Kineto's layout after all
                     self._layout = False
-                if not self._layout or not self._fill():
+                raw = self._raw() if self._layout else None
+                if raw is None:  # the end of the file (or of the layout): the general loop reads the rest
+                    self._hand_back(buf, start)
                     return
+                if not raw.isascii() or self._decoder.getstate()[0]:
+                    self._text(raw)  # the UTF-8 check (its state follows buf's last bytes)
+                buf += raw
                 continue
-            items = self._read_items(buf, pos, limit)
-            if self._layout:  # read to the limit (else it stopped where the layout broke)
-                self.skipped += buf.count(_KINETO_END, pos, limit) - len(items)
-                self._pos = limit
-            yield items
-            if not self._layout or not self._fill():
+            spans = _decode_events(buf, start, limit)
+            if spans is None:
+                self._hand_back(buf, start, limit)
                 return
+            wanted = [s for s in spans if s.cat in cats and s.ph == "X"]
+            self.skipped += len(spans) - len(wanted)
+            del buf[:limit]  # cheap: a bytearray drops its front by moving its start
+            yield wanted
 
-    def _read_items(self, buf: str, pos: int, limit: int) -> list:
-        """The wanted events in ``buf[pos:limit]`` (whole events): spans (``spans()``) read from the
-        groups of ``_FIELDS`` where they can be (see ``_span_from_fields``), else decoded; dicts
-        (``events()``) decoded."""
-        if self._cats is not None and self._fields_ok is None:
-            self._fields_ok = self._check_fields(buf, pos, limit)
-        out = []
-        append, ints = out.append, self._ints
-        fields = self._cats is not None and self._fields_ok
-        for m in self._want.finditer(buf, pos, limit):
-            if fields:
-                span = _span_from_fields(m.groups(), ints)
-                if span is not None:
-                    append(span)
-                    continue
-            ev, end = self._decode_at(buf, m.start())
-            if buf.rfind(_KINETO_END, m.start(), end) + len(_KINETO_END) != end:  # not Kineto's layout
-                self.skipped += buf.count(_KINETO_END, pos, m.start()) - len(out)
-                self._pos, self._layout = m.start(), False
-                return out
-            if self._cats is None:
-                append(ev)
-            elif self._wanted(ev):
-                append(self._span_of(ev))
-        return out
+    def _unread_bytes(self) -> bytearray:
+        """The text not read yet, back to bytes, with the bytes the UTF-8 decoder holds (the start of a
+        character cut by a chunk's end): ``_kineto_spans`` goes on from there."""
+        buf = bytearray(self._buf[self._pos:].encode())
+        buf += self._decoder.getstate()[0]
+        self._offset += len(self._buf)
+        self._buf, self._pos = "", 0
+        return buf
 
-    def _check_fields(self, buf: str, pos: int, limit: int) -> bool:
-        """Do the first wanted events (up to ``_VERIFY``) give the same spans read from the groups of
-        ``_FIELDS`` as decoded? If not, every event is decoded."""
-        for m in islice(self._want.finditer(buf, pos, limit), _VERIFY):
-            span = _span_from_fields(m.groups(), self._ints)
-            if span is not None:
-                ev, _ = self._decode_at(buf, m.start())
-                if not self._wanted(ev) or self._span_of(ev) != span:
-                    return False
-        return True
-
-    def _decode_at(self, buf: str, start: int) -> tuple[Any, int]:
-        try:
-            return self._json.raw_decode(buf, start)
-        except json.JSONDecodeError as e:
-            self._pos = start
-            self._fail(f"invalid JSON ({e.msg})")
+    def _hand_back(self, buf: bytearray, start: int, slow_to: int | None = None) -> None:
+        """Give ``buf[start:]`` back to the general loop as text; it reads up to ``slow_to`` (None: all of
+        it) itself before handing over again."""
+        self._decoder.reset()
+        self._buf, self._pos = self._text(buf[start:]), 0
+        chars = len(self._buf) if slow_to is None else len(buf[start:slow_to].decode())
+        self._slow_until = self._offset + chars
 
     def _end(self) -> None:
         if self._peek():
