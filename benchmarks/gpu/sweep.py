@@ -23,6 +23,7 @@ first rows. Nothing here is specific to one machine except the GPU count each la
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -272,6 +273,21 @@ def wait_slice(name: str, deadline: float) -> bool:
     return False
 
 
+def moetrace_site(packages: tuple[str, ...] = ("msgspec", "orjson"), engines: Path = ENGINES,
+                  site: Path = BASE / "moetrace-site") -> Path:
+    """moetrace's own dependencies that the node's image lacks (msgspec, orjson: not in its package
+    list), linked from an engine bundle that ships them for the same Python (vLLM's and SGLang's do).
+    The sweep's moetrace runs on the node's python3 with the checkout's src/ and this folder first."""
+    site.mkdir(parents=True, exist_ok=True)
+    for pkg in packages:
+        if (site / pkg).exists() or importlib.util.find_spec(pkg) is not None:
+            continue
+        found = [d / pkg for d in sorted(engines.glob("*/site")) if (d / pkg / "__init__.py").is_file()]
+        if found:
+            (site / pkg).symlink_to(found[0], target_is_directory=True)
+    return site
+
+
 def run_lane(lane: Lane, deadline: float) -> subprocess.Popen | None:
     # one results directory per engine (the store refuses a second engine's results: Model::config
     # would name two engines' numbers); runs 1 and 2 wrote both engines into one (tests/data/gpu*/README)
@@ -289,7 +305,8 @@ def run_lane(lane: Lane, deadline: float) -> subprocess.Popen | None:
         cmd += ["-c", c]
     cmd += list(lane.args)
     env = dict(os.environ, **NODE_ENV, CUDA_VISIBLE_DEVICES=lane.gpus,
-               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(moetrace_site()),
+                                           os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     tag = f"{lane.engine_name}-{lane.slice}-{'-'.join(lane.configs)}{'-' + lane.tag if lane.tag else ''}"
     out = open(BASE / f"moetrace-{tag}.txt", "w")
     out.write("$ " + " ".join(cmd[3:]) + f"\n# CUDA_VISIBLE_DEVICES={lane.gpus}\n")

@@ -94,3 +94,17 @@ def test_releases_name_every_engine_the_gpu_sweep_uses():
     releases = tomllib.loads((ROOT / "benchmarks" / "gpu" / "engines" / "releases.toml").read_text())
     assert {r["engine"] for r in releases.values()} == {"vllm", "sglang"}
     assert releases["sglang-fa3-0_4_5"]["into"] == "sglang-0_5_17"
+
+
+def test_the_sweep_links_moetraces_own_dependencies_from_an_engine_bundle(tmp_path):
+    """The node's image has neither msgspec nor orjson (the device's package list); the engine bundles
+    install them for the node's Python, and the sweep's moetrace finds them there."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
+    import sweep
+    engines = tmp_path / "engines"
+    (engines / "vllm-0_25_0" / "site" / "nosuchpkg_x").mkdir(parents=True)
+    (engines / "vllm-0_25_0" / "site" / "nosuchpkg_x" / "__init__.py").write_text("")
+    site = sweep.moetrace_site(("nosuchpkg_x", "json", "nosuchpkg_y"), engines=engines, site=tmp_path / "ms")
+    assert sorted(p.name for p in site.iterdir()) == ["nosuchpkg_x"]  # json: the node has it; y: nobody
+    assert (site / "nosuchpkg_x").resolve() == (engines / "vllm-0_25_0" / "site" / "nosuchpkg_x").resolve()
+    assert sweep.moetrace_site(("nosuchpkg_x",), engines=engines, site=site) == site  # again: no error
