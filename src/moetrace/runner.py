@@ -1,5 +1,6 @@
 """One config, start to finish: launch the engine, wait until ready, warm up,
-measure, capture traces, stop, record. Every exit path stops the server and
+measure, capture traces, stop, record (with --expert-load, a second launch with the
+engine's expert recorder on counts the load: ``launch_options``). Every exit path stops the server and
 writes a record; nothing here is fatal to a sweep except Ctrl-C, which is
 recorded as Interrupted and then re-raised.
 
@@ -305,7 +306,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         base.expert_load, interrupt = _expert_load_launch(engine, preset, config, recorder_opts, store, adir,
                                                           model_path, device, progress, rel)
         phases["expert_load_s"] = time.monotonic() - t
-    elif opts.expert_load and not measured_opts.expert_load:
+    elif opts.expert_load and not measured_opts.expert_load:  # no recorder: nothing to launch it for
         progress.step(f"{preset.name} {config.name}: expert load")
         progress.done("not exposed by the engine")
         base.expert_load = {"available": False, "reason": engine.expert_load_absent}
