@@ -205,20 +205,25 @@ def _terminate(signum, frame) -> None:
 def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
     from .engines.base import Engine, LaunchSpec
     from .engines.registry import get_engine
+    from .runner import launch_options
     engine = get_engine(opts.engine)
     click.echo(f"# dry run: {len(jobs)} config(s), engine {opts.engine}, results in {store.root}")
     # planned for a GPU type: print what the GPU node will run, even from a host without one
     device = "cuda" if opts.device == "auto" and opts.gpu else opts.resolved_device()
+    raw = store.root / "attempts" / "<attempt>" / "profiler_raw"
     for j in jobs:
         verdict = f"  plan: {j.plan['verdict']} ({j.plan.get('reason', '')})" if j.plan else ""
         click.echo(f"\n{j.label}{verdict}")
         for c in [j.config.without_fallback()] + ([j.config.fallback] if j.config.fallback else []):
-            spec = LaunchSpec.from_options(j.preset, c, opts, port=opts.port or 30000, device=device,
-                                           profile_dir=Path(store.root / "attempts" / "<attempt>" / "profiler_raw"))
-            env = engine.environment(spec)
-            prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
             role = "fallback: " if c is j.config.fallback else ""
-            click.echo(f"  {role}{prefix + ' ' if prefix else ''}{Engine.shell_line(engine.command(spec))}")
+            measured, recorder = launch_options(engine, c, opts)
+            for label, o in ((role, measured), (f"{role}expert load (a second launch, recorder on): ", recorder)):
+                if o is None:
+                    continue
+                spec = LaunchSpec.from_options(j.preset, c, o, port=opts.port or 30000, device=device, profile_dir=raw)
+                env = engine.environment(spec)
+                prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+                click.echo(f"  {label}{prefix + ' ' if prefix else ''}{Engine.shell_line(engine.command(spec))}")
 
 
 @main.command()

@@ -212,8 +212,9 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--profile-with-stack",), "profile_with_stack", is_flag=True),
     S(("--profile-timeout",), "profile_timeout_s", type=float, show_default=True),
     S(("--expert-load",), "expert_load", is_flag=True,
-      help="record tokens per expert per layer (prefill and decode) with the engine's own recorder; "
-           "SGLang launches with its expert distribution recorder, which adds work to every step"),
+      help="record tokens per expert per layer (prefill and decode) with the engine's own recorder, in a "
+           "second launch of each config (SGLang's recorder adds kernels to every decode step, so the measured "
+           "launch goes without it; an external server or a multi-node config keeps it in the measured one)"),
     S(("--engine-python",), "engine_python", help=_python_help, always=True,
       parse=lambda v, kw: engine_python(_engine(kw["engine"], kw), v)),
     S(("--launch-prefix",), "launch_prefix", default="", help="words put before the engine command, e.g. 'docker exec sgl'",

@@ -1,5 +1,6 @@
 """One config, start to finish: launch the engine, wait until ready, warm up,
-measure, capture traces, stop, record. Every exit path stops the server and
+measure, capture traces, stop, record (with --expert-load, a second launch with the
+engine's expert recorder on counts the load: ``launch_options``). Every exit path stops the server and
 writes a record; nothing here is fatal to a sweep except Ctrl-C, which is
 recorded as Interrupted and then re-raised.
 
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,7 +42,7 @@ from .results.record import DEFAULT_WORKLOAD, Error, Record, Workload, now_iso, 
 from .results.store import ResultsStore, safe_name
 from .traces.capture import complete_traces, file_traces
 
-__all__ = ["RunOptions", "run_config", "Progress", "workload_suffix", "DEFAULT_WORKLOAD"]
+__all__ = ["RunOptions", "run_config", "launch_options", "Progress", "workload_suffix", "DEFAULT_WORKLOAD"]
 
 
 class Progress:
@@ -150,6 +152,19 @@ class Session:
         return _Job(lambda tok: self.request(batch=1, seed=seed, max_tokens=max_tokens, on_token=tok), on_token)
 
 
+def launch_options(engine: Engine, config: Config, opts: RunOptions) -> tuple[RunOptions, RunOptions | None]:
+    """The options of the measured launch, and of the launch that counts the expert load (None: no such launch).
+
+    The expert recorder's kernels sit in the CUDA graph of every decode step, recording or not (SGLang 0.5.17 on
+    H200, GPU run 3: 5 kernels, ~6 µs per MoE layer per step), so with ``--expert-load`` the measured launch goes
+    without the recorder and a second launch counts the load. Not with an external server (its flags are the
+    user's) or a multi-node config (every node launches with the same options; rank 0 cannot relaunch alone):
+    there the recorder stays in the measured launch, and the record says so."""
+    if not opts.expert_load or opts.base_url or config.nodes > 1:
+        return opts, None
+    return replace(opts, expert_load=False), (opts if engine.expert_load_source else None)
+
+
 def _attempt_id(preset: Preset, config: Config) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     return f"{stamp}-{safe_name(preset.name, 40)}-{safe_name(config.name, 60)}-{uuid.uuid4().hex[:6]}"
@@ -204,6 +219,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         progress.done("skipped: predicted not to fit (use --no-skip-predicted to launch anyway)")
         return [store.commit(rec)]
 
+    measured_opts, recorder_opts = launch_options(engine, config, opts)
     server: ServerProcess | None = None
     session: Session | None = None
     phase = "launch"
@@ -212,8 +228,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             base_url = opts.base_url
             base.engine.command = None
         else:
-            server, base_url = _launch(engine, preset, config, opts, store, adir, log_path, model_path, device,
-                                       progress, base, phases)
+            server, base_url = _launch(engine, preset, config, measured_opts, store, adir, log_path, model_path,
+                                       device, progress, base, phases)
             if resolved := engine.resolved_backends(tail(log_path)):  # what the engine chose, as its log says
                 base.engine.resolved = resolved
         session = Session(engine, base_url, preset, opts, server)
@@ -255,10 +271,11 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             measured.append((bs, agg, runs))
         phases["measure_s"] = time.monotonic() - t
 
-        if opts.expert_load:
+        if measured_opts.expert_load:  # the recorder is in this launch (an external server, multi-node)
             phase = "expert_load"
             t = time.monotonic()
-            base.expert_load = _expert_load(engine, session, preset, config, opts, adir, progress, rel)
+            base.expert_load = _expert_load(engine, session, preset, config, opts, adir, progress, rel,
+                                            own_launch=False)
             phases["expert_load_s"] = time.monotonic() - t
 
         profile: dict[str, Any] = {"enabled": opts.profile}
@@ -283,6 +300,17 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             session.close()
     _stop(server, phases, base)
 
+    interrupt = None
+    if recorder_opts is not None:
+        t = time.monotonic()
+        base.expert_load, interrupt = _expert_load_launch(engine, preset, config, recorder_opts, store, adir,
+                                                          model_path, device, progress, rel)
+        phases["expert_load_s"] = time.monotonic() - t
+    elif opts.expert_load and not measured_opts.expert_load:  # no recorder: nothing to launch it for
+        progress.step(f"{preset.name} {config.name}: expert load")
+        progress.done("not exposed by the engine")
+        base.expert_load = {"available": False, "reason": engine.expert_load_absent}
+
     out = []
     for bs, agg, runs in measured:
         rec = base.copy(key=result_key(preset.name, config.name, workload_suffix(bs, opts.input_len, opts.output_len)),
@@ -294,6 +322,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
                         plan_check=plan_check(plan, "success", None))
         _add_floors(rec, plan)
         out.append(store.commit(rec))
+    if interrupt is not None:
+        raise interrupt
     return out
 
 
@@ -330,7 +360,7 @@ def _engine_version(engine: Engine, opts: RunOptions, info: dict[str, Any], know
 
 def _launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, store: ResultsStore, adir: Path,
             log_path: Path, model_path: str, device: str, progress: Progress, base: dict[str, Any],
-            phases: dict[str, float]) -> tuple[ServerProcess, str]:
+            phases: dict[str, float], what: str = "") -> tuple[ServerProcess, str]:
     if opts.port is not None and not port_is_free(opts.port, opts.host):
         raise LaunchError(f"port {opts.port} on {opts.host} is already in use; choose another --port "
                           "or leave it out to use a free one")
@@ -349,7 +379,7 @@ def _launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, st
         server = ServerProcess(cmd, log_path=log_path, env=env, port=port, host=opts.host,
                                registry=store.root / "running", label=f"{preset.name} {config.name}",
                                grace_s=opts.grace_s)
-        progress.step(f"{preset.name} {config.name}: launching {engine.name} on port {port}")
+        progress.step(f"{preset.name} {config.name}: launching {engine.name}{what} on port {port}")
         t = time.monotonic()
         server.start()
         base_url = f"http://{opts.host}:{port}"
@@ -411,24 +441,29 @@ def _stop(server: ServerProcess | None, phases: dict[str, float], base: dict[str
 
 
 def _expert_load(engine: Engine, session: Session, preset: Preset, config: Config, opts: RunOptions, adir: Path,
-                 progress: Progress, rel: Callable[[Any], str | None]) -> dict[str, Any]:
+                 progress: Progress, rel: Callable[[Any], str | None], *, own_launch: bool) -> dict[str, Any]:
     """One more request of the workload with the engine's expert recorder on; what it counted, per
     stage (measure/expert_load.py). Never fails the config: the measured numbers stand, and the
-    record says what went wrong (or that the engine has no recorder)."""
+    record says what went wrong (or that the engine has no recorder). ``own_launch``: the recorder
+    runs in a launch of its own (``_expert_load_launch``), which classifies a failed capture from its log."""
     bs = opts.batch_sizes[0]
     progress.step(f"{preset.name} {config.name}: expert load of one request (bs={bs})")
     seed = opts.seed + 104_729
     try:
         files = engine.capture_expert_load(
             session.http, session.base_url, adir / "expert_load",
-            lambda: session.request(batch=bs, seed=seed, max_tokens=opts.output_len))
+            lambda: _guard_server(lambda: session.request(batch=bs, seed=seed, max_tokens=opts.output_len),
+                                  session.server, session))
     except (MoetraceError, httpx.HTTPError) as e:
+        if own_launch:
+            raise
         progress.done(f"failed: {e}")
-        return {"available": True, "error": f"{type(e).__name__}: {e}"}
+        return {"available": True, "error": f"{type(e).__name__}: {e}", "recorder_in_measured_launch": True}
     if files is None:
         progress.done("not exposed by the engine")
         return {"available": False, "reason": engine.expert_load_absent}
     out: dict[str, Any] = {"available": True, "source": engine.expert_load_source, "file": rel(files[-1]),
+                           "recorder_in_measured_launch": not own_launch,
                            "batch_size": bs, "input_len": opts.input_len, "output_len": opts.output_len, "seed": seed}
     try:
         from .measure.expert_load import check_planted, read_torch_save, summarize
@@ -446,6 +481,52 @@ def _expert_load(engine: Engine, session: Session, preset: Preset, config: Confi
     progress.done(f"max/mean tokens per expert {worst:.2f}" +
                   (f", planted skew {'found' if out['planted']['ok'] else 'NOT found'}" if "planted" in out else ""))
     return out
+
+
+def _expert_load_launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, store: ResultsStore,
+                        adir: Path, model_path: str, device: str, progress: Progress,
+                        rel: Callable[[Any], str | None]) -> tuple[dict[str, Any], KeyboardInterrupt | None]:
+    """The expert load counted in a launch of its own with the recorder on, after the measured launch
+    stopped (``launch_options`` says why): launch, a short warm-up, ``_expert_load``, stop. Nothing here
+    fails the config: a failure (a launch the recorder breaks, a device-side assert) is this field's,
+    classified from this launch's own log. Returns the field and, after Ctrl-C, the interrupt for the
+    caller to raise once it has committed the measured records."""
+    log_path = adir / "server-expert-load.log"
+    info: dict[str, Any] = {"engine": {}}  # what _launch and _stop say of this launch, kept apart from the record's
+    times: dict[str, float] = {}
+    out: dict[str, Any] = {"available": True, "recorder_in_measured_launch": False}
+    server: ServerProcess | None = None
+    session: Session | None = None
+    interrupt = None
+    try:
+        server, base_url = _launch(engine, preset, config, opts, store, adir, log_path, model_path, device,
+                                   progress, info, times, what=" for the expert recorder")
+        session = Session(engine, base_url, preset, opts, server)
+        session.served_model = engine.model_name(session.http, session.base_url)
+        progress.step(f"{preset.name} {config.name}: warm-up of the recorder launch")
+        _guard_server(lambda: session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983,
+                                              max_tokens=min(16, opts.output_len)), server, session)
+        progress.done("ok")
+        out.update(_expert_load(engine, session, preset, config, opts, adir, progress, rel, own_launch=True))
+    except (KeyboardInterrupt, Exception) as e:
+        _stop(server, times, info)
+        code = getattr(e, "exit_code", None)
+        if code is None and server is not None:
+            code = server.exit_code_before_stop
+        c = classify(exception=type(e).__name__, message=str(e), exit_code=code,
+                     log_text=tail(log_path) if log_path.exists() else "", phase="expert_load")
+        out.update(error=f"{c.error_type}: {c.error_message}", evidence=c.evidence, exception=type(e).__name__,
+                   exit_code=code)
+        progress.done(f"failed: {out['error']}")
+        interrupt = e if isinstance(e, KeyboardInterrupt) else None
+    finally:
+        if session:
+            session.close()
+    _stop(server, times, info)
+    out["launch"] = {"command": info["engine"].get("command"), "env": info["engine"].get("env"),
+                     "log_path": rel(log_path) if log_path.exists() else None, "launch_s": times.get("launch_s"),
+                     "stop_s": times.get("stop_s"), "stop": info["engine"].get("stop")}
+    return out, interrupt
 
 
 def _profile(engine: Engine, session: Session, preset: Preset, config: Config, opts: RunOptions, adir: Path,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,3 +205,56 @@ def test_old_cuda_graph_max_bs_flag_is_rejected_by_sglang_0_5_23(sglang):
     res = sglang["by_id"]["ambiguous-cuda-graph-max-bs"]
     assert res["exit_code"] == 2
     assert "ambiguous option: --cuda-graph-max-bs could match" in res["stderr"]
+
+
+RECORDER_FLAGS = ["--expert-distribution-recorder-mode", "stat", "--expert-distribution-recorder-buffer-size", "-1"]
+
+
+def _has_recorder(cmd: list[str]) -> bool:
+    return any(cmd[i:i + len(RECORDER_FLAGS)] == RECORDER_FLAGS for i in range(len(cmd)))
+
+
+def test_expert_load_is_counted_in_a_second_launch_the_measured_one_runs_without_the_recorder(tmp_path):
+    """The recorder's kernels sit in SGLang's CUDA graph of every decode step (GPU run 3): a single-node
+    --expert-load run measures a launch without them and counts the load in a second launch with them.
+    Multi-node configs (every node launches with the same options) and external servers keep it."""
+    from dataclasses import replace
+
+    from moetrace.engines.vllm import VLLM
+    from moetrace.executors.multinode import launch_plan
+    from moetrace.runner import RunOptions, launch_options
+
+    qwen, engine = get_preset("Qwen3-235B"), SGLang()
+    opts = RunOptions(engine="sglang", device="cuda", engine_python="/env/bin/python", expert_load=True)
+    raw = tmp_path / "attempts" / "a" / "profiler_raw"
+
+    def launch(config: Config, o: RunOptions) -> tuple[list[str], dict[str, str]]:
+        spec = LaunchSpec.from_options(qwen, config, o, port=30000, device="cuda", profile_dir=raw)
+        return engine.command(spec), engine.environment(spec)
+
+    measured, recorder = launch_options(engine, Config(2, 2), opts)
+    cmd, env = launch(Config(2, 2), measured)
+    assert not _has_recorder(cmd) and "SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR" not in env
+    cmd, env = launch(Config(2, 2), recorder)
+    assert _has_recorder(cmd) and env["SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR"] == str(raw.parent / "expert_load")
+    assert launch_options(engine, Config(2, 2), replace(opts, expert_load=False))[1] is None
+    assert launch_options(VLLM(), Config(2, 2), replace(opts, engine="vllm"))[1] is None  # no recorder: no launch
+
+    multi = Config(16, 2, nodes=2)
+    assert launch_options(engine, multi, opts) == (opts, None)
+    assert _has_recorder(launch(multi, opts)[0])  # rank 0, as the runner launches it
+    nodes = launch_plan(qwen, multi, opts, ["gpu01", "gpu02"], "10.0.0.1:50000", port=30000,
+                        profile_dirs={1: tmp_path / "node1" / "profiler_raw"})
+    assert _has_recorder(nodes[1].command)  # the other node, as its Slurm task launches it
+    assert launch_options(engine, Config(2, 2), replace(opts, base_url="http://gpu01:30000"))[1] is None
+
+
+def test_dry_run_prints_the_measured_command_and_the_recorders_second_one(tmp_path):
+    from tests.conftest import moetrace
+    cp = moetrace("run", "Qwen3-235B", "-c", "TP2_EP2_auto", "--expert-load", "--dry-run", "--engine", "sglang",
+                  "--gpu", "h200", "-r", str(tmp_path / "r"))
+    assert cp.returncode == 0, cp.stderr
+    measured, recorder = [line for line in cp.stdout.splitlines() if "sglang.launch_server" in line]
+    assert measured.startswith("  SGLANG_TORCH_PROFILER_DIR=") and not _has_recorder(shlex.split(measured))
+    assert recorder.startswith("  expert load (a second launch, recorder on): ")
+    assert _has_recorder(shlex.split(recorder)) and "SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR=" in recorder
