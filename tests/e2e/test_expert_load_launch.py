@@ -75,8 +75,8 @@ def test_the_load_is_counted_in_a_second_launch_and_the_measured_one_has_no_reco
     launch = el["launch"]
     assert el["recorder_in_measured_launch"] is False and "error" not in el, el
     assert "--max-logprobs" not in measured and launch["command"][-2:] == ["--max-logprobs", "20"]
-    assert _port(launch["command"]) != _port(measured)
-    assert engine.captured_on == [f"http://127.0.0.1:{_port(launch['command'])}"]  # the second server, not the first
+    # the capture went to the second server (its port may be the first's again: that one had stopped)
+    assert engine.captured_on == [f"http://127.0.0.1:{_port(launch['command'])}"]
     # two servers, two logs; the record's own log and stop are the measured launch's
     assert rec["log_path"] == f"{rec['attempt_dir']}/server.log"
     assert launch["log_path"] == f"{rec['attempt_dir']}/server-expert-load.log"
