@@ -26,7 +26,7 @@ __all__ = ["RunOptions", "OptionSpec", "RUN_OPTIONS", "SHOW_COLUMNS", "from_cli"
            "engine_python"]
 
 # --show: extra table columns
-SHOW_COLUMNS = ("ttft", "itl_p99", "efficiency", "breakdown", "floor", "load", "backends")
+SHOW_COLUMNS = ("ttft", "itl_p99", "efficiency", "breakdown", "floor", "load", "backends", "launches")
 
 
 @dataclass
@@ -36,6 +36,7 @@ class RunOptions:
     input_len: int = DEFAULT_INPUT_LEN  # the spec's workload (results/record.py)
     output_len: int = DEFAULT_OUTPUT_LEN
     repeat: int = 1
+    launches: int = 1  # engine launches per config, each measured `repeat` times (the launch-to-launch spread)
     warmup: bool = True
     seed: int = 0
     launch_timeout_s: float = 3600.0  # loading a 1T-parameter model can take over 20 minutes
@@ -202,6 +203,9 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--input-len",), "input_len", type=int, show_default=True),
     S(("--output-len",), "output_len", type=int, show_default=True),
     S(("--repeat", "-n"), "repeat", type=int, show_default=True, help="measured runs per batch size"),
+    S(("--launches",), "launches", type=int, show_default=True,
+      help="launch the engine this many times per config and measure each (--repeat runs): one launch's "
+           "figure moved 20%% between launches on H200 (README); the traces are of the last launch"),
     S(("--seed",), "seed", type=int, show_default=True, help="seed of the random prompts"),
     S(("--no-warmup",), "warmup", is_flag=True, negates=True),
     S(("--launch-timeout",), "launch_timeout_s", type=float, show_default=True, help="seconds"),

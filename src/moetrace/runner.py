@@ -27,7 +27,7 @@ import httpx
 
 from . import __version__
 from .measure.client import stream_batch
-from .measure.metrics import aggregate_runs, run_metrics
+from .measure.metrics import aggregate_runs, by_launch, run_metrics
 from .measure.prompts import random_prompts
 from .measure.server_metrics import server_timing
 from .engines.base import Engine, LaunchSpec, ProfileRequest
@@ -220,56 +220,43 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         return [store.commit(rec)]
 
     measured_opts, recorder_opts = launch_options(engine, config, opts)
+    # more than one launch only where moetrace launches the engine alone (not an external server, not a
+    # multi-node config whose other nodes' engines stay up for one launch)
+    launches = 1 if opts.base_url or config.nodes > 1 else max(1, opts.launches)
     server: ServerProcess | None = None
     session: Session | None = None
     phase = "launch"
+    runs_of: dict[int, list[dict[str, Any]]] = {bs: [] for bs in opts.batch_sizes}
     try:
-        if opts.base_url:
-            base_url = opts.base_url
-            base.engine.command = None
-        else:
-            server, base_url = _launch(engine, preset, config, measured_opts, store, adir, log_path, model_path,
-                                       device, progress, base, phases)
-            if resolved := engine.resolved_backends(tail(log_path)):  # what the engine chose, as its log says
-                base.engine.resolved = resolved
-        session = Session(engine, base_url, preset, opts, server)
-        prompt_nonce = session.nonce
-        if opts.base_url and not engine.is_ready(session.http, session.base_url):
-            raise LaunchError(f"no ready server at {opts.base_url} ({engine.ready_path} did not answer 200)")
-        base.engine.server_info = engine.server_info(session.http, session.base_url)
-        base.engine.version = _engine_version(engine, opts, base.engine.server_info, known=base.engine.version)
-        session.served_model = engine.model_name(session.http, session.base_url)
+        for launch in range(1, launches + 1):
+            phase = "launch"
+            last = launch == launches
+            if session is not None:  # the previous launch, measured: stopped before the next one starts
+                session.close()
+                session = None
+                _stop(server, phases, base)
+            # the last launch's log is the record's (its traces, its stop); earlier ones keep their own
+            log_path = adir / ("server.log" if last else f"server-launch{launch}.log")
+            server, session = _start(engine, preset, config, opts, measured_opts, store, adir, log_path, model_path,
+                                     device, progress, base, phases, label=f" (launch {launch}/{launches})"
+                                     if launches > 1 else "")
+            prompt_nonce = session.nonce
 
-        if opts.warmup:
-            phase = "warmup"
-            progress.step(f"{preset.name} {config.name}: warm-up")
+            if opts.warmup:
+                phase = "warmup"
+                progress.step(f"{preset.name} {config.name}: warm-up")
+                t = time.monotonic()
+                _guard_server(lambda: session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983,
+                                                      max_tokens=min(16, opts.output_len)), server, session)
+                phases["warmup_s"] = time.monotonic() - t
+                progress.done("ok")
+
+            phase = "measure"
             t = time.monotonic()
-            _guard_server(lambda: session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983,
-                                                  max_tokens=min(16, opts.output_len)), server, session)
-            phases["warmup_s"] = time.monotonic() - t
-            progress.done("ok")
-
-        phase = "measure"
-        measured: list[tuple[int, dict[str, Any], list[dict[str, Any]]]] = []
-        t = time.monotonic()
-        for bs in opts.batch_sizes:
-            runs = []
-            for r in range(opts.repeat):
-                progress.step(f"{preset.name} {config.name}: measure bs={bs} run {r + 1}/{opts.repeat}")
-                flushed = engine.flush_cache(session.http, session.base_url)
-                before = engine.read_metrics(session.http, session.base_url)
-                traces = _guard_server(lambda: session.request(batch=bs, seed=opts.seed + 7919 * r + bs,
-                                                               max_tokens=opts.output_len), server, session)
-                after = engine.read_metrics(session.http, session.base_url) if before is not None else None
-                m = run_metrics(traces, input_len=opts.input_len, output_len=opts.output_len)
-                m["cache_flushed"] = flushed
-                m.update(server_timing(before, after, itl=engine.itl_metrics, ttft=engine.ttft_metrics))
-                runs.append({"metrics": m, "token_times": [tr.token_times for tr in traces]})
-                progress.done(f"latency {m['latency_s']:.2f} s, TTFT {m['ttft_ms']:.1f} ms, "
-                              f"ITL {m.get('itl_ms', float('nan')):.2f} ms")
-            agg = aggregate_runs([x["metrics"] for x in runs])
-            measured.append((bs, agg, runs))
-        phases["measure_s"] = time.monotonic() - t
+            for bs in opts.batch_sizes:
+                runs_of[bs] += _measure(engine, session, server, preset, config, opts, bs, progress,
+                                        launch=launch if launches > 1 else None)
+            phases["measure_s"] = phases.get("measure_s", 0.0) + (time.monotonic() - t)  # over the launches
 
         if measured_opts.expert_load:  # the recorder is in this launch (an external server, multi-node)
             phase = "expert_load"
@@ -299,6 +286,12 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         if session:
             session.close()
     _stop(server, phases, base)
+    measured = []
+    for bs, runs in runs_of.items():
+        metrics = [x["metrics"] for x in runs]
+        agg = aggregate_runs(metrics)
+        agg.update(by_launch(metrics, [x.get("launch", 1) for x in runs]))
+        measured.append((bs, agg, runs))
 
     interrupt = None
     if recorder_opts is not None:
@@ -316,7 +309,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         rec = base.copy(key=result_key(preset.name, config.name, workload_suffix(bs, opts.input_len, opts.output_len)),
                         status="success", finished_at=now_iso(),
                         workload=Workload(batch_size=bs, input_len=opts.input_len, output_len=opts.output_len,
-                                          repeat=opts.repeat, seed=opts.seed, prompt_nonce=prompt_nonce),
+                                          repeat=opts.repeat, launches=launches, seed=opts.seed,
+                                          prompt_nonce=prompt_nonce),
                         metrics=agg, runs=runs, profile=profile,
                         log_path=rel(log_path) if log_path.exists() else None,
                         plan_check=plan_check(plan, "success", None))
@@ -325,6 +319,52 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
     if interrupt is not None:
         raise interrupt
     return out
+
+
+def _start(engine: Engine, preset: Preset, config: Config, opts: RunOptions, launch_opts: RunOptions,
+           store: ResultsStore, adir: Path, log_path: Path, model_path: str, device: str, progress: Progress,
+           base: Record, phases: dict[str, float], label: str = "") -> tuple[ServerProcess | None, Session]:
+    """Launch the engine (or take the external server) and open a session on it, its facts into the record."""
+    server = None
+    if opts.base_url:
+        base_url = opts.base_url
+        base.engine.command = None
+    else:
+        server, base_url = _launch(engine, preset, config, launch_opts, store, adir, log_path, model_path,
+                                   device, progress, base, phases, what=label)
+        if resolved := engine.resolved_backends(tail(log_path)):  # what the engine chose, as its log says
+            base.engine.resolved = resolved
+    session = Session(engine, base_url, preset, opts, server)
+    if opts.base_url and not engine.is_ready(session.http, session.base_url):
+        session.close()
+        raise LaunchError(f"no ready server at {opts.base_url} ({engine.ready_path} did not answer 200)")
+    base.engine.server_info = engine.server_info(session.http, session.base_url)
+    base.engine.version = _engine_version(engine, opts, base.engine.server_info, known=base.engine.version)
+    session.served_model = engine.model_name(session.http, session.base_url)
+    return server, session
+
+
+def _measure(engine: Engine, session: Session, server: ServerProcess | None, preset: Preset, config: Config,
+             opts: RunOptions, bs: int, progress: Progress, launch: int | None = None) -> list[dict[str, Any]]:
+    """The measured runs of one batch size in one launch: each after a cache flush, with the server's own
+    timing beside ours."""
+    runs = []
+    of = f" of launch {launch}" if launch else ""
+    for r in range(opts.repeat):
+        progress.step(f"{preset.name} {config.name}: measure bs={bs} run {r + 1}/{opts.repeat}{of}")
+        flushed = engine.flush_cache(session.http, session.base_url)
+        before = engine.read_metrics(session.http, session.base_url)
+        traces = _guard_server(lambda: session.request(batch=bs, seed=opts.seed + 7919 * r + bs,
+                                                       max_tokens=opts.output_len), server, session)
+        after = engine.read_metrics(session.http, session.base_url) if before is not None else None
+        m = run_metrics(traces, input_len=opts.input_len, output_len=opts.output_len)
+        m["cache_flushed"] = flushed
+        m.update(server_timing(before, after, itl=engine.itl_metrics, ttft=engine.ttft_metrics))
+        runs.append({"metrics": m, "token_times": [tr.token_times for tr in traces]}
+                    | ({"launch": launch} if launch else {}))
+        progress.done(f"latency {m['latency_s']:.2f} s, TTFT {m['ttft_ms']:.1f} ms, "
+                      f"ITL {m.get('itl_ms', float('nan')):.2f} ms")
+    return runs
 
 
 def plan_check(plan: dict[str, Any] | None, status: str, error_type: str | None) -> str | None:

@@ -129,7 +129,8 @@ def test_tables_printed(cpu_sweep):
     header = "| " + " | ".join(SPEC_COLUMNS) + " |"  # then the --show columns asked for (breakdown)
     assert sum(line.startswith(header) for line in out.splitlines()) == 4  # one per successful config
     assert f"{Q} (TP1_auto)" in out and "## Failures" in out and "✓ Successful: 4" in out
-    assert re.search(r"\| 1 \| 4096 \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \[trace\]\(", out)
+    # the ITL may carry a mark (†: the stream came in bursts, as on a loaded host; a note says so below)
+    assert re.search(r"\| 1 \| 4096 \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d(?: †)? \| \[trace\]\(", out)
 
 
 def test_no_engine_process_is_left_behind(cpu_sweep):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moetrace.measure.metrics import RequestTrace, aggregate_runs, run_metrics
+from moetrace.measure.metrics import RequestTrace, aggregate_runs, by_launch, run_metrics
 from moetrace.stats import percentile
 from moetrace.measure.prompts import random_prompts
 from moetrace.errors import BenchmarkFailure
@@ -83,3 +83,13 @@ def test_cached_tokens_recorded_as_reported():
     assert m["cached_prompt_tokens"] is None and m["cached_tokens_reported"] is False
     agg = aggregate_runs([dict(m, cache_flushed=True), dict(m, cache_flushed=False)])
     assert agg["cache_flushed"] is False and agg["cached_tokens_reported"] is False
+
+
+def test_by_launch_gives_each_launchs_median_in_launch_order():
+    runs = [{"itl_ms": 1.4, "ttft_ms": 24.0, "latency_s": 0.8}, {"itl_ms": 1.5, "ttft_ms": 23.0, "latency_s": 0.9},
+            {"itl_ms": 1.2, "ttft_ms": 22.0, "latency_s": 0.7}, {"itl_ms": 1.3, "ttft_ms": 22.5, "latency_s": 0.6}]
+    got = by_launch(runs, [2, 2, 1, 1])
+    assert got == {"ttft_ms_by_launch": [22.25, 23.5], "itl_ms_by_launch": pytest.approx([1.25, 1.45]),
+                   "latency_s_by_launch": pytest.approx([0.65, 0.85])}
+    assert by_launch(runs, [1, 1, 1, 1]) == {}  # one launch: nothing to compare
+    assert "itl_ms_by_launch" not in by_launch([{"itl_ms": 1.0}, {"ttft_ms": 2.0}], [1, 2])  # launch 2 has none

@@ -112,6 +112,24 @@ def run_metrics(requests: Sequence[RequestTrace], *, input_len: int, output_len:
 _SPREAD_KEYS = ("latency_s", "ttft_ms", "itl_ms", "input_throughput_tok_per_s", "output_throughput_tok_per_s")
 
 
+_BY_LAUNCH_KEYS = ("ttft_ms", "itl_ms", "latency_s")
+
+
+def by_launch(runs: Sequence[dict[str, Any]], launch_of: Sequence[int]) -> dict[str, list[float]]:
+    """The median of each main metric per engine launch (``<key>_by_launch``), in launch order, when the
+    runs come from more than one launch: how far one launch's figure is from another's."""
+    launches = sorted(set(launch_of))
+    if len(launches) < 2:
+        return {}
+    out = {}
+    for k in _BY_LAUNCH_KEYS:
+        per = [[r[k] for r, n in zip(runs, launch_of) if n == i and isinstance(r.get(k), (int, float))]
+               for i in launches]
+        if all(per):
+            out[f"{k}_by_launch"] = [statistics.median(v) for v in per]
+    return out
+
+
 def aggregate_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Median of each metric over repetitions, with min and max of the main ones."""
     if not runs:

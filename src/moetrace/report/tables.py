@@ -114,6 +114,8 @@ EXTRA_COLUMNS = {
     # --show backends: what the engine ran, as its server log says (engine.resolved of the record)
     "moe_backend": ("MoE backend", lambda e: _resolved(e.get("resolved"), "moe", "moe_kind")),
     "attention_backend": ("attention backend", lambda e: _resolved(e.get("resolved"), "attention")),
+    # --show launches: each engine launch's median ITL (--launches; one launch moved 20% on H200)
+    "launches": ("ITL by launch (ms)", lambda e: " / ".join(f"{x:.2f}" for x in e.get("itl_ms_by_launch") or [])),
 }
 LOAD_COLUMNS = ("load_extend", "load_decode", "load_ep")
 # a --show choice that stands for several columns

@@ -261,6 +261,7 @@ class Workload(_Part):
     input_len: int | None = ABSENT
     output_len: int | None = ABSENT
     repeat: int | None = ABSENT
+    launches: int | None = ABSENT  # engine launches measured (--launches), each ``repeat`` runs
     seed: int | None = ABSENT
     prompt_nonce: str | None = ABSENT
 
@@ -287,6 +288,7 @@ class Run(_Part):
     _parts: ClassVar[dict[str, type]] = {"metrics": Metrics}
     metrics: Metrics | None = ABSENT
     token_times: list[Any] | None = ABSENT
+    launch: int | None = ABSENT  # which engine launch measured it (1, 2, ...), with --launches above 1
 
 
 @dataclass(eq=False)
@@ -481,6 +483,9 @@ def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
     for k in _EXTRA_METRICS:
         if m.get(k) is not None:
             e[k] = _r2(m[k])
+    if w.launches and w.launches > 1:  # --launches: each launch's median (measure/metrics.py by_launch)
+        e["launches"] = w.launches
+        e.update({k: [_r2(x) for x in m[k]] for k in ("ttft_ms_by_launch", "itl_ms_by_launch") if m.get(k)})
     if m.delivery:  # the stream came in bursts: its ITL describes delivery (measure/metrics.py)
         e["delivery"] = m.delivery
     e["profile_extend"] = prof.extend
