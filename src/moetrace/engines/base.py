@@ -9,6 +9,7 @@ measurement and recording are the same for every engine and live elsewhere.
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from abc import ABC, abstractmethod
@@ -255,6 +256,15 @@ class Engine(ABC):
 
 ENGINES: dict[str, type[Engine]] = {}
 """Every adapter imported so far, by name (``engines/registry.py`` imports them all)."""
+
+
+def moe_config_used(log_text: str, default: re.Pattern[str], tuned: re.Pattern[str]) -> str | None:
+    """``default`` where the engine says it found no tuned MoE kernel config for a shape, else the name of
+    the tuned file it says it loaded (``tuned``'s group 1), else None (``resolved_backends``)."""
+    if default.search(log_text):
+        return "default"
+    m = tuned.search(log_text)
+    return Path(m[1]).name if m else None
 
 
 def register(name: str) -> Callable[[type[Engine]], type[Engine]]:

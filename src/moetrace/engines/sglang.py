@@ -27,7 +27,7 @@ import httpx
 from ..measure.client import ChunkError, TokenEvent
 from ..errors import ProfileError
 from ..matrix import Config
-from .base import Engine, LaunchSpec, ProfileRequest, register
+from .base import Engine, LaunchSpec, ProfileRequest, register, moe_config_used
 from .profiler import DECODE, EXTEND, STAGE_WORDS, TraceName, snapshot, wait_for_files
 
 # SGLang 0.5.23's --moe-runner-backend choices, in its order (MOE_RUNNER_BACKEND_CHOICES in
@@ -160,10 +160,8 @@ class SGLang(Engine):
                     out[key] = m[1]
         if m := _MOE_KIND.search(log_text):
             out["moe_kind"] = m[1]
-        if _MOE_CONFIG_DEFAULT.search(log_text):
-            out["moe_config"] = "default"
-        elif m := _MOE_CONFIG.search(log_text):
-            out["moe_config"] = Path(m[1]).name
+        if used := moe_config_used(log_text, _MOE_CONFIG_DEFAULT, _MOE_CONFIG):
+            out["moe_config"] = used
         return out
 
     @classmethod

@@ -21,7 +21,7 @@ import httpx
 
 from ..measure.client import ChunkError, TokenEvent
 from ..errors import ProfileError
-from .base import Engine, LaunchSpec, ProfileRequest, register
+from .base import Engine, LaunchSpec, ProfileRequest, register, moe_config_used
 from .profiler import DECODE, EXTEND, MIXED, TraceName, complete_traces, snapshot, wait_for_files
 
 # vLLM 0.32.0 vllm/config/kernel.py MoEBackend (checked by tests/engines against the installed vLLM).
@@ -126,10 +126,8 @@ class VLLM(Engine):
             out["moe"], out["moe_kind"] = m[1], m[2]
         if m := _MOE_EXPERTS.search(log_text):
             out["moe_experts"] = m[1]
-        if _MOE_CONFIG_DEFAULT.search(log_text):
-            out["moe_config"] = "default"
-        elif m := _MOE_CONFIG.search(log_text):
-            out["moe_config"] = Path(m[1]).name
+        if used := moe_config_used(log_text, _MOE_CONFIG_DEFAULT, _MOE_CONFIG):
+            out["moe_config"] = used
         return out
 
     def command(self, spec: LaunchSpec) -> list[str]:
