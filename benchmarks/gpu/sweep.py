@@ -6,7 +6,7 @@ held, so the steps run back to back):
     python3 benchmarks/gpu/sweep.py STEP [--parts DIR ...] [--budget-s 560]
 
 Each step installs the engine parts it carries (``benchmarks/gpu/engines/install.py`` into
-``/tmp/engines``), makes sure the real-width slices are being written (``benchmarks/gpu/slices.toml``,
+``/tmp/engines``), makes sure the real-width slices its steps need are being written (``benchmarks/gpu/slices.toml``,
 moetrace's own generator, in the background, into ``/tmp/slices``), then runs its phases: each phase is
 a set of lanes run at the same time, a lane is one ``moetrace run`` of one slice on its own GPUs
 (``CUDA_VISIBLE_DEVICES``), several configs in a row. Every run writes into one results directory
