@@ -178,3 +178,12 @@ def test_mem_fraction_reaches_the_engine_and_the_plan(tmp_path):
     assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.5" and "(--gpu-memory-utilization 0.500)" in out
     out, cmd = dry_run("--engine", "vllm", "--engine-arg=--gpu-memory-utilization=0.5")  # issue 11 §4
     assert "(--gpu-memory-utilization 0.500)" in out
+
+
+def test_launches_in_the_dry_run_and_at_least_one(tmp_path):
+    cp = moetrace("run", "Qwen3-235B", "-r", str(tmp_path), "--dry-run", "--launches", "3", "-c", "TP8_auto",
+                  "--gpu", "h200", "--engine", "sglang")
+    assert cp.returncode == 0 and "  measured 3 times, launched each time as: " in cp.stdout
+    assert "--tp 8" in cp.stdout.split("measured 3 times")[1]
+    cp = moetrace("run", "Qwen3-235B", "-r", str(tmp_path), "--dry-run", "--launches", "0")
+    assert "--launches 0: at least one launch" in _err(cp)

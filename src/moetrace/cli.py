@@ -205,7 +205,7 @@ def _terminate(signum, frame) -> None:
 def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
     from .engines.base import Engine, LaunchSpec
     from .engines.registry import get_engine
-    from .runner import launch_options
+    from .runner import launch_count, launch_options
     engine = get_engine(opts.engine)
     click.echo(f"# dry run: {len(jobs)} config(s), engine {opts.engine}, results in {store.root}")
     # planned for a GPU type: print what the GPU node will run, even from a host without one
@@ -217,7 +217,9 @@ def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
         for c in [j.config.without_fallback()] + ([j.config.fallback] if j.config.fallback else []):
             role = "fallback: " if c is j.config.fallback else ""
             measured, recorder = launch_options(engine, c, opts)
-            for label, o in ((role, measured), (f"{role}expert load (a second launch, recorder on): ", recorder)):
+            times = launch_count(c, opts)
+            first = role + (f"measured {times} times, launched each time as: " if times > 1 else "")
+            for label, o in ((first, measured), (f"{role}expert load (a second launch, recorder on): ", recorder)):
                 if o is None:
                     continue
                 spec = LaunchSpec.from_options(j.preset, c, o, port=opts.port or 30000, device=device, profile_dir=raw)

@@ -131,6 +131,12 @@ def _device(value: str, kw: dict[str, Any]) -> str:
     return "cpu" if kw.get("tiny") and value == "auto" else value
 
 
+def _launches(value: int, kw: dict[str, Any]) -> int:
+    if value < 1:
+        raise ValueError(f"--launches {value}: at least one launch")
+    return value
+
+
 def split_engine_args(args: Sequence[str]) -> list[str]:
     out: list[str] = []
     for a in args:
@@ -203,7 +209,7 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--input-len",), "input_len", type=int, show_default=True),
     S(("--output-len",), "output_len", type=int, show_default=True),
     S(("--repeat", "-n"), "repeat", type=int, show_default=True, help="measured runs per batch size"),
-    S(("--launches",), "launches", type=int, show_default=True,
+    S(("--launches",), "launches", type=int, show_default=True, parse=_launches,
       help="launch the engine this many times per config and measure each (--repeat runs): one launch's "
            "figure moved 20%% between launches on H200 (README); the traces are of the last launch"),
     S(("--seed",), "seed", type=int, show_default=True, help="seed of the random prompts"),

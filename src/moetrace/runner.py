@@ -165,6 +165,12 @@ def launch_options(engine: Engine, config: Config, opts: RunOptions) -> tuple[Ru
     return replace(opts, expert_load=False), (opts if engine.expert_load_source else None)
 
 
+def launch_count(config: Config, opts: RunOptions) -> int:
+    """How many launches measure a config (``--launches``): more than one only where moetrace launches the
+    engine alone (not an external server, not a multi-node config whose other nodes stay up for one launch)."""
+    return 1 if opts.base_url or config.nodes > 1 else max(1, opts.launches)
+
+
 def _attempt_id(preset: Preset, config: Config) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     return f"{stamp}-{safe_name(preset.name, 40)}-{safe_name(config.name, 60)}-{uuid.uuid4().hex[:6]}"
@@ -220,9 +226,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         return [store.commit(rec)]
 
     measured_opts, recorder_opts = launch_options(engine, config, opts)
-    # more than one launch only where moetrace launches the engine alone (not an external server, not a
-    # multi-node config whose other nodes' engines stay up for one launch)
-    launches = 1 if opts.base_url or config.nodes > 1 else max(1, opts.launches)
+    launches = launch_count(config, opts)
     server: ServerProcess | None = None
     session: Session | None = None
     phase = "launch"
