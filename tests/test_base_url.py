@@ -44,7 +44,8 @@ def test_floors_and_efficiency_reach_records_and_tables(tmp_path):
     rec = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
     assert rec["plan"]["verdict"] == "fits" and rec["plan_check"] is None  # agrees: no contradiction noted
     out = moetrace("table", "--show", "efficiency", "-r", str(tmp_path), check=True).stdout
-    assert "ITL eff." in out and "%" in out.splitlines()[-1]
+    # the row's efficiency cell (a note may follow the table: a loaded host can make the stream bursty)
+    assert "ITL eff." in out and any(line.startswith("| TP8_EP2_auto") and "%" in line for line in out.splitlines())
 
 
 def test_no_server_at_the_base_url_is_a_launch_error(tmp_path):

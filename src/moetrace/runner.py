@@ -241,9 +241,16 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
                 _stop(server, phases, base)
             # the last launch's log is the record's (its traces, its stop); earlier ones keep their own
             log_path = adir / ("server.log" if last else f"server-launch{launch}.log")
-            server, session = _start(engine, preset, config, opts, measured_opts, store, adir, log_path, model_path,
-                                     device, progress, base, phases, label=f" (launch {launch}/{launches})"
-                                     if launches > 1 else "")
+            if opts.base_url:
+                base_url = opts.base_url
+                base.engine.command = None
+            else:
+                server, base_url = _launch(engine, preset, config, measured_opts, store, adir, log_path, model_path,
+                                           device, progress, base, phases,
+                                           what=f" (launch {launch}/{launches})" if launches > 1 else "")
+                if resolved := engine.resolved_backends(tail(log_path)):  # what the engine chose, as its log says
+                    base.engine.resolved = resolved
+            session = _open_session(engine, base_url, preset, opts, server, base)
             prompt_nonce = session.nonce
 
             if opts.warmup:
@@ -325,27 +332,20 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
     return out
 
 
-def _start(engine: Engine, preset: Preset, config: Config, opts: RunOptions, launch_opts: RunOptions,
-           store: ResultsStore, adir: Path, log_path: Path, model_path: str, device: str, progress: Progress,
-           base: Record, phases: dict[str, float], label: str = "") -> tuple[ServerProcess | None, Session]:
-    """Launch the engine (or take the external server) and open a session on it, its facts into the record."""
-    server = None
-    if opts.base_url:
-        base_url = opts.base_url
-        base.engine.command = None
-    else:
-        server, base_url = _launch(engine, preset, config, launch_opts, store, adir, log_path, model_path,
-                                   device, progress, base, phases, what=label)
-        if resolved := engine.resolved_backends(tail(log_path)):  # what the engine chose, as its log says
-            base.engine.resolved = resolved
+def _open_session(engine: Engine, base_url: str, preset: Preset, opts: RunOptions, server: ServerProcess | None,
+                  base: Record) -> Session:
+    """A session on the launched engine (or the external server), its facts into the record."""
     session = Session(engine, base_url, preset, opts, server)
-    if opts.base_url and not engine.is_ready(session.http, session.base_url):
+    try:
+        if opts.base_url and not engine.is_ready(session.http, session.base_url):
+            raise LaunchError(f"no ready server at {opts.base_url} ({engine.ready_path} did not answer 200)")
+        base.engine.server_info = engine.server_info(session.http, session.base_url)
+        base.engine.version = _engine_version(engine, opts, base.engine.server_info, known=base.engine.version)
+        session.served_model = engine.model_name(session.http, session.base_url)
+    except BaseException:
         session.close()
-        raise LaunchError(f"no ready server at {opts.base_url} ({engine.ready_path} did not answer 200)")
-    base.engine.server_info = engine.server_info(session.http, session.base_url)
-    base.engine.version = _engine_version(engine, opts, base.engine.server_info, known=base.engine.version)
-    session.served_model = engine.model_name(session.http, session.base_url)
-    return server, session
+        raise
+    return session
 
 
 def _measure(engine: Engine, session: Session, server: ServerProcess | None, preset: Preset, config: Config,
