@@ -189,6 +189,9 @@ def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | 
     # SIGTERM (a scheduler's cancel, `kill`) ends the run like Ctrl-C: the running config is
     # recorded as Interrupted and its engine stopped, instead of leaving an orphaned server.
     signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C too, even where the shell that started moetrace ignored SIGINT (a background job of a script:
+    # Python then leaves it ignored, and a Ctrl-C to moetrace's process would be lost, its engine not stopped)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         outcome = run_sweep(jobs, opts, store, executor=executor, extra_columns=tuple(kw["extra_columns"]))
     except KeyboardInterrupt:

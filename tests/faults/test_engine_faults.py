@@ -34,9 +34,12 @@ def _cmd(results: Path, tiny_dir: Path, *extra: str) -> list[str]:
 class Driver:
     """moetrace in the background, its stderr followed line by line."""
 
-    def __init__(self, cmd: list[str]):
+    def __init__(self, cmd: list[str], sigint_ignored: bool = False):
         env = dict(os.environ, MOETRACE_ENGINE_PYTHON=engine_python() or "", PYTHONUNBUFFERED="1")
-        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        # sigint_ignored: started as a script's background job is (SIGINT ignored, inherited across exec)
+        pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                  preexec_fn=pre)
         self.lines: list[str] = []
 
     def wait_for(self, needle: str, timeout: float = 300) -> None:
@@ -126,8 +129,10 @@ def test_taken_port_is_a_clear_launch_error(tiny, tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_records_interrupted_leaves_no_server(tiny, tmp_path):
+    """Also when moetrace was started with SIGINT ignored (a background job of a script; seen in a CI run
+    started that way: Python then keeps it ignored, and the Ctrl-C was lost until the CLI took SIGINT back)."""
     res = tmp_path / "r"
-    d = Driver(_cmd(res, tiny))
+    d = Driver(_cmd(res, tiny), sigint_ignored=True)
     d.wait_for("launching vllm")
     time.sleep(3)
     assert _engine_tree(tiny)
