@@ -99,7 +99,9 @@ def test_engine_hangs_is_a_timeout_and_the_group_is_killed(tiny, tmp_path):
         p.send_signal(signal.SIGSTOP)
     t0 = time.monotonic()
     rc, out, err = d.finish(300)
-    assert time.monotonic() - t0 < 60
+    # bounded, not timed: the hang is found after --request-timeout and the stopped group is killed after
+    # its grace periods (about 50 s on an idle 2-core VM, 70 s under a loaded CI run), never the 300 s limit
+    assert time.monotonic() - t0 < 150
     f = _failures(res)[KEY]
     assert f["error_type"] == "Timeout" and "no data from the server for 4 s" in f["error_message"]
     assert _engine_tree(tiny) == []
