@@ -202,9 +202,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
                            workload_suffix(opts.batch_sizes[0], opts.input_len, opts.output_len))
 
     def commit_failure(exc: BaseException, phase: str, server: ServerProcess | None) -> list[Record]:
-        code = getattr(exc, "exit_code", None)
-        if code is None and server is not None:
-            code = server.exit_code_before_stop  # not the code of our own SIGTERM
+        code = _exit_code(exc, server)
         log_text = tail(log_path) if log_path.exists() else ""
         c = classify(exception=type(exc).__name__, message=str(exc), exit_code=code, log_text=log_text, phase=phase)
         rec = base.copy(key=first_key, status="failure", finished_at=now_iso(),
@@ -257,8 +255,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
                 phase = "warmup"
                 progress.step(f"{preset.name} {config.name}: warm-up")
                 t = time.monotonic()
-                _guard_server(lambda: session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983,
-                                                      max_tokens=min(16, opts.output_len)), server, session)
+                _warm_up(session, server, opts)
                 phases["warmup_s"] = time.monotonic() - t
                 progress.done("ok")
 
@@ -330,6 +327,19 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
     if interrupt is not None:
         raise interrupt
     return out
+
+
+def _warm_up(session: Session, server: ServerProcess | None, opts: RunOptions) -> None:
+    """One short request before anything is measured or counted (kernels built, caches warm)."""
+    _guard_server(lambda: session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983,
+                                          max_tokens=min(16, opts.output_len)), server, session)
+
+
+def _exit_code(exc: BaseException, server: ServerProcess | None) -> int | None:
+    """The engine's exit code for a failure: the exception's, else the one the engine had before our stop
+    (not the code of our own SIGTERM)."""
+    code = getattr(exc, "exit_code", None)
+    return server.exit_code_before_stop if code is None and server is not None else code
 
 
 def _open_session(engine: Engine, base_url: str, preset: Preset, opts: RunOptions, server: ServerProcess | None,
@@ -548,15 +558,12 @@ def _expert_load_launch(engine: Engine, preset: Preset, config: Config, opts: Ru
         session = Session(engine, base_url, preset, opts, server)
         session.served_model = engine.model_name(session.http, session.base_url)
         progress.step(f"{preset.name} {config.name}: warm-up of the recorder launch")
-        _guard_server(lambda: session.request(batch=opts.batch_sizes[0], seed=opts.seed + 999_983,
-                                              max_tokens=min(16, opts.output_len)), server, session)
+        _warm_up(session, server, opts)
         progress.done("ok")
         out.update(_expert_load(engine, session, preset, config, opts, adir, progress, rel, own_launch=True))
     except (KeyboardInterrupt, Exception) as e:
         _stop(server, times, info)
-        code = getattr(e, "exit_code", None)
-        if code is None and server is not None:
-            code = server.exit_code_before_stop
+        code = _exit_code(e, server)
         c = classify(exception=type(e).__name__, message=str(e), exit_code=code,
                      log_text=tail(log_path) if log_path.exists() else "", phase="expert_load")
         out.update(error=f"{c.error_type}: {c.error_message}", evidence=c.evidence, exception=type(e).__name__,
