@@ -247,6 +247,15 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--only-failed",), None, is_flag=True, help="resume: run only configs that failed"),
     S(("--tiny",), None, is_flag=True, help="use tiny random-weight variants of the models (CPU engine)"),
     S(("--tiny-dir",), None, default=".cache/tiny", show_default=True),
+    S(("--weights",), None, type=("checkpoint", "dummy"), default="checkpoint", show_default=True,
+      help="dummy: no weight files; moetrace writes the model's directory (real config, a tokenizer of its "
+           "vocabulary) and the engine fills the weights itself (--load-format dummy); records say so"),
+    S(("--layers",), None, type=int, help="decoder layers to run (leading dense layers kept) [default: all]; "
+      "with --weights dummy or a tiny model"),
+    S(("--one-rank",), None, is_flag=True,
+      help="run one rank of each config on one GPU: its per-GPU shapes (heads, experts and widths / TP and EP, "
+           "by the engine's rules) at TP1; the record names the config it stands for and what it leaves out "
+           "(collectives, EP imbalance)"),
     S(("--dry-run",), None, is_flag=True, help="print the plan and the exact engine commands; launch nothing"),
     S(("--show",), None, param="extra_columns", multiple=True, type=SHOW_COLUMNS,
       help="extra table columns (floor: ITL floor, kernels above it, idle, host/other, ms; load: busiest "

@@ -196,6 +196,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
         attempt_dir=rel(adir), phases=phases,
         engine={"name": engine.name, "external": bool(opts.base_url), "launched_by_moetrace": not opts.base_url,
                 "model_path": model_path, "device": device})
+    if preset.facts.get("variant"):  # dummy weights, a cut depth, one rank (variants.py): what it stands for
+        base["model_detail"] = preset.facts["variant"]
     if plan is not None:
         base.plan = plan
     first_key = result_key(preset.name, config.name,

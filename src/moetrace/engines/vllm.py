@@ -93,6 +93,7 @@ class VLLM(Engine):
     planner_ep_is_tp = True  # --enable-expert-parallel: EP over the whole TP group
     moe_backends = VLLM_MOE_BACKENDS
     ready_path = "/health"
+    dummy_load_args = ("--load-format", "dummy")  # vLLM 0.25.0 and 0.32 `--load-format dummy`: random weights, no checkpoint read
     mem_fraction_flags = ("--gpu-memory-utilization", "--device-memory-utilization")  # vLLM 0.32 arg_utils.py
     itl_metrics = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
     ttft_metrics = ("vllm:time_to_first_token_seconds",)
