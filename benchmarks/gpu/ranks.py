@@ -33,7 +33,7 @@ V, S = "vllm-0_25_0", "sglang-0_5_17"
 TELEMETRY = ("timestamp,index,clocks.sm,clocks.mem,power.draw,temperature.gpu,memory.used,utilization.gpu,"
              "clocks_throttle_reasons.active")
 COMMON = ("--max-model-len", "8192", "--repeat", "3", "--profile-steps", "5", "--request-timeout", "150",
-          "--profile-timeout", "150", "--launch-timeout", "900", "--gpu", "h200")
+          "--profile-timeout", "150", "--launch-timeout", "900")
 VLLM = ("--engine-arg=--max-num-seqs=1", "--engine-env", "VLLM_DEEP_GEMM_WARMUP=skip")
 SGL = ("--engine-arg=--attention-backend=triton", "--engine-arg=--sampling-backend=pytorch",
        "--engine-arg=--cuda-graph-max-bs=2", "--engine-arg=--max-running-requests=2")
@@ -82,12 +82,21 @@ def ready(bundle: str) -> bool:
     return (ENGINES / bundle / ".complete").exists()
 
 
+def gpu_kind() -> str:
+    """h200 or h100, from the card's name: the planner's GPU, so an entry it says cannot fit this card is
+    recorded as predicted without a launch (the H200-only ranks on an H100)."""
+    name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                          capture_output=True, text=True).stdout
+    return "h200" if "H200" in name else "h100"
+
+
 def run_entry(e: Entry) -> int:
     py = ENGINES / e.engine / "bin" / "python"
     results = RUN / f"results-{e.engine.split('-')[0]}" / ("oom" if e.tag == "oom" else "")
     cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'moetrace'; from moetrace.cli import main; main()",
            "run", e.model, "-c", e.config, "--weights", "dummy", "--one-rank", "--engine", e.engine.split("-")[0],
-           "--device", "cuda", "--engine-python", str(py), "--results", str(results), *COMMON, *e.args]
+           "--device", "cuda", "--gpu", gpu_kind(), "--engine-python", str(py), "--results", str(results), *COMMON,
+           *e.args]
     env = dict(os.environ, **NODE_ENV, CUDA_VISIBLE_DEVICES="0",
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(moetrace_site())]))
     t = time.monotonic()
