@@ -211,7 +211,7 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--repeat", "-n"), "repeat", type=int, show_default=True, help="measured runs per batch size"),
     S(("--launches",), "launches", type=int, show_default=True, parse=_launches,
       help="launch the engine this many times per config and measure each (--repeat runs): one launch's "
-           "figure moved 20%% between launches on H200 (README); the traces are of the last launch"),
+           "figure moved 20%% between launches on H200 (docs/runs.md); the traces are of the last launch"),
     S(("--seed",), "seed", type=int, show_default=True, help="seed of the random prompts"),
     S(("--no-warmup",), "warmup", is_flag=True, negates=True),
     S(("--launch-timeout",), "launch_timeout_s", type=float, show_default=True, help="seconds"),
