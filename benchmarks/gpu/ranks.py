@@ -34,8 +34,9 @@ TELEMETRY = ("timestamp,index,clocks.sm,clocks.mem,power.draw,temperature.gpu,me
              "clocks_throttle_reasons.active")
 COMMON = ("--max-model-len", "8192", "--repeat", "3", "--profile-steps", "5", "--request-timeout", "150",
           "--profile-timeout", "150", "--launch-timeout", "900")
-VLLM = ("--engine-arg=--max-num-seqs=1", "--engine-env", "VLLM_DEEP_GEMM_WARMUP=skip")
-SGL = ("--engine-arg=--attention-backend=triton", "--engine-arg=--sampling-backend=pytorch",
+BALANCED = ("--routing", "balanced")  # dummy weights' routers collapse onto a few experts; the engines' simulator
+VLLM = ("--engine-arg=--max-num-seqs=1", "--engine-env", "VLLM_DEEP_GEMM_WARMUP=skip", *BALANCED)
+SGL = (*BALANCED, "--engine-arg=--attention-backend=triton", "--engine-arg=--sampling-backend=pytorch",
        "--engine-arg=--cuda-graph-max-bs=2", "--engine-arg=--max-running-requests=2")
 OOM = ("--no-skip-predicted", "--no-profile", "--repeat", "1")
 
@@ -63,6 +64,7 @@ QUEUE = [
                                                       ("MiniMax-M2", "TP1_auto"), ("Kimi-K2-Thinking", "TP1_auto"))),
     Entry(S, "MiniMax-M2", "TP8_EP2_auto", SGL),
     *(Entry(V, "Qwen3-235B", "TP8_EP2_auto", VLLM + ("--layers", str(n)), f"L{n}") for n in (24, 48)),
+    Entry(V, "Qwen3-235B", "TP8_EP2_auto", VLLM + ("--routing", "model"), "router"),  # the last --routing wins
 ]
 
 
@@ -92,7 +94,8 @@ def gpu_kind() -> str:
 
 def run_entry(e: Entry) -> int:
     py = ENGINES / e.engine / "bin" / "python"
-    results = RUN / f"results-{e.engine.split('-')[0]}" / ("oom" if e.tag == "oom" else "")
+    sub = e.tag if e.tag in ("oom", "router") else ""  # own directories: the same keys as the main entries
+    results = RUN / f"results-{e.engine.split('-')[0]}" / sub
     cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'moetrace'; from moetrace.cli import main; main()",
            "run", e.model, "-c", e.config, "--weights", "dummy", "--one-rank", "--engine", e.engine.split("-")[0],
            "--device", "cuda", "--gpu", gpu_kind(), "--engine-python", str(py), "--results", str(results), *COMMON,

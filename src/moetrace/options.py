@@ -60,6 +60,7 @@ class RunOptions:
     skip_predicted: bool = True
     mem_fraction: float | None = None
     grace_s: float = 20.0
+    routing: str = "model"  # model: the model's router; balanced: the engine's uniform routing simulator
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -252,6 +253,10 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
            "vocabulary) and the engine fills the weights itself (--load-format dummy); records say so"),
     S(("--layers",), None, type=int, help="decoder layers to run (leading dense layers kept) [default: all]; "
       "with --weights dummy or a tiny model"),
+    S(("--routing",), "routing", type=("model", "balanced"), show_default=True,
+      help="balanced: the engine's benchmark-only uniform expert assignment (vLLM "
+           "VLLM_MOE_ROUTING_SIMULATION_STRATEGY=uniform_random, SGLang SGLANG_SIMULATE_UNIFORM_EXPERTS=1) "
+           "instead of the router: dummy weights' random routers collapse onto a few experts"),
     S(("--one-rank",), None, is_flag=True,
       help="run one rank of each config on one GPU: its per-GPU shapes (heads, experts and widths / TP and EP, "
            "by the engine's rules) at TP1; the record names the config it stands for and what it leaves out "

@@ -428,7 +428,8 @@ def _launch(engine: Engine, preset: Preset, config: Config, opts: RunOptions, st
         spec = LaunchSpec.from_options(preset, config, opts, port=port, device=device,
                                        profile_dir=adir / "profiler_raw")
         cmd = engine.command(spec)
-        extra_env = {**engine.environment(spec), **dict(opts.engine_env)}
+        routing = engine.balanced_routing_env if opts.routing == "balanced" else {}
+        extra_env = {**engine.environment(spec), **routing, **dict(opts.engine_env)}
         env = dict(os.environ, **extra_env)
         base["engine"]["command"] = cmd
         base["engine"]["env"] = extra_env

@@ -111,6 +111,8 @@ class Engine(ABC):
     ttft_metrics: ClassVar[tuple[str, ...]] = ()
     # flags that make the engine fill the weights itself (random, no checkpoint read): --weights dummy
     dummy_load_args: ClassVar[tuple[str, ...]] = ()
+    # environment of the engine's uniform routing simulator (--routing balanced); empty: it has none
+    balanced_routing_env: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def command(self, spec: LaunchSpec) -> list[str]:
