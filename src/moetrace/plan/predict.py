@@ -170,6 +170,7 @@ class _Ctx:
     fixed: dict[str, float]
     gpu_ratio: dict[str, float]
     ratio: dict[str, float]
+    ev: dict[str, Any] = field(default_factory=dict)
 
 
 def _decode_layer(c: _Ctx, t0: dict[str, float], dense: bool, ctx_len: float, x: Assumptions) -> dict[str, float]:
@@ -212,9 +213,9 @@ def _prefill_layer(c: _Ctx, t0: dict[str, float] | None, dec: dict[str, float], 
     return {g: max(out[g], dec[g]) for g in GROUPS}
 
 
-def _ctx(a: Any, hf: dict[str, Any], cfg: Config, base: Base, engine: str, gpu: Any, groups: int) -> tuple[_Ctx, list[str]]:
+def _ctx(a: Any, hf: dict[str, Any], cfg: Config, base: Base, engine: str, gpu: Any, groups: int,
+         ev: dict[str, Any]) -> tuple[_Ctx, list[str]]:
     rules: list[str] = []
-    ev = load_evidence()
     fixed, why = fixed_parts(engine, gpu.key, ev)
     rules.append(why)
     src_groups = base.ep if base.engine != "vllm" or base.ep <= 1 else base.tp
@@ -240,7 +241,7 @@ def _ctx(a: Any, hf: dict[str, Any], cfg: Config, base: Base, engine: str, gpu: 
     tgt = _shape(a, hf, cfg.quantization, cfg.tp, groups if engine == "vllm" else cfg.ep)
     src = _shape(a, hf, cfg.quantization, base.tp, src_groups)
     return _Ctx(a, base, engine, gpu, resolve_gpu(base.gpu), cfg.tp, groups, tgt, src, src_groups, fixed,
-                gpu_ratio, ratio), rules
+                gpu_ratio, ratio, ev), rules
 
 
 def _evaluate(c: _Ctx, cfg: Config, input_len: int, output_len: int, x: Assumptions) -> dict[str, Any]:
@@ -257,7 +258,7 @@ def _evaluate(c: _Ctx, cfg: Config, input_len: int, output_len: int, x: Assumpti
     layers_us = a.moe_layers * sum(moe_l.values()) + (a.dense_layers * sum(dense_l.values()) if dense_l else 0.0)
     comm_d = sum(k.total_us for k in coll_d)
     device_ms = (layers_us + comm_d + outside) / 1e3
-    hf_med, hf_lo, hf_hi, _ = host_floor_ms(c.engine, c.gpu.key, cfg.tp)
+    hf_med, hf_lo, hf_hi, _ = host_floor_ms(c.engine, c.gpu.key, cfg.tp, c.ev)
     host = {"min": hf_lo, "median": hf_med, "max": hf_hi}[x.host]
     itl = max(host, device_ms + STEP_GAP_MS)
 
@@ -266,7 +267,7 @@ def _evaluate(c: _Ctx, cfg: Config, input_len: int, output_len: int, x: Assumpti
                  if dense_l else None)
     coll_p = collectives_per_step(a, c.engine, cfg.tp, input_len, lat_mult=x.lat_mult, bw_mult=x.bw_mult)
     pre_layers = a.moe_layers * sum(pre_moe.values()) + (a.dense_layers * sum(pre_dense.values()) if pre_dense else 0)
-    th_med, th_lo, th_hi, _ = ttft_host_ms(c.engine, c.gpu.key)
+    th_med, th_lo, th_hi, _ = ttft_host_ms(c.engine, c.gpu.key, c.ev)
     t_host = {"min": th_lo, "median": th_med, "max": th_hi}[x.host]
     pre_out = base.extend_outside_us + c.tgt.lm_head / (0.85 * c.gpu.hbm_bytes_per_s) * 1e6
     ttft = t_host + (pre_layers + sum(k.total_us for k in coll_p) + pre_out) / 1e3
@@ -309,8 +310,10 @@ def _parts(p: Prediction, c: _Ctx, r: dict[str, Any], a: Any) -> None:
 
 
 def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str = "sglang", input_len: int = 4096,
-            output_len: int = 512) -> Prediction:
-    """One config's batch-1 TTFT, ITL (p50) and latency, with parts, band and evidence."""
+            output_len: int = 512, evidence: dict[str, Any] | None = None) -> Prediction:
+    """One config's batch-1 TTFT, ITL (p50) and latency, with parts, band and evidence
+    (``evidence``: another evidence object than the shipped one, e.g. with records held out)."""
+    ev = evidence or load_evidence()
     from ..engines.registry import get_engine
     from .planner import plan_config
     cfg = config if isinstance(config, Config) else parse_config_name(str(config))
@@ -328,11 +331,11 @@ def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str
     if not plan.fits:
         p.notes.append("not predicted: the planner says it will not fit")
         return p
-    base = select_base(preset.name, engine, g.key, cfg.tp, groups, cfg.backend)
+    base = select_base(preset.name, engine, g.key, cfg.tp, groups, cfg.backend, ev=ev)
     if base is None:
         p.notes.append(f"no shipped record of {preset.name}: nothing to scale from")
         return p
-    c, rules = _ctx(a, hf, cfg, base, engine, g, groups)
+    c, rules = _ctx(a, hf, cfg, base, engine, g, groups, ev)
     lo, mid, hi = (_evaluate(c, cfg, input_len, output_len, x) for x in Assumptions.ends())
     p.itl_ms, p.ttft_ms, p.latency_s = mid["itl"], mid["ttft"], mid["latency"]
     p.itl_band_ms = (min(lo["itl"], mid["itl"]), max(hi["itl"], mid["itl"]))
@@ -346,6 +349,6 @@ def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str
         p.rules.append(f"TP/EP rule: bandwidth parts x this rank's bytes / the base's (routed experts: E[max over "
                        f"{groups} EP groups] = {p.ep_expected_max_hits:.2f} of top-{a.topk}, uniform routing)")
     p.evidence = {"how": base.how, "engine": base.engine, "gpu": base.gpu, "tp": base.tp, "ep": base.ep,
-                  "sources": base.sources, "host_floor": host_floor_ms(engine, g.key, cfg.tp)[3],
-                  "ttft_host": ttft_host_ms(engine, g.key)[3]}
+                  "sources": base.sources, "host_floor": host_floor_ms(engine, g.key, cfg.tp, ev)[3],
+                  "ttft_host": ttft_host_ms(engine, g.key, ev)[3]}
     return p
