@@ -1,0 +1,128 @@
+"""moetrace predict: parts add up, collectives by hand, EP imbalance against enumeration and Monte Carlo,
+the CLI's JSON keys, and every spec config of the six presets answers on both GPUs and engines."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+from click.testing import CliRunner
+
+from moetrace.cli import main
+from moetrace.matrix import parse_matrix
+from moetrace.plan.arch import build_arch
+from moetrace.plan.collectives import collectives_per_step, expected_max_hits, hits_distribution
+from moetrace.plan.predict import predict
+from moetrace.plan.predict_evidence import load_evidence
+from moetrace.presets import all_presets, get_preset
+
+SIX = ("Qwen3-235B", "Qwen3-Coder-480B", "DeepSeek-V3.1", "MiniMax-M2", "Kimi-K2-Thinking", "GLM-4.6")
+
+
+def test_the_parts_add_up():
+    p = predict(get_preset("Qwen3-235B"), "TP8_EP2_auto", gpu="h200", engine="sglang")
+    device = sum(q.ms for q in p.decode_parts if q.name != "step gap (host)")
+    gap = next(q.ms for q in p.decode_parts if q.name == "step gap (host)")
+    assert p.itl_ms == pytest.approx(device + gap)          # device-bound at full depth: the host floor does not bind
+    assert p.ttft_ms == pytest.approx(sum(q.ms for q in p.prefill_parts))
+    assert p.latency_s == pytest.approx((p.ttft_ms + (p.output_len - 1) * p.itl_ms) / 1e3)
+    assert p.itl_band_ms[0] <= p.itl_ms <= p.itl_band_ms[1]
+    assert p.ttft_band_ms[0] <= p.ttft_ms <= p.ttft_band_ms[1]
+    layer = sum(p.decode_layer_us["moe"].values())
+    assert p.decode_parts[0].ms == pytest.approx(94 * layer / 1e3)
+
+
+def test_collective_bytes_by_hand_qwen3_tp8():
+    a = build_arch(get_preset("Qwen3-235B").hf_config)
+    calls = collectives_per_step(a, "vllm", 8, 1)
+    per_layer = [c for c in calls if c.per_layer]
+    assert [c.count for c in per_layer] == [94, 94]                  # two all-reduces a layer, 94 layers
+    assert all(c.msg_bytes == 4096 * 2 == 8 * 1024 for c in per_layer)   # hidden 4096 x bf16 = 8 KiB
+    assert all(c.algorithm == "vllm_oneshot" for c in per_layer)
+    gather = next(c for c in calls if c.kind == "allgather")
+    assert gather.msg_bytes == math.ceil(151936 / 8) * 2
+    prefill = collectives_per_step(a, "sglang", 8, 4096)
+    assert prefill[0].msg_bytes == 4096 * 4096 * 2 and prefill[0].algorithm == "nccl_ring"
+    assert collectives_per_step(a, "vllm", 1, 1) == []
+
+
+def test_minimax_adds_its_qk_norm_all_reduce():
+    a = build_arch(get_preset("MiniMax-M2").hf_config)
+    calls = collectives_per_step(a, "sglang", 8, 1)
+    assert sum(c.count for c in calls if c.per_layer) == 3 * a.n_layers
+
+
+@pytest.mark.parametrize("n,k,groups", [(8, 3, 2), (12, 4, 3), (16, 4, 4)])
+def test_ep_imbalance_exact_against_enumeration(n, k, groups):
+    from itertools import combinations
+    size = n // groups
+    total = acc = 0
+    for chosen in combinations(range(n), k):
+        counts = [0] * groups
+        for e in chosen:
+            counts[e // size] += 1
+        acc += max(counts)
+        total += 1
+    assert expected_max_hits(n, k, groups) == pytest.approx(acc / total)
+    assert sum(p for _, p in hits_distribution(n, k, groups)) == pytest.approx(1.0)
+
+
+def test_ep_imbalance_against_monte_carlo_qwen3_shapes():
+    rng = random.Random(1234)
+    for groups in (2, 8):
+        size = 128 // groups
+        trials = 20000
+        acc = 0
+        for _ in range(trials):
+            counts = [0] * groups
+            for e in rng.sample(range(128), 8):
+                counts[e // size] += 1
+            acc += max(counts)
+        assert expected_max_hits(128, 8, groups) == pytest.approx(acc / trials, rel=0.02)
+    assert expected_max_hits(128, 8, 1) == 8
+    assert 4 < expected_max_hits(128, 8, 2) < 5.5
+
+
+def test_cli_json_keys():
+    r = CliRunner().invoke(main, ["predict", "Qwen3-235B", "-c", "TP8_EP2_auto", "--gpu", "h100", "--engine", "vllm",
+                                  "--input-len", "2048", "--output-len", "256", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    for k in ("ttft_ms", "itl_ms", "latency_s", "decode_parts", "prefill_parts", "collectives", "itl_band_ms",
+              "evidence", "rules", "verdict"):
+        assert k in d
+    assert d["input_len"] == 2048 and d["output_len"] == 256 and d["gpu"] == "h100"
+    assert {q["kind"] for q in d["decode_parts"]} <= {"measured", "scaled", "modelled"}
+    text = CliRunner().invoke(main, ["predict", "Qwen3-235B", "-c", "TP8_EP2_auto"]).output
+    assert "ITL p50" in text and "band" in text and "evidence" in text
+
+
+def test_context_length_moves_itl_and_ttft():
+    pre = get_preset("DeepSeek-V3.1")
+    short = predict(pre, "TP8_EP2_auto", input_len=1024, output_len=128)
+    long = predict(pre, "TP8_EP2_auto", input_len=32768, output_len=128)
+    assert long.itl_ms > short.itl_ms and long.ttft_ms > 4 * short.ttft_ms
+
+
+def test_every_spec_config_answers():
+    names = {p.name for p in all_presets()}
+    assert set(SIX) <= names
+    for m in SIX:
+        pre = get_preset(m)
+        for cfg in parse_matrix(pre.matrix):
+            for gpu in ("h100", "h200"):
+                for engine in ("sglang", "vllm"):
+                    p = predict(pre, cfg, gpu=gpu, engine=engine)
+                    if p.verdict == "will_not_fit":
+                        assert p.itl_ms is None and "will not fit" in " ".join(p.notes)
+                    else:
+                        assert p.itl_ms > 0 and p.ttft_ms > 0 and p.latency_s > 0, (m, cfg.name, gpu, engine)
+                        assert p.evidence["sources"] and p.rules
+
+
+def test_shipped_evidence_names_its_sources():
+    ev = load_evidence()
+    assert ev["records"] and all(r["source"].startswith("tests/data/") for r in ev["records"])
+    assert all("2026-12-06" in d["source"] for d in ev["depth_scans"])
