@@ -41,9 +41,15 @@ def depth() -> None:
                 print(f"| {model} | {n} | {itl} | {p.verdict} | |")
                 continue
             print(f"| {model} | {n} | {itl:.2f} | {p.itl_ms:.2f} | {100 * (p.itl_ms / itl - 1):+.1f}% |")
+    p = predict(_preset("DeepSeek-V3.1", num_hidden_layers=6), "TP1_auto", gpu="h100", engine="vllm", evidence=ev)
+    lay = sum(p.decode_layer_us["moe"].values())
+    print(f"\nDeepSeek-V3.1 MoE decode layer on H100: predicted {lay:.1f} us "
+          f"({ {g: round(v, 1) for g, v in p.decode_layer_us['moe'].items()} }), measured 280-300 us "
+          f"({100 * (lay / 290 - 1):+.1f}% against 290)")
     p = predict(_preset("Qwen3-235B", num_hidden_layers=12), "TP1_auto", gpu="h100", engine="vllm", evidence=ev)
     lay = sum(p.decode_layer_us["moe"].values())
-    print(f"\nQwen3-235B decode layer on H100: predicted {lay:.1f} us ({p.decode_layer_us['moe']}), measured 211 us"
+    print(f"Qwen3-235B decode layer on H100: predicted {lay:.1f} us "
+          f"({ {g: round(v, 1) for g, v in p.decode_layer_us['moe'].items()} }), measured 211 us"
           f" ({100 * (lay / 211 - 1):+.1f}%)")
 
 
@@ -53,9 +59,9 @@ def tp2() -> None:
     ev["records"] = [r for r in ev["records"] if r["tp"] == 1]
     ev["depth_scans"] = []
     slice_cfg = {"num_hidden_layers": 2, "vocab_size": 32768}
-    print("| engine | config | measured compute/layer us (rank 0) | predicted us | error | measured MoE us | predicted MoE us "
-          "| measured ITL p50 ms | predicted ITL ms |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| engine | config | measured compute/layer us (rank 0) | predicted us | error | without attention: measured "
+          "/ predicted / error | measured MoE us | predicted MoE us | measured ITL p50 ms | predicted ITL ms |")
+    print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|")
     for r in full["records"]:
         if r["tp"] != 2 or r["model"] != "Qwen3-235B":
             continue
@@ -64,9 +70,10 @@ def tp2() -> None:
         p = predict(_preset("Qwen3-235B", **slice_cfg), r["config"], gpu="h200", engine=r["engine"], evidence=ev)
         pl = p.decode_layer_us["moe"]
         pc = sum(pl.values())
+        na, pna = comp - lay["attention"], pc - pl["attention"]
         print(f"| {r['engine']} | {r['config']}{' (recorder)' if r.get('expert_load') else ''} | {comp:.1f} | {pc:.1f} | "
-              f"{100 * (pc / comp - 1):+.1f}% | {lay['moe']:.1f} | {pl['moe']:.1f} | {r['metrics']['itl_p50_ms']:.2f} | "
-              f"{p.itl_ms:.2f} |")
+              f"{100 * (pc / comp - 1):+.1f}% | {na:.1f} / {pna:.1f} / {100 * (pna / na - 1):+.1f}% | {lay['moe']:.1f} | "
+              f"{pl['moe']:.1f} | {r['metrics']['itl_p50_ms']:.2f} | {p.itl_ms:.2f} |")
 
 
 if __name__ == "__main__":

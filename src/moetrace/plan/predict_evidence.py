@@ -239,6 +239,9 @@ def host_floor_ms(engine: str, gpu: str, tp: int, ev: dict[str, Any] | None = No
     for g_try in (gpu, "h200", "h100"):
         vals = [r["metrics"]["itl_p50_ms"] for r in _records(ev) if r["engine"] == engine and r["gpu"] == g_try
                 and r["tp"] == want_tp and _host_bound(r) and r["metrics"].get("itl_p50_ms")]
+        for d in ev.get("depth_scans", []):   # the shallow end of a depth scan is host-bound
+            if (d["engine"], d["gpu"], d["tp"]) == (engine, g_try, want_tp) and d.get("fit"):
+                vals += [v for n, v in zip(d["depths"], d["itl_p50_ms"]) if n < d["fit"]["from_layers"]]
         if vals:
             return (statistics.median(vals), min(vals), max(vals),
                     f"{len(vals)} host-bound {engine} TP{want_tp} records on {g_try.upper()}")
