@@ -363,7 +363,8 @@ def plan(models, gpu, custom_gpu, gpus_per_node, mem_fraction, engine, config_na
 @main.command()
 @click.argument("model")
 @click.option("--config", "-c", "config_names", multiple=True, help="predict only these configs [default: the matrix]")
-@click.option("--gpu", type=click.Choice(["h100", "h200"]), default="h200", show_default=True)
+@click.option("--gpu", type=click.Choice(["h100", "h200", "b200"]), default="h200", show_default=True,
+              help="b200: no shipped record; scaled from H200 by the GPU rule")
 @click.option("--engine", type=click.Choice(["sglang", "vllm"]), default="sglang", show_default=True)
 @click.option("--input-len", type=int, default=DEFAULT_INPUT_LEN, show_default=True)
 @click.option("--output-len", type=int, default=DEFAULT_OUTPUT_LEN, show_default=True)
