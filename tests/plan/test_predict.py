@@ -126,3 +126,38 @@ def test_shipped_evidence_names_its_sources():
     ev = load_evidence()
     assert ev["records"] and all(r["source"].startswith("tests/data/") for r in ev["records"])
     assert all("2026-12-06" in d["source"] for d in ev["depth_scans"])
+
+
+def test_a_one_rank_record_of_the_config_is_used_as_measured():
+    """Run 4's one-rank records: same model, engine, GPU, TP and EP -> the layers are measured, not scaled."""
+    import copy
+    ev = copy.deepcopy(load_evidence())
+    rec = next(r for r in ev["records"] if (r["model"], r["engine"], r["gpu"], r["tp"]) == ("Qwen3-235B", "vllm", "h200", 1))
+    one_rank = copy.deepcopy(rec)
+    one_rank.update(config="TP8_EP2_auto", tp=8, ep=2, source="tests/data/gpu-4/synthetic.json", shape={})
+    one_rank["stages"]["decode"]["layer_moe_us"] = {"attention": 15.0, "moe": 40.0, "gemm": 25.0, "communication": 0.0,
+                                                    "other": 9.0}
+    ev["records"].append(one_rank)
+    p = predict(get_preset("Qwen3-235B"), "TP8_EP2_auto", gpu="h200", engine="vllm", evidence=ev)
+    assert p.evidence["how"] == "measured" and p.evidence["sources"] == ["tests/data/gpu-4/synthetic.json"]
+    assert p.decode_parts[0].kind == "measured"
+    lay = p.decode_layer_us["moe"]
+    assert lay["moe"] == pytest.approx(40.0) and lay["gemm"] == pytest.approx(25.0) and lay["other"] == pytest.approx(9.0)
+    assert lay["attention"] == pytest.approx(15.0, rel=0.01)        # same context as the record: the KV term cancels
+    assert any(q.kind == "modelled" for q in p.decode_parts)        # collectives stay modelled
+
+
+def test_held_out_depth_scan_is_predicted_within_five_percent():
+    """The H100 depth scan (Qwen3-235B, 10-14 layers) from the H200 slices alone (docs/predict.md, section 8)."""
+    import copy
+    import dataclasses
+    ev = copy.deepcopy(load_evidence())
+    scan = next(d for d in ev["depth_scans"] if d["model"] == "Qwen3-235B")
+    ev["depth_scans"] = []
+    pre = get_preset("Qwen3-235B")
+    for n, itl in zip(scan["depths"], scan["itl_p50_ms"]):
+        if n < 10:
+            continue
+        p = predict(dataclasses.replace(pre, hf_config={**pre.hf_config, "num_hidden_layers": n}), "TP1_auto",
+                    gpu="h100", engine="vllm", evidence=ev)
+        assert p.itl_ms == pytest.approx(itl, rel=0.05)

@@ -331,7 +331,7 @@ def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str
     if not plan.fits:
         p.notes.append("not predicted: the planner says it will not fit")
         return p
-    base = select_base(preset.name, engine, g.key, cfg.tp, groups, cfg.backend, ev=ev)
+    base = select_base(preset.name, engine, g.key, cfg.tp, cfg.ep, cfg.backend, ev=ev)   # records keep the config's EP
     if base is None:
         p.notes.append(f"no shipped record of {preset.name}: nothing to scale from")
         return p
