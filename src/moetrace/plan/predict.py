@@ -150,9 +150,24 @@ def _moe_read(a: Any, s: _Shape, groups: int, mode: str) -> float:
     return _hits(a, groups, mode) * s.routed_gpu * groups / a.n_experts
 
 
-def _scale(t0: float, f: float, ratio: float) -> float:
+def _scale(t0: float, f: float, ratio: float, gpu: float = 1.0) -> float:
     f = min(f, 0.9 * t0)
-    return f + (t0 - f) * ratio
+    return f + (t0 - f) * ratio * gpu
+
+
+ROOFLINE_EFF = 0.9   # the share of datasheet HBM bandwidth a streaming kernel reaches (Qwen3 slices: 0.86-0.91)
+
+
+def _gpu_factor(c: "_Ctx", t0: float, f: float, src_bytes: float) -> float:
+    """GPU rule for a group's variable part: only its roofline share (the base's bytes at 0.9 of the
+    base GPU's HBM) moves with the HBM ratio; the rest (a kernel slower than its bytes: FP8 kernels
+    without a tuned config) is kept as measured."""
+    hbm = c.base_gpu.hbm_bytes_per_s / c.gpu.hbm_bytes_per_s
+    if hbm == 1.0:
+        return 1.0
+    var = t0 - min(f, 0.9 * t0)
+    share = min(1.0, src_bytes / (ROOFLINE_EFF * c.base_gpu.hbm_bytes_per_s) * 1e6 / var) if var > 0 else 1.0
+    return share * hbm + (1 - share)
 
 
 @dataclass
@@ -174,7 +189,6 @@ class _Ctx:
 
 
 def _decode_layer(c: _Ctx, t0: dict[str, float], dense: bool, ctx_len: float, x: Assumptions) -> dict[str, float]:
-    hbm = c.base_gpu.hbm_bytes_per_s / c.gpu.hbm_bytes_per_s
     ev = 1 + x.evidence * c.base.spread / 2
     t0 = {g: t0.get(g, 0.0) * c.ratio.get(g, 1.0) * ev for g in GROUPS}
     f = {g: c.fixed.get(g, 0.0) * x.fixed_mult for g in GROUPS}
@@ -185,9 +199,10 @@ def _decode_layer(c: _Ctx, t0: dict[str, float], dense: bool, ctx_len: float, x:
         rd_t = c.tgt.attn + c.tgt.shared + c.tgt.router
         rd_s = c.src.attn + c.src.shared + c.src.router
         mode_src = "uniform" if x.ep == "skewed" else x.ep
-        moe = _scale(t0["moe"], f["moe"], _moe_read(c.a, c.tgt, c.groups, x.ep)
-                     / _moe_read(c.a, c.src, c.src_groups, mode_src) * hbm)
-    gemm = _scale(t0["gemm"], f["gemm"], rd_t / rd_s * hbm)
+        src_moe = _moe_read(c.a, c.src, c.src_groups, mode_src)
+        moe = _scale(t0["moe"], f["moe"], _moe_read(c.a, c.tgt, c.groups, x.ep) / src_moe,
+                     _gpu_factor(c, t0["moe"], f["moe"], src_moe))
+    gemm = _scale(t0["gemm"], f["gemm"], rd_t / rd_s, _gpu_factor(c, t0["gemm"], f["gemm"], rd_s))
     base_ctx = c.base.input_len + c.base.output_len / 2
     kv_bw_src, kv_bw = 0.5 * c.base_gpu.hbm_bytes_per_s, 0.5 * c.gpu.hbm_bytes_per_s
     att_fixed = max(0.0, t0["attention"] - c.src.kv_token_layer * base_ctx / kv_bw_src * 1e6)
@@ -235,7 +250,7 @@ def _ctx(a: Any, hf: dict[str, Any], cfg: Config, base: Base, engine: str, gpu: 
         h2 = select_base("Qwen3-235B", "vllm", base.gpu, 1, 1, ev=ev)
         if h1 and h2 and h1.gpu == gpu.key and h2.gpu == base.gpu:
             gpu_ratio = {g: h1.decode_moe[g] / h2.decode_moe[g] for g in gpu_ratio}
-        rules.append(f"GPU rule: {base.gpu.upper()} -> {gpu.key.upper()}: bandwidth parts x HBM ratio "
+        rules.append(f"GPU rule: {base.gpu.upper()} -> {gpu.key.upper()}: the roofline share of each variable part x HBM ratio "
                      f"{resolve_gpu(base.gpu).hbm_bytes_per_s / gpu.hbm_bytes_per_s:.2f}; attention x"
                      f"{gpu_ratio['attention']:.2f}, other x{gpu_ratio['other']:.2f} (Qwen3-235B vLLM, both GPUs)")
     tgt = _shape(a, hf, cfg.quantization, cfg.tp, groups if engine == "vllm" else cfg.ep)
