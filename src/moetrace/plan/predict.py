@@ -248,11 +248,13 @@ def _ctx(a: Any, hf: dict[str, Any], cfg: Config, base: Base, engine: str, gpu: 
     if base.gpu != gpu.key:
         h1 = select_base("Qwen3-235B", "vllm", gpu.key, 1, 1, ev=ev)
         h2 = select_base("Qwen3-235B", "vllm", base.gpu, 1, 1, ev=ev)
-        if h1 and h2 and h1.gpu == gpu.key and h2.gpu == base.gpu:
+        measured = bool(h1 and h2 and h1.gpu == gpu.key and h2.gpu == base.gpu)
+        if measured:
             gpu_ratio = {g: h1.decode_moe[g] / h2.decode_moe[g] for g in gpu_ratio}
         rules.append(f"GPU rule: {base.gpu.upper()} -> {gpu.key.upper()}: the roofline share of each variable part x HBM ratio "
                      f"{resolve_gpu(base.gpu).hbm_bytes_per_s / gpu.hbm_bytes_per_s:.2f}; attention x"
-                     f"{gpu_ratio['attention']:.2f}, other x{gpu_ratio['other']:.2f} (Qwen3-235B vLLM, both GPUs)")
+                     f"{gpu_ratio['attention']:.2f}, other x{gpu_ratio['other']:.2f} "
+                     + ("(Qwen3-235B vLLM measured on both GPUs)" if measured else "(no record on both GPUs: kept)"))
     tgt = _shape(a, hf, cfg.quantization, cfg.tp, groups if engine == "vllm" else cfg.ep)
     src = _shape(a, hf, cfg.quantization, base.tp, src_groups)
     return _Ctx(a, base, engine, gpu, resolve_gpu(base.gpu), cfg.tp, groups, tgt, src, src_groups, fixed,
