@@ -223,7 +223,7 @@ def fixed_parts(engine: str, gpu: str, ev: dict[str, Any] | None = None) -> tupl
                 out["attention"] = DEFAULT_FIXED_US["attention"] if out["attention"] <= 0 else out["attention"]
                 return out, (f"fixed per-layer parts from {model} TP1 vs TP2 on {engine} {g_try.upper()} "
                              f"({len(t1)} + {len(t2)} records): " + ", ".join(f"{g} {v:.1f} us" for g, v in out.items()
-                                                                  if g != "attention"))
+                                                                  if g in ("moe", "gemm")))
     return dict(DEFAULT_FIXED_US), "fixed per-layer parts: defaults (no TP1/TP2 pair on this engine)"
 
 
