@@ -153,6 +153,26 @@ def _fastest_calls(ranks: list[dict[str, Any]], stage: str) -> dict[str, Any] | 
             "call_us_p90": round(per_call[(9 * len(per_call)) // 10], 2), "n": len(per_call)}
 
 
+def _variant(e: dict[str, Any], r: dict[str, Any]) -> None:
+    """A record of a model variant (variants.py: dummy weights, a cut depth, one rank of a config):
+    what it stands for. A one-rank record runs at TP1 the shapes of one rank of ``stands_for``; its
+    collectives, the wait for the busiest EP rank and the router's full width are left out, its
+    local top-k is the uniform expectation (rounded), its shared expert is wider than the real rank's."""
+    md = r.get("model_detail") or {}
+    if not md:
+        return
+    e["model"] = md.get("of") or e["model"]
+    e["weights"] = md.get("weights")
+    e["routing"] = (r.get("options") or {}).get("routing")
+    e["shape"] = {"layers": md.get("layers")}   # the real vocabulary (cut only in slices): LM head as the model's
+    one = md.get("one_rank")
+    if one:
+        e.update(config=one.get("stands_for"), tp=int(one["tp"]), ep=int(one["ep"]), run_config=r.get("config"))
+        e["one_rank"] = {k: one.get(k) for k in ("moe_ep", "moe_tp", "top_k", "expert_width", "routed_experts",
+                                                 "shared_expert_extra_params")}
+        e["left_out"] = md.get("left_out")
+
+
 def entry(record_path: Path, root: Path) -> dict[str, Any] | None:
     r = json.loads(record_path.read_text())
     if r.get("status") != "success":
@@ -177,6 +197,7 @@ def entry(record_path: Path, root: Path) -> dict[str, Any] | None:
         "metrics": {k: round(float(m[k]), 4) for k in ("itl_p50_ms", "itl_ms", "ttft_ms", "latency_s")
                     if m.get(k) is not None},
     }
+    _variant(e, r)
     ranks = []
     for stage in ("decode", "extend"):
         for i, rel in enumerate(prof.get(f"{stage}_all") or []):

@@ -15,7 +15,7 @@ from moetrace.matrix import parse_matrix
 from moetrace.plan.arch import build_arch
 from moetrace.plan.collectives import collectives_per_step, expected_max_hits, hits_distribution
 from moetrace.plan.predict import predict
-from moetrace.plan.predict_evidence import load_evidence
+from moetrace.plan.predict_evidence import fixed_parts, load_evidence
 from moetrace.presets import all_presets, get_preset
 
 SIX = ("Qwen3-235B", "Qwen3-Coder-480B", "DeepSeek-V3.1", "MiniMax-M2", "Kimi-K2-Thinking", "GLM-4.6")
@@ -134,7 +134,8 @@ def test_a_one_rank_record_of_the_config_is_used_as_measured():
     ev = copy.deepcopy(load_evidence())
     rec = next(r for r in ev["records"] if (r["model"], r["engine"], r["gpu"], r["tp"]) == ("Qwen3-235B", "vllm", "h200", 1))
     one_rank = copy.deepcopy(rec)
-    one_rank.update(config="TP8_EP2_auto", tp=8, ep=2, source="tests/data/gpu-4/synthetic.json", shape={})
+    one_rank.update(config="TP8_EP2_auto", tp=8, ep=2, source="tests/data/gpu-4/synthetic.json", shape={},
+                    one_rank={"moe_ep": 8, "moe_tp": 1, "top_k": [8, 1]})     # vLLM: EP over the TP group
     one_rank["stages"]["decode"]["layer_moe_us"] = {"attention": 15.0, "moe": 40.0, "gemm": 25.0, "communication": 0.0,
                                                     "other": 9.0}
     ev["records"].append(one_rank)
@@ -142,7 +143,10 @@ def test_a_one_rank_record_of_the_config_is_used_as_measured():
     assert p.evidence["how"] == "measured" and p.evidence["sources"] == ["tests/data/gpu-4/synthetic.json"]
     assert p.decode_parts[0].kind == "measured"
     lay = p.decode_layer_us["moe"]
-    assert lay["moe"] == pytest.approx(40.0) and lay["gemm"] == pytest.approx(25.0) and lay["other"] == pytest.approx(9.0)
+    f_moe = fixed_parts("vllm", "h200", ev)[0]["moe"]
+    # the rank computed 1 local expert (variants.py); the busiest of 8 EP ranks computes E_max = 2.53
+    assert lay["moe"] == pytest.approx(f_moe + (40.0 - f_moe) * expected_max_hits(128, 8, 8), rel=1e-6)
+    assert lay["gemm"] == pytest.approx(25.0) and lay["other"] == pytest.approx(9.0)   # vLLM EP8: moe_tp 1, shared none
     assert lay["attention"] == pytest.approx(15.0, rel=0.01)        # same context as the record: the KV term cancels
     assert any(q.kind == "modelled" for q in p.decode_parts)        # collectives stay modelled
 
@@ -161,3 +165,22 @@ def test_held_out_depth_scan_is_predicted_within_five_percent():
         p = predict(dataclasses.replace(pre, hf_config={**pre.hf_config, "num_hidden_layers": n}), "TP1_auto",
                     gpu="h100", engine="vllm", evidence=ev)
         assert p.itl_ms == pytest.approx(itl, rel=0.05)
+
+
+def test_the_builder_reads_a_one_rank_record_as_the_config_it_stands_for():
+    """benchmarks/predict_evidence.py: a variant record (main's variants.py) names the rank it stands for."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "predict_evidence.py"
+    spec = importlib.util.spec_from_file_location("predict_evidence_builder", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    e = {"model": "Qwen3-235B (dummy weights, 1 rank of TP8_EP2_auto)", "config": "TP1_auto", "tp": 1, "ep": 1,
+         "shape": {}}
+    rec = {"config": "TP1_auto", "options": {"routing": "balanced"},
+           "model_detail": {"of": "Qwen3-235B", "weights": "dummy", "layers": [94, 94], "left_out": ["collectives"],
+                            "one_rank": {"stands_for": "TP8_EP2_auto", "tp": 8, "ep": 2, "moe_ep": 2, "moe_tp": 4,
+                                         "top_k": [8, 4], "shared_expert_extra_params": 0}}}
+    mod._variant(e, rec)
+    assert (e["model"], e["config"], e["tp"], e["ep"], e["run_config"]) == ("Qwen3-235B", "TP8_EP2_auto", 8, 2, "TP1_auto")
+    assert e["one_rank"]["top_k"] == [8, 4] and e["routing"] == "balanced" and e["shape"] == {"layers": [94, 94]}

@@ -146,8 +146,10 @@ def _hits(a: Any, groups: int, mode: str) -> float:
     return min(a.topk, e * 1.15) if mode == "skewed" else e
 
 
-def _moe_read(a: Any, s: _Shape, groups: int, mode: str) -> float:
-    return _hits(a, groups, mode) * s.routed_gpu * groups / a.n_experts
+def _moe_read(a: Any, s: _Shape, groups: int, mode: str, hits: float | None = None) -> float:
+    """Routed-expert bytes the busiest rank reads: hits x one held expert's bytes (``hits``: the
+    experts the rank computed in the base record, when it is known: a one-rank record's local top-k)."""
+    return (hits if hits is not None else _hits(a, groups, mode)) * s.routed_gpu * groups / a.n_experts
 
 
 def _scale(t0: float, f: float, ratio: float, gpu: float = 1.0) -> float:
@@ -186,6 +188,7 @@ class _Ctx:
     gpu_ratio: dict[str, float]
     ratio: dict[str, float]
     ev: dict[str, Any] = field(default_factory=dict)
+    src_hits: float | None = None   # experts the base's rank computed a token (one-rank records: the local top-k)
 
 
 def _decode_layer(c: _Ctx, t0: dict[str, float], dense: bool, ctx_len: float, x: Assumptions) -> dict[str, float]:
@@ -199,7 +202,7 @@ def _decode_layer(c: _Ctx, t0: dict[str, float], dense: bool, ctx_len: float, x:
         rd_t = c.tgt.attn + c.tgt.shared + c.tgt.router
         rd_s = c.src.attn + c.src.shared + c.src.router
         mode_src = "uniform" if x.ep == "skewed" else x.ep
-        src_moe = _moe_read(c.a, c.src, c.src_groups, mode_src)
+        src_moe = _moe_read(c.a, c.src, c.src_groups, mode_src, c.src_hits)
         moe = _scale(t0["moe"], f["moe"], _moe_read(c.a, c.tgt, c.groups, x.ep) / src_moe,
                      _gpu_factor(c, t0["moe"], f["moe"], src_moe))
     gemm = _scale(t0["gemm"], f["gemm"], rd_t / rd_s, _gpu_factor(c, t0["gemm"], f["gemm"], rd_s))
@@ -257,8 +260,17 @@ def _ctx(a: Any, hf: dict[str, Any], cfg: Config, base: Base, engine: str, gpu: 
                      + ("(Qwen3-235B vLLM measured on both GPUs)" if measured else "(no record on both GPUs: kept)"))
     tgt = _shape(a, hf, cfg.quantization, cfg.tp, groups if engine == "vllm" else cfg.ep)
     src = _shape(a, hf, cfg.quantization, base.tp, src_groups)
+    hits = None
+    if base.one_rank:   # variants.py: local top-k = the uniform expectation; a shared expert / moe_tp, not / tp
+        src_groups = int(base.one_rank.get("moe_ep") or src_groups)
+        src = _shape(a, hf, cfg.quantization, base.tp, src_groups)
+        hits = float((base.one_rank.get("top_k") or [0, 0])[1]) or None
+        moe_tp = int(base.one_rank.get("moe_tp") or 1)
+        src = replace(src, shared=src.shared * base.tp / moe_tp)
+        rules.append(f"one-rank base: it computed {hits or '?'} local experts a token and no collectives; the "
+                     f"busiest EP rank's expected count replaces it, the collectives are modelled")
     return _Ctx(a, base, engine, gpu, resolve_gpu(base.gpu), cfg.tp, groups, tgt, src, src_groups, fixed,
-                gpu_ratio, ratio, ev), rules
+                gpu_ratio, ratio, ev, hits), rules
 
 
 def _evaluate(c: _Ctx, cfg: Config, input_len: int, output_len: int, x: Assumptions) -> dict[str, Any]:

@@ -76,6 +76,7 @@ class Base:
     how: str = "measured"        # measured | scaled
     rules: list[str] = field(default_factory=list)
     departures: list[str] = field(default_factory=list)    # flags the records ran with beyond the defaults
+    one_rank: dict[str, Any] | None = None   # a one-rank record's shards (variants.py): moe_ep, moe_tp, top_k, ...
 
 
 def _layer_total(r: dict[str, Any]) -> float:
@@ -102,7 +103,8 @@ def _base_of(recs: list[dict[str, Any]]) -> Base:
         extend_outside_us=statistics.median(sum((e.get("outside_us") or {}).values()) for e in ext) if ext else 0.0,
         input_len=int(r0.get("input_len") or 4096), output_len=int(r0.get("output_len") or 512),
         vocab=(r0.get("shape") or {}).get("vocab"), sources=[r["source"] for r in recs],
-        spread=(max(totals) - min(totals)) / med if med else 0.0, departures=_departures(r0))
+        spread=(max(totals) - min(totals)) / med if med else 0.0, departures=_departures(r0),
+        one_rank=r0.get("one_rank"))
 
 
 def _departures(r: dict[str, Any]) -> list[str]:
@@ -170,6 +172,12 @@ def select_base(model: str, engine: str, gpu: str, tp: int, ep: int, backend: st
     if exact and tp > 1:
         b = _base_of(pick(exact))
         b.how = "measured"
+        return b
+    ranks = [r for r in recs if (r["engine"], r["gpu"]) == (engine, gpu) and r.get("one_rank")]
+    if ranks:   # one rank of another config at full depth: closer to the target than a 2-layer slice
+        near = min(abs(r["tp"] - tp) for r in ranks)
+        b = _base_of(pick([r for r in ranks if abs(r["tp"] - tp) == near]))
+        b.how = "scaled"
         return b
     tp1 = [r for r in recs if (r["engine"], r["gpu"], r["tp"]) == (engine, gpu, 1)]
     depth = _depth_scan_base(ev, model, engine, gpu)
