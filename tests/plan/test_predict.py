@@ -97,6 +97,20 @@ def test_cli_json_keys():
     assert {q["kind"] for q in d["decode_parts"]} <= {"measured", "scaled", "modelled"}
     text = CliRunner().invoke(main, ["predict", "Qwen3-235B", "-c", "TP8_EP2_auto"]).output
     assert "ITL p50" in text and "band" in text and "evidence" in text
+    bad = CliRunner().invoke(main, ["predict", "Qwen3-235B", "--input-len", "0"])
+    assert bad.exit_code == 2 and "--input-len" in bad.output
+
+
+def test_cli_reads_an_evidence_file(tmp_path):
+    """--evidence: a file benchmarks/predict_evidence.py wrote (run 4's, before it is committed)."""
+    ev = dict(load_evidence())
+    ev["records"] = [r for r in ev["records"] if r["engine"] == "vllm"]
+    path = tmp_path / "ev.json"
+    path.write_text(json.dumps(ev))
+    r = CliRunner().invoke(main, ["predict", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "sglang",
+                                  "--evidence", str(path), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["evidence"]["engine"] == "vllm"     # no SGLang record left: the engine rule
 
 
 def test_context_length_moves_itl_and_ttft():
