@@ -48,11 +48,13 @@ class Assumptions:
     prefill_mult: float = 1.0     # prefill kernels of small shards less efficient than the base's
     host: str = "median"          # "min" | "median" | "max" of the host figures
     evidence: float = 0.0         # +- half the records' spread
+    shrink: float = 1.0           # a variable part moves as (bytes ratio) ** shrink: below 1, smaller shards
+                                  # reach less of the HBM bandwidth (fewer CTAs than SMs at batch 1)
 
     @staticmethod
     def ends() -> tuple["Assumptions", "Assumptions", "Assumptions"]:
-        lo = Assumptions("optimistic", 0.5, "balanced", 0.8, 1.5, 0.9, "min", -1.0)
-        hi = Assumptions("pessimistic", 1.5, "skewed", 1.5, 1.0, 1.5, "max", 1.0)
+        lo = Assumptions("optimistic", 0.5, "balanced", 0.8, 1.5, 0.9, "min", -1.0, 1.0)
+        hi = Assumptions("pessimistic", 1.5, "skewed", 1.5, 1.0, 1.5, "max", 1.0, 0.8)
         return lo, Assumptions(), hi
 
 
@@ -152,9 +154,9 @@ def _moe_read(a: Any, s: _Shape, groups: int, mode: str, hits: float | None = No
     return (hits if hits is not None else _hits(a, groups, mode)) * s.routed_gpu * groups / a.n_experts
 
 
-def _scale(t0: float, f: float, ratio: float, gpu: float = 1.0) -> float:
+def _scale(t0: float, f: float, ratio: float, gpu: float = 1.0, shrink: float = 1.0) -> float:
     f = min(f, 0.9 * t0)
-    return f + (t0 - f) * ratio * gpu
+    return f + (t0 - f) * (ratio ** shrink if ratio < 1 else ratio) * gpu
 
 
 ROOFLINE_EFF = 0.9   # the share of datasheet HBM bandwidth a streaming kernel reaches (Qwen3 slices: 0.86-0.91)
@@ -204,8 +206,8 @@ def _decode_layer(c: _Ctx, t0: dict[str, float], dense: bool, ctx_len: float, x:
         mode_src = "uniform" if x.ep == "skewed" else x.ep
         src_moe = _moe_read(c.a, c.src, c.src_groups, mode_src, c.src_hits)
         moe = _scale(t0["moe"], f["moe"], _moe_read(c.a, c.tgt, c.groups, x.ep) / src_moe,
-                     _gpu_factor(c, t0["moe"], f["moe"], src_moe))
-    gemm = _scale(t0["gemm"], f["gemm"], rd_t / rd_s, _gpu_factor(c, t0["gemm"], f["gemm"], rd_s))
+                     _gpu_factor(c, t0["moe"], f["moe"], src_moe), x.shrink)
+    gemm = _scale(t0["gemm"], f["gemm"], rd_t / rd_s, _gpu_factor(c, t0["gemm"], f["gemm"], rd_s), x.shrink)
     base_ctx = c.base.input_len + c.base.output_len / 2
     kv_bw_src, kv_bw = 0.5 * c.base_gpu.hbm_bytes_per_s, 0.5 * c.gpu.hbm_bytes_per_s
     att_fixed = max(0.0, t0["attention"] - c.src.kv_token_layer * base_ctx / kv_bw_src * 1e6)
