@@ -364,6 +364,34 @@ def plan(models, gpu, custom_gpu, gpus_per_node, mem_fraction, engine, config_na
     click.echo(format_plan_table(plans, detail=detail))
 
 
+# ---------------------------------------------------------------- predict
+@main.command()
+@click.argument("model")
+@click.option("--config", "-c", "config_names", multiple=True, help="predict only these configs [default: the matrix]")
+@click.option("--gpu", type=click.Choice(["h100", "h200", "b200"]), default="h200", show_default=True,
+              help="b200: no shipped record; scaled from H200 by the GPU rule")
+@click.option("--engine", type=click.Choice(["sglang", "vllm"]), default="sglang", show_default=True)
+@click.option("--input-len", type=int, default=DEFAULT_INPUT_LEN, show_default=True)
+@click.option("--output-len", type=int, default=DEFAULT_OUTPUT_LEN, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object (ttft_ms, itl_ms, latency_s and the parts)")
+@click.option("--evidence", "evidence_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="an evidence file of benchmarks/predict_evidence.py [default: the one that ships]")
+@bad_input
+def predict(model, config_names, gpu, engine, input_len, output_len, as_json, evidence_file) -> None:
+    """Batch-1 TTFT, ITL and latency of each config from shipped one-GPU measurements (docs/predict.md)."""
+    from .plan.predict import predict as predict_config
+    from .plan.predict_evidence import load_evidence
+    from .plan.predict_text import format_predictions, predictions_json
+    if input_len < 1 or output_len < 1:
+        raise BadInput("--input-len and --output-len must be positive")
+    preset = get_preset(model)
+    configs = [parse_config_name(n) for n in config_names] if config_names else parse_matrix(preset.matrix)
+    ev = load_evidence(evidence_file) if evidence_file else None
+    preds = [predict_config(preset, c, gpu=gpu, engine=engine, input_len=input_len, output_len=output_len,
+                            evidence=ev) for c in configs]
+    click.echo(predictions_json(preds) if as_json else format_predictions(preds))
+
+
 # ---------------------------------------------------------------- tiny
 @main.command()
 @click.argument("model")
