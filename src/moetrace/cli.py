@@ -2,6 +2,13 @@
 
 Bad input (unknown model, malformed config, unwritable results directory,
 missing engine) prints one line naming the problem and exits 2.
+
+Exit codes of ``run``, ``sweep`` and the per-model scripts (docs/fidelity.md):
+0 every config succeeded (a failed primary whose fallback succeeded included), or was recorded as
+predicted by the planner not to fit and not launched (``--skip-predicted``: that outcome is the
+prediction, not a failure of the run); 3 some config that was attempted failed (each is recorded, and
+the sweep went on; sweep.job_failed); 2 bad input; 130 interrupted.
+``compare`` exits 1 when something regressed.
 """
 
 from __future__ import annotations
@@ -164,6 +171,9 @@ def _one_external_config(targets: list[tuple[Preset, list[Config]]], config_name
                          f"server runs), not a matrix: {listed}")
 
 
+EXIT_CONFIGS_FAILED = 3  # some attempted config failed (recorded); see the module docstring
+
+
 def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | None = None) -> None:
     from .executors import make_executor
     from .sweep import plan_jobs, run_sweep
@@ -198,7 +208,8 @@ def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | 
         click.echo("moetrace: interrupted; the running config was recorded as Interrupted and its server stopped",
                    err=True)
         sys.exit(130)
-    del outcome
+    if outcome.failed_jobs:
+        sys.exit(EXIT_CONFIGS_FAILED)
 
 
 def _terminate(signum, frame) -> None:
