@@ -107,7 +107,7 @@ def test_each_attempt_sends_its_own_prompts_and_a_cache_hit_is_a_failure(tmp_pat
     assert recs[0]["workload"]["prompt_nonce"] != recs[1]["workload"]["prompt_nonce"]
     assert all(r["runs"][0]["metrics"]["cached_prompt_tokens"] == 0 for r in recs)
     with ReplayServer(Reply((STREAMS / "vllm_cpu_cached_again.sse").read_bytes())) as srv:
-        moetrace(*args, "--base-url", srv.url, check=True)
+        assert moetrace(*args, "--base-url", srv.url).returncode == 3  # failed, recorded
     f = json.loads((tmp_path / "failure_results.json").read_text())["Qwen3-235B::TP8_EP2_auto::bs1_in512_out16"]
     assert f["error_type"] == "BenchmarkFailure" and "384 prompt tokens were served from the engine's prefix cache" \
         in f["error_message"]
