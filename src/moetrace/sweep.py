@@ -19,7 +19,8 @@ from .results.record import Record, failure_entry, result_key, success_entry
 from .results.store import ResultsStore
 from .runner import Progress, RunOptions, workload_suffix
 
-__all__ = ["Job", "Executor", "LocalExecutor", "plan_jobs", "run_sweep", "job_failed", "plan_for", "engine_mem_fraction", "run_job"]
+__all__ = ["Job", "Executor", "LocalExecutor", "plan_jobs", "run_sweep", "job_failed", "plan_for",
+           "engine_mem_fraction", "run_job"]
 
 
 @dataclass
