@@ -138,3 +138,9 @@ def test_compare_tests_old_against_new(tmp_path):
     assert c.test == "launch means" and c.p_value == pytest.approx(welch_t(a, b).p)
     assert f"p={c.p_value:.2g}" in compare.render_markdown(cmp)
     assert json.loads(compare.to_json(cmp))["changes"][0]["p_value"] == pytest.approx(c.p_value)
+
+
+def test_interval_text():
+    assert sig.interval_text("1.43", [1.381, 1.476]) == "1.43 (1.38-1.48)"
+    assert sig.interval_text("1.43", [-0.2, 2.9]) == "1.43 (-0.20 to 2.90)"
+    assert sig.interval_text("1.43", None) == "1.43"

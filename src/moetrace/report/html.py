@@ -28,7 +28,7 @@ from .data import (CHART_METRICS, DECOMPOSITION_PARTS, METRIC, Bar, BarChart, Br
                    Row, backend_colors, backend_order, bar_chart, breakdowns, by_model, category_colors,
                    config_sort_key, current, decompositions, ep_rank_bars, expert_load_note, fmt_value, load_maps,
                    nice_ticks, trace_files, workload_label)
-from .significance import CI_METHOD_WORDS, significance_lines
+from .significance import html_notes
 from .tables import BURST_MARK
 
 __all__ = ["render_html", "write_html", "esc", "svg_bar_chart", "svg_breakdown", "svg_decomposition", "svg_heatmap",
@@ -628,13 +628,7 @@ def _model_section(idx: int, model: str, rows: Sequence[Row], colors: dict[str, 
         wrows = [r for r in rows if r.workload == w]
         out.append(f'<h3>{esc(workload_label(w))}</h3>')
         out.append(_summary_table(wrows))
-        if any(r.ci95 for r in wrows):
-            methods = ", ".join(dict.fromkeys(CI_METHOD_WORDS.get(r.ci_method or "", "?") for r in wrows if r.ci95))
-            out.append(f'<p class="muted">In parentheses and as whiskers: 95% confidence intervals ({esc(methods)}).'
-                       '</p>')
-        if sig := significance_lines(wrows):
-            out.append("<h3>Differences between configs one dimension apart</h3><ul class=\"significance\">"
-                       + "".join(f"<li>{esc(line)}</li>" for line in sig) + "</ul>")
+        out.append(html_notes(wrows))  # what the intervals are; configs one dimension apart, tested
         backends = [b for b in backend_order(wrows)]
         out.append(_legend(backends, colors))
         charts = [c for c in (bar_chart(wrows, k) for k in CHART_METRICS) if c is not None]

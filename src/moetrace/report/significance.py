@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import html
 import statistics
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -20,7 +21,7 @@ from typing import Iterable, Sequence
 from ..stats import Welch, welch_t
 from .data import METRIC, Row
 
-__all__ = ["interval_text", "samples", "one_dimension_pairs", "pair_tests", "PairTest", "significance_lines",
+__all__ = ["interval_text", "html_notes", "samples", "one_dimension_pairs", "pair_tests", "PairTest", "significance_lines",
            "SIGNIFICANCE_METRICS", "ALPHA", "CI_METHOD_WORDS"]
 
 ALPHA = 0.05
@@ -33,7 +34,8 @@ def interval_text(value: str, ci: Sequence[float] | None, fmt=lambda x: f"{x:.2f
     """``value (lo-hi)`` when there is an interval, else the value as it was."""
     if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
         return value
-    return f"{value} ({fmt(ci[0])}-{fmt(ci[1])})"
+    sep = " to " if ci[0] < 0 else "-"  # a t interval of few launches can reach below 0: "(-0.20 to 2.90)"
+    return f"{value} ({fmt(ci[0])}{sep}{fmt(ci[1])})"
 
 
 def samples(r: Row, key: str, *, by_launch: bool) -> list[float]:
@@ -137,3 +139,16 @@ def significance_lines(rows: Iterable[Row], metrics: Sequence[str] = SIGNIFICANC
     """One line per pair and metric, in words (:meth:`PairTest.text`)."""
     return [t.text() for t in pair_tests(rows, metrics)]
 
+
+
+def html_notes(rows: Sequence[Row]) -> str:
+    """The HTML report's lines under a summary table: what its intervals are, and the pairs' tests."""
+    out = []
+    if any(r.ci95 for r in rows):
+        methods = ", ".join(dict.fromkeys(CI_METHOD_WORDS.get(r.ci_method or "", "?") for r in rows if r.ci95))
+        out.append(f'<p class="muted">In parentheses and as whiskers: 95% confidence intervals '
+                   f'({html.escape(methods)}).</p>')
+    if lines := significance_lines(rows):
+        out.append('<h3>Differences between configs one dimension apart</h3><ul class="significance">'
+                   + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
+    return "".join(out)
