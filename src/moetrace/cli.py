@@ -25,6 +25,7 @@ import click
 from . import __version__
 from .cli_common import BadInput, bad_input, results_option
 from .engines.registry import default_engine, engine_classes
+from .errors import EXIT_CONFIGS_FAILED
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
 from .results.record import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
@@ -169,9 +170,6 @@ def _one_external_config(targets: list[tuple[Preset, list[Config]]], config_name
         listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
         raise ValueError(f"--base-url measures one server, so one model and one config named with -c (the one that "
                          f"server runs), not a matrix: {listed}")
-
-
-EXIT_CONFIGS_FAILED = 3  # some attempted config failed (recorded); see the module docstring
 
 
 def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | None = None) -> None:
