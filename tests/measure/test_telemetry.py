@@ -138,6 +138,8 @@ def _fake_pynvml(calls):
     n.nvmlShutdown = lambda: calls.append("shutdown")
     n.nvmlDeviceGetCount = lambda: 2
     n.nvmlDeviceGetHandleByIndex = lambda i: f"h{i}"
+    n.nvmlDeviceGetHandleByUUID = lambda u: {"GPU-aa": "h1"}[u]
+    n.nvmlDeviceGetIndex = lambda h: int(h[1:])
     n.nvmlDeviceGetClockInfo = lambda h, kind: {1: 1980, 2: 3201}[kind] - (300 if h == "h1" and kind == 1 else 0)
     n.nvmlDeviceGetPowerUsage = lambda h: 350_500                      # mW
     n.nvmlDeviceGetTemperature = lambda h, sensor: 44
@@ -185,3 +187,19 @@ def test_standalone_runs_until_sigterm(fake_smi, tmp_path):
     s = tm.summarise_csv(out)
     assert set(s["gpus"]) == {"0", "1"} and s["throttled"]
     assert "from nvidia-smi" in p.stderr.read()
+
+
+def test_config_gpus_follow_cuda_visible_devices():
+    assert tm.config_gpus(2) == [0, 1] and tm.config_gpus(2, "") == [0, 1]
+    assert tm.config_gpus(2, "4,5,6") == [4, 5]
+    assert tm.config_gpus(1, "GPU-aa,GPU-bb") == ["GPU-aa"]
+    with pytest.raises(ValueError, match="shows 1 GPUs, the config needs 2"):
+        tm.config_gpus(2, "3")
+    assert tm.smi_command(200, ["GPU-aa", 3])[-2:] == ["-i", "GPU-aa,3"]
+
+
+def test_nvml_finds_a_gpu_by_uuid(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml([]))
+    with tm.Sampler(gpus=["GPU-aa"], interval_ms=20) as s:
+        _wait(lambda: len(s.samples) >= 1)
+    assert {x.gpu for x in s.samples} == {1} and s.samples[0].sm_clock_mhz == 1680

@@ -39,8 +39,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Iterable, Sequence
 
-__all__ = ["FIELDS", "Sample", "THROTTLE_REASONS", "parse_smi_csv", "format_sample", "throttle_names", "summarise",
-           "summarise_csv", "samples_between", "Sampler", "smi_command", "main"]
+__all__ = ["FIELDS", "Sample", "config_gpus", "THROTTLE_REASONS", "parse_smi_csv", "format_sample",
+           "throttle_names", "summarise", "summarise_csv", "samples_between", "Sampler", "smi_command", "main"]
 
 FIELDS = ("timestamp", "index", "clocks.sm", "clocks.mem", "power.draw", "temperature.gpu", "memory.used",
           "utilization.gpu", "clocks_throttle_reasons.active")
@@ -184,7 +184,19 @@ def summarise_csv(path: str | Path, **kw: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ sampling
-def smi_command(interval_ms: int, gpus: Sequence[int] | None = None) -> list[str]:
+def config_gpus(n: int, visible: str | None = None) -> list[int | str]:
+    """The GPUs a config of ``n`` GPUs per node runs on, as NVML and nvidia-smi name them: the first ``n``
+    of ``CUDA_VISIBLE_DEVICES`` (``visible``; indices, or UUIDs, which both accept), else 0..n-1. NVML
+    and nvidia-smi number every GPU of the host, whatever CUDA_VISIBLE_DEVICES hides."""
+    ids = [x.strip() for x in (visible or "").split(",") if x.strip()]
+    if not ids:
+        return list(range(n))
+    if len(ids) < n:
+        raise ValueError(f"CUDA_VISIBLE_DEVICES={visible} shows {len(ids)} GPUs, the config needs {n}")
+    return [int(x) if x.isdigit() else x for x in ids[:n]]
+
+
+def smi_command(interval_ms: int, gpus: Sequence[int | str] | None = None) -> list[str]:
     """nvidia-smi sampling ``FIELDS`` every ``interval_ms`` until it is stopped."""
     cmd = ["nvidia-smi", f"--query-gpu={','.join(FIELDS)}", "--format=csv,noheader,nounits", "-lms", str(interval_ms)]
     return cmd + (["-i", ",".join(str(g) for g in gpus)] if gpus else [])
@@ -193,11 +205,13 @@ def smi_command(interval_ms: int, gpus: Sequence[int] | None = None) -> list[str
 class _Nvml:
     """NVML reads of the chosen GPUs (every value that fails is None, never the whole sample)."""
 
-    def __init__(self, nvml: Any, gpus: Sequence[int] | None):
+    def __init__(self, nvml: Any, gpus: Sequence[int | str] | None):
         self.nvml = nvml
         nvml.nvmlInit()
-        self.gpus = list(gpus) if gpus else list(range(nvml.nvmlDeviceGetCount()))
-        self.handles = [nvml.nvmlDeviceGetHandleByIndex(g) for g in self.gpus]
+        ids = list(gpus) if gpus else list(range(nvml.nvmlDeviceGetCount()))
+        self.handles = [nvml.nvmlDeviceGetHandleByIndex(g) if isinstance(g, int) else nvml.nvmlDeviceGetHandleByUUID(g)
+                        for g in ids]
+        self.gpus = [g if isinstance(g, int) else int(nvml.nvmlDeviceGetIndex(h)) for g, h in zip(ids, self.handles)]
         # renamed in newer bindings (clocks "event" reasons); the old name stays as an alias in most
         self.reasons = (getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
                         or getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons"))
@@ -234,16 +248,17 @@ def _pynvml() -> Any | None:
 
 
 class Sampler:
-    """Samples the GPUs (``gpus``: indices; None: all) every ``interval_ms`` in the background, from NVML
+    """Samples the GPUs (``gpus``: indices or UUIDs, :func:`config_gpus`; None: all) every ``interval_ms`` in
+    the background, from NVML
     when ``pynvml`` imports and initialises (``source="auto"`` or ``"nvml"``), else from nvidia-smi. Each
     sample goes to ``samples`` and, as nvidia-smi's CSV line, to ``out`` (flushed)::
 
-        with Sampler(gpus=[0, 1]) as s:
+        with Sampler(gpus=config_gpus(config.tp, os.environ.get("CUDA_VISIBLE_DEVICES"))) as s:
             ...                       # the measured runs
         summary = summarise(s.samples)
     """
 
-    def __init__(self, gpus: Sequence[int] | None = None, interval_ms: int = 200, out: IO[str] | None = None,
+    def __init__(self, gpus: Sequence[int | str] | None = None, interval_ms: int = 200, out: IO[str] | None = None,
                  source: str = "auto"):
         if interval_ms < 1 or source not in ("auto", "nvml", "nvidia-smi"):
             raise ValueError(f"interval_ms must be >= 1 and source auto, nvml or nvidia-smi: {interval_ms}, {source}")
@@ -325,13 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m moetrace.measure.telemetry", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="CSV file to write (nvidia-smi's format, FIELDS in order)")
     p.add_argument("--interval-ms", type=int, default=200)
-    p.add_argument("--gpus", default=None, help="comma-separated GPU indices [default: all]")
+    p.add_argument("--gpus", default=None, help="comma-separated GPU indices or UUIDs [default: all]")
     p.add_argument("--source", choices=("auto", "nvml", "nvidia-smi"), default="auto")
     a = p.parse_args(argv)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    gpus = [int(g) for g in a.gpus.split(",")] if a.gpus else None
+    gpus = [int(g) if g.strip().isdigit() else g.strip() for g in a.gpus.split(",")] if a.gpus else None
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w", encoding="utf-8") as f:
         try:
