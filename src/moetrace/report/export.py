@@ -177,6 +177,15 @@ class Estimate:
     hi: float
 
 
+def _estimate(r: Row, key: str) -> Estimate | float | None:
+    """A paper table's metric cell: the value in its display unit, with its interval where it has one."""
+    m, v = METRIC[key], r.value(key)
+    if v is None or key not in r.ci95:
+        return m.scale(v)
+    lo, hi = r.ci95[key]
+    return Estimate(m.scale(v), m.scale(lo), m.scale(hi))
+
+
 class Failed(str):
     """A cell that says why a config has no numbers (spans the metric columns)."""
 
@@ -218,8 +227,7 @@ def _paper_table(models: dict[str, list[Row]], title: str, label: str, *, model_
         if multi_w:
             cells.append(r.batch_size)
         if r.ok:
-            cells += [Estimate(METRIC[k].scale(r.value(k)), *(METRIC[k].scale(x) for x in r.ci95[k]))
-                      if k in r.ci95 and r.value(k) is not None else METRIC[k].scale(r.value(k)) for k in metrics]
+            cells += [_estimate(r, k) for k in metrics]
         else:
             cells.append(Failed(r.error_type or "failed"))
         return cells

@@ -24,7 +24,7 @@ from ..engines.registry import engine_classes
 from ..matrix import ConfigError, parse_config_name
 from ..results.record import Record, expert_load_brief
 from ..text import num, pct
-from .data import expert_load_note
+from .data import expert_load_note, row_from_record
 from .significance import CI_METHOD_WORDS, interval_text, significance_lines
 
 __all__ = ["config_table", "model_tables", "failure_table", "profile_failure_table", "summary_lines", "full_report",
@@ -83,22 +83,17 @@ def _itl(e: dict[str, Any]) -> Any:
 
 def interval_note(entries: Iterable[dict[str, Any]]) -> str:
     """The line under a table whose cells carry intervals: what they are and how they were made."""
-    methods = {e["ci_method"]: None for e in entries if e.get("ci_method") and any(k.endswith("_ci95") and e[k]
-                                                                                     for k in e)}
-    if not methods:
-        return ""
-    return ("In parentheses: 95% confidence intervals (" + "; ".join(CI_METHOD_WORDS.get(m, m) for m in methods)
-            + "; docs/fidelity.md).")
+    with_ci = [e for e in entries if any(k.endswith("_ci95") and e[k] for k in e)]
+    methods = dict.fromkeys(CI_METHOD_WORDS.get(e.get("ci_method"), "?") for e in with_ci)
+    return f"In parentheses: 95% confidence intervals ({'; '.join(methods)}; docs/fidelity.md)." if methods else ""
 
 
 def significance_note(entries: Iterable[dict[str, Any]], base: Path | None) -> str:
     """Each pair of configs one dimension apart (MoE backend, EP, TP), tested (report/significance.py);
     from the records the entries name (their runs), so nothing without ``base``."""
-    from .data import row_from_record
     rows = [row_from_record(rec) for e in entries if (rec := _record(e, base)) is not None]
-    lines = significance_lines(rows)
-    return "\n".join(["Differences between configs one dimension apart (Welch's t-test, 5%):", *
-                      (f"- {line}" for line in lines)]) if lines else ""
+    lines = [f"- {line}" for line in significance_lines(rows)]
+    return "\n".join(["Differences between configs one dimension apart (Welch's t-test, 5%):", *lines]) if lines else ""
 
 
 def burst_notes(entries: Iterable[dict[str, Any]]) -> str:
@@ -119,9 +114,10 @@ def burst_notes(entries: Iterable[dict[str, Any]]) -> str:
 def _spec_row(e: dict[str, Any], base: Path | None, extra: tuple[str, ...]) -> list[Any]:
     if any(k in LOAD_COLUMNS for k in _columns(extra)):
         e = _with_expert_load(e, base)
+    failed = bool(e.get("profile_error"))
     row = [e.get("batch_size"), e.get("input_len"), _ci(e, "latency_s"), _ci(e, "input_throughput_tok_per_s"),
-           _ci(e, "output_throughput_tok_per_s"), _itl(e), _link(e.get("profile_extend"), base, bool(e.get("profile_error"))),
-           _link(e.get("profile_decode"), base, bool(e.get("profile_error")))]
+           _ci(e, "output_throughput_tok_per_s"), _itl(e), _link(e.get("profile_extend"), base, failed),
+           _link(e.get("profile_decode"), base, failed)]
     return row + [_extra(e, k) for k in _columns(extra)]
 
 
