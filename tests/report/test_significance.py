@@ -87,7 +87,7 @@ def test_one_run_is_not_tested(tmp_path):
     rows = {r.config: r for r in _gpu1_rows(tmp_path)}
     one = data.Row(**{**rows["TP1_triton"].__dict__, "runs": rows["TP1_triton"].runs[:1], "launches": (None,)})
     (t,) = [x for x in sig.pair_tests([rows["TP1_auto"], one], ["itl_p50_ms"])]
-    assert t.welch is None and t.text().endswith("not tested (TP1_triton has one run: no spread to test against)")
+    assert t.welch is None and t.text().endswith("not tested (TP1_triton has fewer than two runs: no spread to test against)")
 
 
 def test_tables_show_intervals_only_where_there_are_some(tmp_path):

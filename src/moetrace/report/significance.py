@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 from ..stats import Welch, welch_t
 from .data import METRIC, Row
 
-__all__ = ["interval_text", "html_notes", "samples", "one_dimension_pairs", "pair_tests", "PairTest", "significance_lines",
+__all__ = ["interval_text", "html_notes", "DIMENSIONS", "samples", "one_dimension_pairs", "pair_tests", "PairTest", "significance_lines",
            "SIGNIFICANCE_METRICS", "ALPHA", "CI_METHOD_WORDS"]
 
 ALPHA = 0.05
@@ -53,15 +53,19 @@ def _n_launches(r: Row) -> int:
     return len({n for n in r.launches if n is not None})
 
 
-_DIMS = (("backend", "MoE backend"), ("ep", "EP"), ("tp", "TP"))
+DIMENSIONS = ("backend", "ep", "tp")
+
+
+def _dim(r: Row, dim: str) -> str | int | None:
+    return r.backend if dim == "backend" else (getattr(r, dim) or 1)
 
 
 def _label(r: Row, dim: str) -> str:
-    return r.backend or "?" if dim == "backend" else f"{dim.upper()}{getattr(r, dim) or 1}"
+    return r.backend or "?" if dim == "backend" else f"{dim.upper()}{_dim(r, dim)}"
 
 
 def _order(r: Row, dim: str) -> tuple:
-    return (r.backend != "auto", r.backend or "") if dim == "backend" else (getattr(r, dim) or 1,)
+    return (r.backend != "auto", r.backend or "") if dim == "backend" else (_dim(r, dim),)
 
 
 def one_dimension_pairs(rows: Iterable[Row]) -> list[tuple[str, Row, Row]]:
@@ -75,8 +79,7 @@ def one_dimension_pairs(rows: Iterable[Row]) -> list[tuple[str, Row, Row]]:
             if (a.model, a.engine, a.workload, a.nodes or 1, a.quantization) != \
                     (b.model, b.engine, b.workload, b.nodes or 1, b.quantization):
                 continue
-            diff = [d for d, _ in _DIMS if (getattr(a, d) or (1 if d != "backend" else None)) !=
-                    (getattr(b, d) or (1 if d != "backend" else None))]
+            diff = [d for d in DIMENSIONS if _dim(a, d) != _dim(b, d)]
             if len(diff) != 1:
                 continue
             d = diff[0]
@@ -105,16 +108,15 @@ class PairTest:
         head = f"{self.other.config} vs {self.base.config}: "
         if self.change_pct is None:
             return head + f"no {m.label} to compare"
-        worse = self.change_pct > 0 if m.better == "lower" else self.change_pct < 0
-        if m.unit in ("s", "ms"):
-            word = "slower" if worse else "faster"
+        if m.unit in ("s", "ms"):  # a time: more is slower
+            word = "slower" if self.change_pct > 0 else "faster"
         else:
             word = "lower" if self.change_pct < 0 else "higher"
         size = f"{abs(self.change_pct):.1f}%"
         claim = f"{_label(self.other, d)} {size} {word} than {_label(self.base, d)} ({m.label})"
         if self.welch is None:
             short = self.base.config if self.n[0] < 2 else self.other.config
-            return f"{head}{claim}, not tested ({short} has one run: no spread to test against)"
+            return f"{head}{claim}, not tested ({short} has fewer than two runs: no spread to test against)"
         p = "p<0.001" if self.welch.p < 0.001 else f"p={self.welch.p:.2g}"
         verdict = "significant" if self.significant else "within noise"
         return f"{head}{claim}, {verdict} (Welch t over {self.over}, {self.n[0]} and {self.n[1]}, {p})"
