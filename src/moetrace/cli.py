@@ -2,6 +2,13 @@
 
 Bad input (unknown model, malformed config, unwritable results directory,
 missing engine) prints one line naming the problem and exits 2.
+
+Exit codes of ``run``, ``sweep`` and the per-model scripts (docs/fidelity.md):
+0 every config succeeded (a failed primary whose fallback succeeded included), or was recorded as
+predicted by the planner not to fit and not launched (``--skip-predicted``: that outcome is the
+prediction, not a failure of the run); 3 some config that was attempted failed (each is recorded, and
+the sweep went on; sweep.job_failed); 2 bad input; 130 interrupted.
+``compare`` exits 1 when something regressed.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import click
 from . import __version__
 from .cli_common import BadInput, bad_input, results_option
 from .engines.registry import default_engine, engine_classes
+from .errors import EXIT_CONFIGS_FAILED
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
 from .results.record import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
@@ -203,7 +211,8 @@ def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | 
         click.echo("moetrace: interrupted; the running config was recorded as Interrupted and its server stopped",
                    err=True)
         sys.exit(130)
-    del outcome
+    if outcome.failed_jobs:
+        sys.exit(EXIT_CONFIGS_FAILED)
 
 
 def _terminate(signum, frame) -> None:
