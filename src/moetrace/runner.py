@@ -9,6 +9,7 @@ This is also the entry point a Slurm job runs on its node (``moetrace run``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -30,6 +31,7 @@ from .measure.client import stream_batch
 from .measure.metrics import aggregate_runs, by_launch, run_metrics
 from .measure.prompts import random_prompts
 from .measure.server_metrics import server_timing
+from .measure.telemetry import samples_between, summarise, telemetry_brief
 from .engines.base import Engine, LaunchSpec, ProfileRequest
 from .engines.process import ServerProcess, free_port, port_is_free, tail
 from .engines.registry import get_engine
@@ -265,7 +267,7 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
             t = time.monotonic()
             for bs in opts.batch_sizes:
                 runs_of[bs] += _measure(engine, session, server, preset, config, opts, bs, progress,
-                                        launch=launch if launches > 1 else None)
+                                        launch=launch if launches > 1 else None, telemetry_csv=adir / "telemetry.csv")
             phases["measure_s"] = phases.get("measure_s", 0.0) + (time.monotonic() - t)  # over the launches
 
         if measured_opts.expert_load:  # the recorder is in this launch (an external server, multi-node)
@@ -325,6 +327,8 @@ def run_config(preset: Preset, config: Config, opts: RunOptions, store: ResultsS
                         log_path=rel(log_path) if log_path.exists() else None,
                         plan_check=plan_check(plan, "success", None))
         _add_floors(rec, plan)
+        if any("telemetry" in x for x in runs):
+            rec["telemetry"] = telemetry_brief(runs, rel(adir / "telemetry.csv"))
         out.append(store.commit(rec))
     if interrupt is not None:
         raise interrupt
@@ -361,26 +365,56 @@ def _open_session(engine: Engine, base_url: str, preset: Preset, opts: RunOption
 
 
 def _measure(engine: Engine, session: Session, server: ServerProcess | None, preset: Preset, config: Config,
-             opts: RunOptions, bs: int, progress: Progress, launch: int | None = None) -> list[dict[str, Any]]:
+             opts: RunOptions, bs: int, progress: Progress, launch: int | None = None,
+             telemetry_csv: Path | None = None) -> list[dict[str, Any]]:
     """The measured runs of one batch size in one launch: each after a cache flush, with the server's own
-    timing beside ours."""
+    timing beside ours, and on a GPU what the GPUs did during each run (``telemetry``: clocks, power,
+    throttling; every sample in the attempt's ``telemetry.csv``)."""
     runs = []
     of = f" of launch {launch}" if launch else ""
-    for r in range(opts.repeat):
-        progress.step(f"{preset.name} {config.name}: measure bs={bs} run {r + 1}/{opts.repeat}{of}")
-        flushed = engine.flush_cache(session.http, session.base_url)
-        before = engine.read_metrics(session.http, session.base_url)
-        traces = _guard_server(lambda: session.request(batch=bs, seed=opts.seed + 7919 * r + bs,
-                                                       max_tokens=opts.output_len), server, session)
-        after = engine.read_metrics(session.http, session.base_url) if before is not None else None
-        m = run_metrics(traces, input_len=opts.input_len, output_len=opts.output_len)
-        m["cache_flushed"] = flushed
-        m.update(server_timing(before, after, itl=engine.itl_metrics, ttft=engine.ttft_metrics))
-        runs.append({"metrics": m, "token_times": [tr.token_times for tr in traces]}
-                    | ({"launch": launch} if launch else {}))
-        progress.done(f"latency {m['latency_s']:.2f} s, TTFT {m['ttft_ms']:.1f} ms, "
-                      f"ITL {m.get('itl_ms', float('nan')):.2f} ms")
+    with _telemetry(config, opts, telemetry_csv) as sampler:
+        for r in range(opts.repeat):
+            t0 = time.time()
+            runs.append(_one_run(engine, session, server, preset, config, opts, bs, r, launch, progress, of))
+            if sampler is not None:
+                window = samples_between(sampler.samples, t0, time.time())
+                runs[-1]["telemetry"] = {"source": sampler.used, **summarise(window)}
     return runs
+
+
+@contextlib.contextmanager
+def _telemetry(config: Config, opts: RunOptions, csv_path: Path | None):
+    """A GPU sampler over the measured runs when the engine runs on local GPUs, else None."""
+    if opts.resolved_device() != "cuda" or opts.base_url or csv_path is None or config.nodes > 1:
+        yield None
+        return
+    from .measure.telemetry import Sampler, config_gpus
+    with open(csv_path, "a") as out:
+        try:
+            sampler = Sampler(gpus=config_gpus(config.tp, os.environ.get("CUDA_VISIBLE_DEVICES")), out=out).start()
+        except (RuntimeError, ValueError, OSError):
+            yield None  # no NVML and no nvidia-smi: the runs go on unsampled
+            return
+        try:
+            yield sampler
+        finally:
+            sampler.stop()
+
+
+def _one_run(engine: Engine, session: Session, server: ServerProcess | None, preset: Preset, config: Config,
+             opts: RunOptions, bs: int, r: int, launch: int | None, progress: Progress, of: str) -> dict[str, Any]:
+    progress.step(f"{preset.name} {config.name}: measure bs={bs} run {r + 1}/{opts.repeat}{of}")
+    flushed = engine.flush_cache(session.http, session.base_url)
+    before = engine.read_metrics(session.http, session.base_url)
+    traces = _guard_server(lambda: session.request(batch=bs, seed=opts.seed + 7919 * r + bs,
+                                                   max_tokens=opts.output_len), server, session)
+    after = engine.read_metrics(session.http, session.base_url) if before is not None else None
+    m = run_metrics(traces, input_len=opts.input_len, output_len=opts.output_len)
+    m["cache_flushed"] = flushed
+    m.update(server_timing(before, after, itl=engine.itl_metrics, ttft=engine.ttft_metrics))
+    progress.done(f"latency {m['latency_s']:.2f} s, TTFT {m['ttft_ms']:.1f} ms, "
+                  f"ITL {m.get('itl_ms', float('nan')):.2f} ms")
+    return {"metrics": m, "token_times": [tr.token_times for tr in traces]} | ({"launch": launch} if launch else {})
 
 
 def plan_check(plan: dict[str, Any] | None, status: str, error_type: str | None) -> str | None:

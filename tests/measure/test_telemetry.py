@@ -203,3 +203,13 @@ def test_nvml_finds_a_gpu_by_uuid(monkeypatch):
     with tm.Sampler(gpus=["GPU-aa"], interval_ms=20) as s:
         _wait(lambda: len(s.samples) >= 1)
     assert {x.gpu for x in s.samples} == {1} and s.samples[0].sm_clock_mhz == 1680
+
+
+def test_record_brief_names_the_throttled_runs():
+    calm = tm.summarise([s for s in tm.parse_smi_csv(SMI) if not s.throttle or s.throttle == 1])
+    hot = tm.summarise(tm.parse_smi_csv(SMI))
+    runs = [{"telemetry": {"source": "nvidia-smi", **calm}}, {"telemetry": {"source": "nvidia-smi", **hot}}, {}]
+    b = tm.telemetry_brief(runs, "attempts/x/telemetry.csv")
+    assert b["source"] == "nvidia-smi" and b["runs_sampled"] == 2 and b["samples_path"] == "attempts/x/telemetry.csv"
+    assert b["throttled_runs"] == ([0, 1] if calm["throttled"] else [1]) and b["why"] == sorted(set(b["why"]))
+    assert b["sm_clock_mhz"][0] <= b["sm_clock_mhz"][1]

@@ -183,6 +183,24 @@ def summarise_csv(path: str | Path, **kw: Any) -> dict[str, Any]:
     return summarise(parse_smi_csv(Path(path).read_text(encoding="utf-8", errors="replace")), **kw)
 
 
+def telemetry_brief(runs: Sequence[dict[str, Any]], samples_path: str | None) -> dict[str, Any]:
+    """A record's ``telemetry``: which runs were throttled and why (each run keeps its own summary),
+    the range of the busy SM clock and of power over every run, and where the samples are."""
+    sums = [r.get("telemetry") or {} for r in runs]
+    gpus = [g for t in sums for g in (t.get("gpus") or {}).values()]
+
+    def span(field: str, stat: str) -> list[float] | None:
+        vals = [g[field][stat] for g in gpus if g.get(field)]
+        return [min(vals), max(vals)] if vals else None
+
+    return {"source": next((t.get("source") for t in sums if t.get("source")), None),
+            "runs_sampled": sum(1 for t in sums if t.get("samples")),
+            "throttled_runs": [i for i, t in enumerate(sums) if t.get("throttled")],
+            "why": sorted({w for g in gpus for w in g.get("why", [])}),
+            "sm_clock_mhz": span("sm_clock_mhz", "median"), "power_w": span("power_w", "max"),
+            "samples_path": samples_path}
+
+
 # ------------------------------------------------------------------ sampling
 def config_gpus(n: int, visible: str | None = None) -> list[int | str]:
     """The GPUs a config of ``n`` GPUs per node runs on, as NVML and nvidia-smi name them: the first ``n``
