@@ -28,7 +28,7 @@ import httpx
 
 from . import __version__
 from .measure.client import stream_batch
-from .measure.metrics import aggregate_runs, by_launch, run_metrics
+from .measure.metrics import aggregate_runs, by_launch, run_metrics, settle_headline
 from .measure.prompts import random_prompts
 from .measure.server_metrics import server_timing
 from .measure.telemetry import samples_between, summarise, telemetry_brief
@@ -412,6 +412,7 @@ def _one_run(engine: Engine, session: Session, server: ServerProcess | None, pre
     m = run_metrics(traces, input_len=opts.input_len, output_len=opts.output_len)
     m["cache_flushed"] = flushed
     m.update(server_timing(before, after, itl=engine.itl_metrics, ttft=engine.ttft_metrics))
+    m = settle_headline(m, batch=bs, input_len=opts.input_len, output_len=opts.output_len)  # bursty: engine's timing
     progress.done(f"latency {m['latency_s']:.2f} s, TTFT {m['ttft_ms']:.1f} ms, "
                   f"ITL {m.get('itl_ms', float('nan')):.2f} ms")
     return {"metrics": m, "token_times": [tr.token_times for tr in traces]} | ({"launch": launch} if launch else {})

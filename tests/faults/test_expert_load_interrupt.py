@@ -24,7 +24,7 @@ from moetrace.runner import Progress, RunOptions, run_config
 from tests.conftest import DATA
 
 STAND_IN = """#!{python}
-import sys
+import sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 if sys.argv[1] == "-c":          # moetrace asking the engine's Python for its version
     sys.exit(0)
@@ -43,7 +43,17 @@ class H(BaseHTTPRequestHandler):
         self._send(b"{{}}")
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._send(STREAM, "text/event-stream") if self.path == "/v1/completions" else self._send(b"{{}}")
+        if self.path != "/v1/completions":
+            return self._send(b"{{}}")
+        self.send_response(200)  # the recorded events 3 ms apart, as generated (one burst is no measurement)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(STREAM)))
+        self.end_headers()
+        for event in STREAM.split(b"\\n\\n"):
+            if event:
+                self.wfile.write(event + b"\\n\\n")
+                self.wfile.flush()
+                time.sleep(0.003)
 print("stand-in ready", file=sys.stderr, flush=True)
 HTTPServer(("127.0.0.1", port), H).serve_forever()
 """

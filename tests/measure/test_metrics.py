@@ -123,3 +123,41 @@ def test_launch_intervals_replace_the_runs_bootstrap():
     assert agg["ci_method"] == "t_launch_means"
     # a launch without the metric: no interval for it, rather than one over fewer launches
     assert by_launch([{"itl_ms": 1.0}, {"ttft_ms": 2.0}], [1, 2])["itl_ms_ci95"] is None
+
+
+def _bursty_run(**extra):
+    from moetrace.measure.metrics import RequestTrace, run_metrics
+    # 0.6 s to the first token, then all 7 others within 7 us: one burst (the shape seen on a loaded host)
+    m = run_metrics([RequestTrace(token_times=[0.6] + [0.6 + 1e-6 * i for i in range(1, 8)])], input_len=8,
+                    output_len=8)
+    return {**m, **extra}
+
+
+def test_a_bursty_runs_headline_is_the_engines_own_timing():
+    from moetrace.measure.metrics import settle_headline
+    m = settle_headline(_bursty_run(server_ttft_ms=131.6, server_itl_ms=2.25), batch=1, input_len=8, output_len=8)
+    assert m["headline"] == "engine" and m["ttft_ms"] == 131.6 and m["itl_ms"] == 2.25
+    assert m["latency_s"] == pytest.approx(0.1316 + 7 * 0.00225)
+    assert m["output_throughput_tok_per_s"] == pytest.approx(8 / (7 * 0.00225))
+    assert m["input_throughput_tok_per_s"] == pytest.approx(8 / 0.1316)
+    assert "itl_p50_ms" not in m  # the engine's histogram has no percentiles fine enough; none is made up
+    assert m["client"]["itl_ms"] < 0.01 and m["client"]["ttft_ms"] == pytest.approx(600)  # what was delivered
+    calm = settle_headline({"itl_ms": 2.0, "delivery": {"bursty": False}}, batch=1, input_len=8, output_len=8)
+    assert calm == {"itl_ms": 2.0, "delivery": {"bursty": False}, "headline": "client"}
+
+
+def test_a_bursty_run_without_the_engines_timing_fails():
+    from moetrace.errors import BenchmarkFailure
+    from moetrace.measure.metrics import settle_headline
+    with pytest.raises(BenchmarkFailure, match="arrived in bursts .* no timing of its own \\(no /metrics page\\)"):
+        settle_headline(_bursty_run(server_timing={"available": False, "reason": "no /metrics page"}), batch=1,
+                        input_len=8, output_len=8)
+
+
+def test_aggregate_says_where_each_runs_headline_came_from():
+    from moetrace.measure.metrics import aggregate_runs, settle_headline
+    engine = settle_headline(_bursty_run(server_ttft_ms=130.0, server_itl_ms=2.0), batch=1, input_len=8, output_len=8)
+    client = {"ttft_ms": 120.0, "itl_ms": 2.2, "itl_p50_ms": 2.1, "latency_s": 0.2, "headline": "client"}
+    agg = aggregate_runs([engine, client])
+    assert agg["headline"] == "engine" and agg["headline_runs"] == {"engine": 1, "client": 1}
+    assert agg["itl_ms"] == pytest.approx(2.1) and agg["itl_p50_ms"] == 2.1 and agg["client"]["itl_ms"] < 0.01

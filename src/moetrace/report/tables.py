@@ -103,11 +103,17 @@ def burst_notes(entries: Iterable[dict[str, Any]]) -> str:
         if not _bursty(e):
             continue
         d = e["delivery"]
-        server = f"; the server's own mean ITL: {e['server_itl_ms']:.2f} ms" if e.get("server_itl_ms") else ""
-        lines.append(f"{BURST_MARK} {e['model']} {e['config']}: the stream arrived in bursts "
-                     f"({100 * d['burst_share']:.0f}% of token gaps under 50 µs, longest stall "
-                     f"{d['longest_stall_ms']:.0f} ms = {d['stall_ratio']:.0f}× the median gap), so its ITL "
-                     f"describes delivery, not generation{server}.")
+        burst = (f"{BURST_MARK} {e['model']} {e['config']}: the stream arrived in bursts "
+                 f"({100 * d['burst_share']:.0f}% of token gaps under 50 µs, longest stall "
+                 f"{d['longest_stall_ms']:.0f} ms = {d['stall_ratio']:.0f}× the median gap)")
+        client = e.get("client") or {}
+        if e.get("headline") == "engine":
+            seen = f" (the client saw ITL {client['itl_ms']:.3f} ms)" if isinstance(client.get("itl_ms"), (int, float)) else ""
+            lines.append(f"{burst}, so TTFT, ITL and the throughputs are the engine's own timing from its /metrics"
+                         f"{seen}.")
+        else:  # records from before the headline was settled: the client's delivery figures
+            server = f"; the server's own mean ITL: {e['server_itl_ms']:.2f} ms" if e.get("server_itl_ms") else ""
+            lines.append(f"{burst}, so its ITL describes delivery, not generation{server}.")
     return "\n\n".join(lines)
 
 

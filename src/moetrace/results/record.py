@@ -461,7 +461,7 @@ def _r2(x: Any) -> Any:
 
 _EXTRA_METRICS = ("ttft_ms", "itl_p50_ms", "itl_p90_ms", "itl_p99_ms", "output_tokens", "repeat",
                   "latency_s_min", "latency_s_max", "itl_floor_ms", "ttft_floor_ms",
-                  "itl_efficiency", "ttft_efficiency", "server_itl_ms", "server_ttft_ms")
+                  "itl_efficiency", "ttft_efficiency", "server_itl_ms", "server_ttft_ms", "headline", "client")
 
 
 def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
