@@ -208,7 +208,7 @@ def _terminate(signum, frame) -> None:
 def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
     from .engines.base import Engine, LaunchSpec
     from .engines.registry import get_engine
-    from .runner import launch_count, launch_options
+    from .attempt import launch_count, launch_options
     engine = get_engine(opts.engine)
     click.echo(f"# dry run: {len(jobs)} config(s), engine {opts.engine}, results in {store.root}")
     # planned for a GPU type: print what the GPU node will run, even from a host without one

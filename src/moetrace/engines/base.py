@@ -150,6 +150,12 @@ class Engine(ABC):
         recorder, which the record says with ``expert_load_absent``."""
         return None
 
+    @classmethod
+    def expert_counts(cls, path: Path) -> Any:
+        """The counts in a file ``capture_expert_load`` returned: tokens per (forward pass, layer,
+        logical expert), an array of shape [passes, layers, experts] (measure/expert_load.py)."""
+        raise NotImplementedError(f"{cls.label} writes no expert-load files moetrace reads")
+
     def read_metrics(self, http: httpx.Client, base_url: str) -> str | None:
         """The server's Prometheus metrics page, or None when it has none."""
         if not self.itl_metrics and not self.ttft_metrics:

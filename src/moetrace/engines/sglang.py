@@ -221,6 +221,12 @@ class SGLang(Engine):
                                    f"expert_distribution_recorder_*.pt into {out_dir} within 60 s")
             time.sleep(0.5)
 
+    @classmethod
+    def expert_counts(cls, path: Path) -> Any:
+        """``logical_count`` of the recorder's dump, read without torch."""
+        from ..measure.expert_load import read_torch_save
+        return read_torch_save(path.read_bytes())["logical_count"].array
+
     def generate(self, prompts: list[list[int]], max_tokens: int):
         # stream_interval 1: one chunk per decode step whatever the server's --stream-interval (a per-request
         # sampling parameter in SGLang 0.5.23, sampling_params.py; the server's default applies when absent)
