@@ -134,6 +134,10 @@ class Engine(ABC):
     def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
         """Run profiled traffic and return {'extend': [files], 'decode': [files]}, rank 0 first."""
 
+    # ---- failure classification (results/classify.py): (error class, regex) its server log says
+    log_rules: ClassVar[tuple[tuple[str, str], ...]] = ()  # tried after the generic out-of-memory rule
+    weak_log_rules: ClassVar[tuple[tuple[str, str], ...]] = ()  # tried last: decisive when nothing else is
+
     # ---- expert load (--expert-load; measure/expert_load.py reads what comes back)
     expert_load_absent: ClassVar[str] = "this engine exposes no per-expert token counts to moetrace"
     """Why the engine records no expert load, said in the record when --expert-load is asked for."""

@@ -102,6 +102,17 @@ class SGLang(Engine):
     label = "SGLang"
     python_module = "sglang"
     default_for = ("cuda",)
+    log_rules = (
+        ("OOM", r"Not enough memory\. Please try to increase --mem-fraction-static"),
+        # the KV-pool allocator and retraction (mem_cache/allocation.py, managers/schedule_batch.py), and a
+        # scheduler killed while loading: -9 is SIGKILL, the OS OOM killer (entrypoints/engine.py)
+        ("OOM", r"(?:Prefill|Decode) out of memory\. Try to lower|Out of memory\. Try to lower"
+                r"|Out of memory even after retracting"),
+        ("OOM", r"scheduler died during initialization \(exit code: -9\)"),
+    )
+    # retracting requests for KV room: a warning it survives, so weaker evidence than a crash; decisive
+    # when nothing else is (a timeout while it kept retracting)
+    weak_log_rules = (("OOM", r"KV cache pool is full"),)
     planner_memory = "static"  # --mem-fraction-static of the memory after the CUDA context
     planner_load_extras = True  # absorbed MLA copies (w_kc, w_vc) built at load time
     moe_backends = SGLANG_MOE_BACKENDS
