@@ -6,6 +6,8 @@ missing engine) prints one line naming the problem and exits 2.
 
 from __future__ import annotations
 
+import dataclasses
+
 import shlex
 import signal
 import subprocess
@@ -20,7 +22,6 @@ from .cli_common import BadInput, bad_input, results_option
 from .engines.registry import default_engine, engine_classes
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
-from .results.record import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
 from .results.store import DEFAULT_DIR, ResultsStore, check_writable
 from .report.data import METRIC, Row, load
 from .options import RUN_OPTIONS as OPTION_SPECS, SHOW_COLUMNS, OptionSpec, RunOptions, from_cli as options_from_cli
@@ -46,6 +47,12 @@ def _click_option(spec: OptionSpec) -> Callable:
 
 
 RUN_OPTIONS: list[Callable] = [results_option, *(_click_option(spec) for spec in OPTION_SPECS)]
+
+
+def _run_option(flag: str, **changes: Any) -> Callable:
+    """A run option of the table, for another command, with what differs there."""
+    spec = next(s for s in OPTION_SPECS if s.flags[0] == flag)
+    return _click_option(dataclasses.replace(spec, **changes))
 
 
 # where the configs run (executors/): local, or one Slurm job per config
@@ -327,16 +334,16 @@ def _gpu_arg(gpu: str | None, custom: str | None):
 
 @main.command()
 @click.argument("models", nargs=-1)
-@click.option("--gpu", default=None, help="h100, h200, b200 or custom [default: this machine's, else h200]")
+@_run_option("--gpu", help="h100, h200, b200 or custom [default: this machine's, else h200]")
 @click.option("--custom-gpu", default=None, help="MEM_GIB,HBM_TBPS,BF16_TFLOPS[,FP8_TFLOPS] for --gpu custom")
 @click.option("--gpus-per-node", type=int, default=8, show_default=True)
-@click.option("--mem-fraction", type=float, default=None, help="engine memory fraction [default: the engine's]")
-@click.option("--engine", type=click.Choice([n for n, c in engine_classes().items() if c.planner_memory]),
-              default=default_engine("cuda"), show_default=True)
-@click.option("--config", "-c", "config_names", multiple=True, help="plan only these configs")
-@click.option("--batch-size", "-b", type=int, default=1, show_default=True)
-@click.option("--input-len", type=int, default=DEFAULT_INPUT_LEN, show_default=True)
-@click.option("--output-len", type=int, default=DEFAULT_OUTPUT_LEN, show_default=True)
+@_run_option("--mem-fraction", help="engine memory fraction [default: the engine's]")
+@_run_option("--engine", type=tuple(n for n, c in engine_classes().items() if c.planner_memory),
+             default=default_engine("cuda"), show_default=True, help="")
+@_run_option("--config", help="plan only these configs")
+@_run_option("--batch-size", param="batch_size", multiple=False, default=1, show_default=True, help="")
+@_run_option("--input-len")
+@_run_option("--output-len")
 @click.option("--detail", is_flag=True, help="also the weights per part of the model")
 @click.option("--check", is_flag=True, help="the planner's accuracy over all recorded outcomes")
 @results_option
