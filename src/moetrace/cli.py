@@ -154,7 +154,12 @@ def _targets(models: Sequence[str], config_names: Sequence[str], opts: RunOption
         else:
             configs = parse_matrix(matrix if matrix is not None else preset.matrix)
         validate(configs, backends=engine.moe_backends, engine=opts.engine, quantizations=engine.quantizations)
-        out.append((preset, configs))
+        if kw["weights"] != "checkpoint" or kw["layers"] or kw["one_rank"]:
+            from .variants import variant_targets
+            out += variant_targets(preset, configs, weights=kw["weights"], layers=kw["layers"],
+                                   one_rank=kw["one_rank"], engine=opts.engine, cache=Path(".cache/variants"))
+        else:
+            out.append((preset, configs))
     if opts.base_url:
         _one_external_config(out, config_names)
     return out

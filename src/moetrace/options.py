@@ -60,6 +60,7 @@ class RunOptions:
     skip_predicted: bool = True
     mem_fraction: float | None = None
     grace_s: float = 20.0
+    routing: str = "model"  # model: the model's router; balanced: the engine's uniform routing simulator
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -211,7 +212,7 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--repeat", "-n"), "repeat", type=int, show_default=True, help="measured runs per batch size"),
     S(("--launches",), "launches", type=int, show_default=True, parse=_launches,
       help="launch the engine this many times per config and measure each (--repeat runs): one launch's "
-           "figure moved 20%% between launches on H200 (README); the traces are of the last launch"),
+           "figure moved 20%% between launches on H200 (docs/runs.md); the traces are of the last launch"),
     S(("--seed",), "seed", type=int, show_default=True, help="seed of the random prompts"),
     S(("--no-warmup",), "warmup", is_flag=True, negates=True),
     S(("--launch-timeout",), "launch_timeout_s", type=float, show_default=True, help="seconds"),
@@ -247,6 +248,19 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--only-failed",), None, is_flag=True, help="resume: run only configs that failed"),
     S(("--tiny",), None, is_flag=True, help="use tiny random-weight variants of the models (CPU engine)"),
     S(("--tiny-dir",), None, default=".cache/tiny", show_default=True),
+    S(("--weights",), None, type=("checkpoint", "dummy"), default="checkpoint", show_default=True,
+      help="dummy: no weight files; moetrace writes the model's directory (real config, a tokenizer of its "
+           "vocabulary) and the engine fills the weights itself (--load-format dummy); records say so"),
+    S(("--layers",), None, type=int, help="decoder layers to run (leading dense layers kept) [default: all]; "
+      "with --weights dummy or a tiny model"),
+    S(("--routing",), "routing", type=("model", "balanced"), show_default=True,
+      help="balanced: the engine's benchmark-only uniform expert assignment (vLLM "
+           "VLLM_MOE_ROUTING_SIMULATION_STRATEGY=uniform_random, SGLang SGLANG_SIMULATE_UNIFORM_EXPERTS=1) "
+           "instead of the router: dummy weights' random routers collapse onto a few experts"),
+    S(("--one-rank",), None, is_flag=True,
+      help="run one rank of each config on one GPU: its per-GPU shapes (heads, experts and widths / TP and EP, "
+           "by the engine's rules) at TP1; the record names the config it stands for and what it leaves out "
+           "(collectives, EP imbalance)"),
     S(("--dry-run",), None, is_flag=True, help="print the plan and the exact engine commands; launch nothing"),
     S(("--show",), None, param="extra_columns", multiple=True, type=SHOW_COLUMNS,
       help="extra table columns (floor: ITL floor, kernels above it, idle, host/other, ms; load: busiest "

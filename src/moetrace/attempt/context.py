@@ -74,6 +74,8 @@ class Attempt:
             attempt_dir=ctx.rel(ctx.adir), phases=ctx.phases,
             engine={"name": engine.name, "external": bool(opts.base_url), "launched_by_moetrace": not opts.base_url,
                     "model_path": ctx.model_path, "device": ctx.device})
+        if preset.facts.get("variant"):  # dummy weights, a cut depth, one rank (variants.py): what it stands for
+            ctx.base.model_detail = preset.facts["variant"]
         if plan is not None:
             ctx.base.plan = plan
         return ctx

@@ -97,7 +97,8 @@ def start_engine(ctx: Attempt, opts: RunOptions, launch: Launch, what: str = "")
         spec = LaunchSpec.from_options(preset, config, opts, port=port, device=ctx.device,
                                        profile_dir=ctx.adir / "profiler_raw")
         cmd = engine.command(spec)
-        extra_env = {**engine.environment(spec), **dict(opts.engine_env)}
+        routing = engine.balanced_routing_env if opts.routing == "balanced" else {}
+        extra_env = {**engine.environment(spec), **routing, **dict(opts.engine_env)}
         launch.info.command = cmd
         launch.info.env = extra_env
         launch.server = ServerProcess(cmd, log_path=launch.log_path, env=dict(os.environ, **extra_env), port=port,

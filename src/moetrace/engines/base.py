@@ -109,6 +109,10 @@ class Engine(ABC):
     metrics_path: ClassVar[str] = "/metrics"
     itl_metrics: ClassVar[tuple[str, ...]] = ()
     ttft_metrics: ClassVar[tuple[str, ...]] = ()
+    # flags that make the engine fill the weights itself (random, no checkpoint read): --weights dummy
+    dummy_load_args: ClassVar[tuple[str, ...]] = ()
+    # environment of the engine's uniform routing simulator (--routing balanced); empty: it has none
+    balanced_routing_env: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def command(self, spec: LaunchSpec) -> list[str]:

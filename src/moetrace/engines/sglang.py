@@ -118,6 +118,8 @@ class SGLang(Engine):
     moe_backends = SGLANG_MOE_BACKENDS
     quantizations = SGLANG_QUANTIZATIONS
     ready_path = "/health_generate"
+    balanced_routing_env = {"SGLANG_SIMULATE_UNIFORM_EXPERTS": "1"}  # SGLang 0.5.17 srt/environ.py, layers/moe/topk.py
+    dummy_load_args = ("--load-format", "dummy")  # SGLang 0.5.17 `--load-format dummy` (LoadFormat.DUMMY)
     mem_fraction_flags = ("--mem-fraction-static",)
     itl_metrics = ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds")  # --enable-metrics
     ttft_metrics = ("sglang:time_to_first_token_seconds",)

@@ -97,6 +97,8 @@ class VLLM(Engine):
     planner_ep_is_tp = True  # --enable-expert-parallel: EP over the whole TP group
     moe_backends = VLLM_MOE_BACKENDS
     ready_path = "/health"
+    balanced_routing_env = {"VLLM_MOE_ROUTING_SIMULATION_STRATEGY": "uniform_random"}  # vLLM 0.25.0 envs.py, fused_moe/router/routing_simulator_router.py
+    dummy_load_args = ("--load-format", "dummy")  # vLLM 0.25.0 and 0.32 `--load-format dummy`: random weights, no checkpoint read
     mem_fraction_flags = ("--gpu-memory-utilization", "--device-memory-utilization")  # vLLM 0.32 arg_utils.py
     itl_metrics = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
     ttft_metrics = ("vllm:time_to_first_token_seconds",)

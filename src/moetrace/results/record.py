@@ -370,6 +370,7 @@ class Record(_Part):
     attempt_dir: str | None = ABSENT
     phases: dict[str, float] | None = ABSENT
     engine: EngineInfo | None = ABSENT
+    model_detail: dict[str, Any] | None = ABSENT  # a variant of the model (variants.py): what it stands for
     plan: dict[str, Any] | None = ABSENT
     key: str | None = ABSENT
     status: str | None = ABSENT

@@ -1,0 +1,187 @@
+"""GPU run 4: one rank of each spec config at full depth on one GPU, with the engines' dummy loaders.
+
+A detached queue on the node, started by one device call and polled by the next ones (the node keeps
+/tmp while held, and a call may last 10 minutes at most):
+
+    python3 benchmarks/gpu/ranks.py start --parts PART...     # install, then start the queue (detached)
+    python3 benchmarks/gpu/ranks.py poll --wait 540 --parts PART...   # install more, wait, pack what is new
+
+Each queue entry is one real ``moetrace run MODEL -c CONFIG --weights dummy --one-rank`` (moetrace writes
+the weightless rank-shaped model itself), run back to back on GPU 0, each engine into its own results
+directory, with ``nvidia-smi`` sampling the GPU beside it (``telemetry-<tag>.csv``). An entry whose engine
+is not installed yet is passed over and taken up once it is (the SGLang parts arrive with the polls).
+``poll`` packs every file written since the last pack into ``$OUT/<name>.tar.gz.NN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep import BASE, ENGINES, NODE_ENV, OUT, REPO, _alive, log, moetrace_site, node_facts  # noqa: E402
+
+RUN = BASE / "ranks"
+V, S = "vllm-0_25_0", "sglang-0_5_17"
+TELEMETRY = ("timestamp,index,clocks.sm,clocks.mem,power.draw,temperature.gpu,memory.used,utilization.gpu,"
+             "clocks_throttle_reasons.active")
+COMMON = ("--max-model-len", "8192", "--repeat", "3", "--profile-steps", "5", "--request-timeout", "150",
+          "--profile-timeout", "150", "--launch-timeout", "900")
+BALANCED = ("--routing", "balanced")  # dummy weights' routers collapse onto a few experts; the engines' simulator
+VLLM = ("--engine-arg=--max-num-seqs=1", "--engine-env", "VLLM_DEEP_GEMM_WARMUP=skip", *BALANCED)
+SGL = (*BALANCED, "--engine-arg=--attention-backend=triton", "--engine-arg=--sampling-backend=pytorch",
+       "--engine-arg=--cuda-graph-max-bs=2", "--engine-arg=--max-running-requests=2")
+OOM = ("--no-skip-predicted", "--no-profile", "--repeat", "1")
+
+
+@dataclass(frozen=True)
+class Entry:
+    engine: str  # bundle
+    model: str
+    config: str
+    args: tuple[str, ...] = ()
+    tag: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine.split('-')[0]}-{self.model}-{self.config}{'-' + self.tag if self.tag else ''}"
+
+
+# In order of what matters most: every preset's TP8_EP2 rank on vLLM, the spec's expected OOMs as real
+# engine OOMs, SGLang on two presets, then depth scaling of one rank.
+QUEUE = [
+    *(Entry(V, m, "TP8_EP2_auto", VLLM) for m in ("Qwen3-235B", "DeepSeek-V3.1", "MiniMax-M2", "Kimi-K2-Thinking",
+                                                    "GLM-4.6", "Qwen3-Coder-480B")),
+    Entry(S, "Qwen3-235B", "TP8_EP2_auto", SGL),
+    *(Entry(V, m, c, VLLM + OOM, "oom") for m, c in (("DeepSeek-V3.1", "TP4_auto"), ("Qwen3-Coder-480B", "TP4_auto"),
+                                                      ("MiniMax-M2", "TP1_auto"), ("Kimi-K2-Thinking", "TP1_auto"))),
+    Entry(S, "MiniMax-M2", "TP8_EP2_auto", SGL),
+    *(Entry(V, "Qwen3-235B", "TP8_EP2_auto", VLLM + ("--layers", str(n)), f"L{n}") for n in (24, 48)),
+    Entry(V, "Qwen3-235B", "TP8_EP2_auto", VLLM + ("--routing", "model"), "router"),  # the last --routing wins
+]
+
+
+def install(parts: list[Path]) -> None:
+    """Install the parts this call carries; a bundle whose every payload is in gets ``.complete``."""
+    if not parts:
+        return
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu/engines/install.py"), *map(str, parts),
+                        "--root", str(ENGINES)], capture_output=True, text=True)
+    print(r.stdout[-2000:], r.stderr[-2000:], flush=True)
+    for line in r.stdout.splitlines():
+        if " complete: " in line:  # install.py's last lines: "install: <bundle> complete: <python>"
+            (Path(line.split(" complete: ")[1]).parents[1] / ".complete").touch()
+
+
+def ready(bundle: str) -> bool:
+    return (ENGINES / bundle / ".complete").exists()
+
+
+def gpu_kind() -> str:
+    """h200 or h100, from the card's name: the planner's GPU, so an entry it says cannot fit this card is
+    recorded as predicted without a launch (the H200-only ranks on an H100)."""
+    name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                          capture_output=True, text=True).stdout
+    return "h200" if "H200" in name else "h100"
+
+
+def run_entry(e: Entry) -> int:
+    py = ENGINES / e.engine / "bin" / "python"
+    sub = e.tag if e.tag in ("oom", "router") else ""  # own directories: the same keys as the main entries
+    results = RUN / f"results-{e.engine.split('-')[0]}" / sub
+    cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'moetrace'; from moetrace.cli import main; main()",
+           "run", e.model, "-c", e.config, "--weights", "dummy", "--one-rank", "--engine", e.engine.split("-")[0],
+           "--device", "cuda", "--gpu", gpu_kind(), "--engine-python", str(py), "--results", str(results), *COMMON,
+           *e.args]
+    env = dict(os.environ, **NODE_ENV, CUDA_VISIBLE_DEVICES="0",
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(moetrace_site())]))
+    t = time.monotonic()
+    with open(RUN / f"moetrace-{e.name}.txt", "w") as out, open(RUN / f"telemetry-{e.name}.csv", "w") as tel:
+        out.write("$ moetrace " + " ".join(cmd[3:]) + "\n# CUDA_VISIBLE_DEVICES=0\n")
+        out.flush()
+        smi = subprocess.Popen(["nvidia-smi", f"--query-gpu={TELEMETRY}", "--format=csv,noheader,nounits",
+                                "-i", "0", "-lms", "500"], stdout=tel, stderr=subprocess.DEVNULL)
+        try:
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(RUN)).returncode
+        finally:
+            smi.terminate()
+            smi.wait(10)
+    log(f"{e.name}: exit {rc} in {time.monotonic() - t:.0f} s")
+    return rc
+
+
+def queue() -> None:
+    done = RUN / "done.jsonl"
+    todo = list(QUEUE)
+    while todo:
+        startable = [e for e in todo if ready(e.engine)]
+        if not startable:
+            time.sleep(5)
+            continue
+        e = startable[0]
+        todo.remove(e)
+        t = time.time()
+        rc = run_entry(e)
+        with open(done, "a") as f:
+            f.write(json.dumps({"entry": e.name, "exit": rc, "start": t, "seconds": round(time.time() - t, 1)}) + "\n")
+    log("queue finished")
+
+
+def pack(name: str) -> None:
+    """Every file under RUN (and the node's facts) written since the last pack, in pieces of 15 MiB."""
+    stamp = RUN / ".packed"
+    since = stamp.stat().st_mtime if stamp.exists() else 0.0
+    now = time.time()
+    files = [p for p in sorted(RUN.rglob("*")) if p.is_file() and p.stat().st_mtime >= since and p != stamp
+             and p.name != "tokenizer.json"]  # moetrace's own tokenizer: made again from the config
+    files += [p for p in (BASE / "node-facts.txt",) if p.exists() and since == 0.0]
+    tmp = Path("/tmp") / f"{name}.tar.gz"
+    with tarfile.open(tmp, "w:gz") as t:
+        for p in files:
+            t.add(p, arcname=str(p.relative_to(BASE)))
+    stamp.touch()
+    os.utime(stamp, (now, now))
+    OUT.mkdir(parents=True, exist_ok=True)
+    data = tmp.read_bytes()
+    chunk = 15 * 2**20
+    for i in range(0, max(1, len(data)), chunk):
+        (OUT / f"{name}.tar.gz.{i // chunk:02d}").write_bytes(data[i:i + chunk])
+    log(f"packed {len(files)} files, {len(data) / 2**20:.1f} MiB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("start", "poll", "queue"))
+    ap.add_argument("--parts", nargs="*", type=Path, default=[])
+    ap.add_argument("--wait", type=float, default=0, help="poll: seconds to wait for the queue before packing")
+    ap.add_argument("--name", default="", help="poll: the pack's name")
+    a = ap.parse_args()
+    RUN.mkdir(parents=True, exist_ok=True)
+    if a.what == "queue":
+        return queue()
+    node_facts()
+    install(a.parts)
+    pid = RUN / "queue.pid"
+    if a.what == "start" and not (pid.exists() and _alive(pid.read_text().strip())):
+        with open(RUN / "queue.log", "a") as f:
+            p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "queue"], stdout=f,
+                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=str(REPO))
+        pid.write_text(str(p.pid))
+        log(f"queue started (pid {p.pid})")
+    t = time.monotonic()
+    while time.monotonic() - t < a.wait and pid.exists() and _alive(pid.read_text().strip()):
+        time.sleep(5)
+    subprocess.run(["nvidia-smi", "--query-gpu=index,memory.used,utilization.gpu", "--format=csv"])
+    print((RUN / "queue.log").read_text()[-3000:] if (RUN / "queue.log").exists() else "", flush=True)
+    pack(a.name or f"{a.what}-{time.strftime('%H%M%S')}")
+
+
+if __name__ == "__main__":
+    main()
