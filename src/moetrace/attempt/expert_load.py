@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 
 from ..errors import MoetraceError
-from ..measure.expert_load import check_planted, summarize
 from ..options import RunOptions
 from ..results.classify import classify
 from ..results.record import EngineInfo
@@ -43,6 +42,7 @@ def expert_load(ctx: Attempt, session: Session, *, own_launch: bool) -> dict[str
     out: dict[str, Any] = {"available": True, "source": engine.expert_load_source, "file": ctx.rel(files[-1]),
                            "recorder_in_measured_launch": not own_launch,
                            "batch_size": bs, "input_len": opts.input_len, "output_len": opts.output_len, "seed": seed}
+    from ..measure.expert_load import check_planted, summarize  # numpy, only when there are counts
     try:
         top_k = int(ctx.preset.hf_config.get("num_experts_per_tok") or 0)
         out.update(summarize(engine.expert_counts(files[-1]), top_k=top_k, batch_size=bs, ep_size=ctx.config.ep,
