@@ -51,7 +51,7 @@ def test_floors_and_efficiency_reach_records_and_tables(tmp_path):
 def test_no_server_at_the_base_url_is_a_launch_error(tmp_path):
     cp = moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", "http://127.0.0.1:9",
                   "--no-profile", "-r", str(tmp_path))
-    assert cp.returncode == 0, cp.stderr
+    assert cp.returncode == 3, cp.stderr  # the config failed and was recorded (cli.py's exit codes)
     f = json.loads((tmp_path / "failure_results.json").read_text())["Qwen3-235B::TP8_EP2_auto"]
     assert f["error_type"] == "LaunchError" and "no ready server at http://127.0.0.1:9" in f["error_message"]
 
@@ -107,7 +107,7 @@ def test_each_attempt_sends_its_own_prompts_and_a_cache_hit_is_a_failure(tmp_pat
     assert recs[0]["workload"]["prompt_nonce"] != recs[1]["workload"]["prompt_nonce"]
     assert all(r["runs"][0]["metrics"]["cached_prompt_tokens"] == 0 for r in recs)
     with ReplayServer(Reply((STREAMS / "vllm_cpu_cached_again.sse").read_bytes())) as srv:
-        moetrace(*args, "--base-url", srv.url, check=True)
+        assert moetrace(*args, "--base-url", srv.url).returncode == 3  # failed, recorded
     f = json.loads((tmp_path / "failure_results.json").read_text())["Qwen3-235B::TP8_EP2_auto::bs1_in512_out16"]
     assert f["error_type"] == "BenchmarkFailure" and "384 prompt tokens were served from the engine's prefix cache" \
         in f["error_message"]

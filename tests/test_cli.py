@@ -187,3 +187,25 @@ def test_launches_in_the_dry_run_and_at_least_one(tmp_path):
     assert "--tp 8" in cp.stdout.split("measured 3 times")[1]
     cp = moetrace("run", "Qwen3-235B", "-r", str(tmp_path), "--dry-run", "--launches", "0")
     assert "--launches 0: at least one launch" in _err(cp)
+
+
+def test_exit_code_3_when_a_config_failed_through_a_per_model_script(tmp_path):
+    """cli.py's convention: 3 when an attempted config failed (recorded), for the scripts as for `run`
+    (tests/test_base_url.py: `run` against a closed port)."""
+    from tests.conftest import run_script
+    cp = run_script("Qwen3-235B", [(8, 2, [(None, "auto", None, None)])], "--engine", "vllm", "--base-url",
+                    "http://127.0.0.1:9", "-c", "TP8_EP2_auto", "--no-profile", "-r", str(tmp_path), timeout=300)
+    assert cp.returncode == 3, cp.stderr
+    f = json.loads((tmp_path / "failure_results.json").read_text())["Qwen3-235B::TP8_EP2_auto"]
+    assert f["error_type"] == "LaunchError"
+
+
+def test_which_failures_count_for_the_exit_code():
+    from moetrace.results.record import Record
+    from moetrace.sweep import job_failed
+    ok, bad = Record.of({"status": "success"}), Record.of({"status": "failure", "error": {"type": "OOM"}})
+    predicted = Record.of({"status": "failure", "error": {"type": "OOM", "predicted": True}})
+    rescued = Record.of({"status": "success", "role": "fallback"})
+    assert not job_failed([ok]) and job_failed([bad]) and job_failed([ok, bad])
+    assert not job_failed([predicted])          # the planner's prediction, not launched (--skip-predicted)
+    assert not job_failed([bad, rescued])       # the fallback got the numbers

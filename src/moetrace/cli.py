@@ -2,6 +2,13 @@
 
 Bad input (unknown model, malformed config, unwritable results directory,
 missing engine) prints one line naming the problem and exits 2.
+
+Exit codes of ``run``, ``sweep`` and the per-model scripts (docs/fidelity.md):
+0 every config succeeded (a failed primary whose fallback succeeded included), or was recorded as
+predicted by the planner not to fit and not launched (``--skip-predicted``: that outcome is the
+prediction, not a failure of the run); 3 some config that was attempted failed (each is recorded, and
+the sweep went on; sweep.job_failed); 2 bad input; 130 interrupted.
+``compare`` exits 1 when something regressed.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import click
 from . import __version__
 from .cli_common import BadInput, bad_input, results_option
 from .engines.registry import default_engine, engine_classes
+from .errors import EXIT_CONFIGS_FAILED
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
 from .results.store import DEFAULT_DIR, ResultsStore, check_writable
@@ -210,7 +218,8 @@ def _execute(models: Sequence[str], kw: dict[str, Any], matrix: Sequence[Any] | 
         click.echo("moetrace: interrupted; the running config was recorded as Interrupted and its server stopped",
                    err=True)
         sys.exit(130)
-    del outcome
+    if outcome.failed_jobs:
+        sys.exit(EXIT_CONFIGS_FAILED)
 
 
 def _terminate(signum, frame) -> None:
@@ -369,6 +378,34 @@ def plan(models, gpu, custom_gpu, gpus_per_node, mem_fraction, engine, config_na
                               mem_fraction=mem_fraction, engine=engine, gpus_per_node=gpus_per_node)
                   for c in configs]
     click.echo(format_plan_table(plans, detail=detail))
+
+
+# ---------------------------------------------------------------- predict
+@main.command()
+@click.argument("model")
+@_run_option("--config", help="predict only these configs [default: the matrix]")
+@click.option("--gpu", type=click.Choice(["h100", "h200", "b200"]), default="h200", show_default=True,
+              help="b200: no shipped record; scaled from H200 by the GPU rule")
+@click.option("--engine", type=click.Choice(["sglang", "vllm"]), default="sglang", show_default=True)  # the evidence's
+@_run_option("--input-len")
+@_run_option("--output-len")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object (ttft_ms, itl_ms, latency_s and the parts)")
+@click.option("--evidence", "evidence_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="an evidence file of benchmarks/predict_evidence.py [default: the one that ships]")
+@bad_input
+def predict(model, config_names, gpu, engine, input_len, output_len, as_json, evidence_file) -> None:
+    """Batch-1 TTFT, ITL and latency of each config from shipped one-GPU measurements (docs/predict.md)."""
+    from .plan.predict import predict as predict_config
+    from .plan.predict_evidence import load_evidence
+    from .plan.predict_text import format_predictions, predictions_json
+    if input_len < 1 or output_len < 1:
+        raise BadInput("--input-len and --output-len must be positive")
+    preset = get_preset(model)
+    configs = [parse_config_name(n) for n in config_names] if config_names else parse_matrix(preset.matrix)
+    ev = load_evidence(evidence_file) if evidence_file else None
+    preds = [predict_config(preset, c, gpu=gpu, engine=engine, input_len=input_len, output_len=output_len,
+                            evidence=ev) for c in configs]
+    click.echo(predictions_json(preds) if as_json else format_predictions(preds))
 
 
 # ---------------------------------------------------------------- tiny

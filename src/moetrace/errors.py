@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: ``moetrace run``'s exit code when an attempted config failed and was recorded (cli.py's docstring);
+#: a Slurm node (executors/slurm/node.py) takes it as a run that did its job
+EXIT_CONFIGS_FAILED = 3
+
 
 class MoetraceError(Exception):
     """Base class. ``log_path`` names the file a user should read."""

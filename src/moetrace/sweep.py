@@ -19,7 +19,8 @@ from .results.record import Record, failure_entry, result_key, success_entry
 from .results.store import ResultsStore
 from .attempt import Progress, RunOptions, workload_suffix
 
-__all__ = ["Job", "Executor", "LocalExecutor", "plan_jobs", "run_sweep", "plan_for", "engine_mem_fraction", "run_job"]
+__all__ = ["Job", "Executor", "LocalExecutor", "plan_jobs", "run_sweep", "job_failed", "plan_for",
+           "engine_mem_fraction", "run_job"]
 
 
 @dataclass
@@ -65,6 +66,17 @@ class SweepOutcome:
     def failed(self) -> int:
         return sum(1 for r in self.records if r.status == "failure")
 
+    failed_jobs: int = 0  # jobs with a failure that counts (job_failed); the exit code's (cli.py)
+
+
+def job_failed(recs: list[Record]) -> bool:
+    """Whether a job's records hold a failure that counts for the exit code: an attempted config that
+    failed, unless its fallback then succeeded (the CONFIGS line got its numbers). A config the planner
+    predicted would not fit, recorded without a launch (``--skip-predicted``), went as predicted."""
+    if any(r.status == "success" and r.role == "fallback" for r in recs):
+        return False
+    return any(r.status == "failure" and not r.was_predicted for r in recs)
+
 
 def print_record(rec: Record, store: ResultsStore, out=sys.stdout, extra: tuple[str, ...] = ()) -> None:
     if rec.ok:
@@ -84,6 +96,7 @@ def run_sweep(jobs: list[Job], opts: RunOptions, store: ResultsStore, *, executo
 
     def on_done(job: Job, recs: list[dict[str, Any]]) -> None:
         outcome.records.extend(recs)
+        outcome.failed_jobs += job_failed([Record.of(r) for r in recs])
         for r in recs:
             print_record(r, store, out, extra=extra_columns)
 

@@ -40,6 +40,8 @@ def test_two_launches_make_one_record_with_each_launchs_runs(tiny_dir, tmp_path)
         per = m[f"{key}_by_launch"]
         assert len(per) == 2 and all(v > 0 for v in per)
         assert m[f"{key}_min"] <= min(per) <= max(per) <= m[f"{key}_max"]
+    # the intervals are over the two launch means (measure/metrics.py launch_intervals), not over the runs
+    assert m["ci_method"] == "t_launch_means" and m["itl_ms_ci95"][0] <= m["itl_ms_ci95"][1]
     # two servers, two logs; the record's log, stop and traces are the last launch's
     adir = store.root / r["attempt_dir"]
     assert (adir / "server-launch1.log").is_file() and r["log_path"] == f"{r['attempt_dir']}/server.log"

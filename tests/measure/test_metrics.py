@@ -51,8 +51,12 @@ def test_percentile_matches_numpy_linear():
 def test_repeats_are_medians_with_spread():
     runs = [{"latency_s": x, "itl_ms": y} for x, y in ((1.0, 5.0), (3.0, 7.0), (2.0, 6.0))]
     agg = aggregate_runs(runs)
+    intervals = {k: agg.pop(k) for k in list(agg) if k.endswith("_ci95") or k.startswith("ci_")}
     assert agg == {"repeat": 3, "latency_s": 2.0, "latency_s_min": 1.0, "latency_s_max": 3.0,
                    "itl_ms": 6.0, "itl_ms_min": 5.0, "itl_ms_max": 7.0}
+    # three runs of one launch: the bootstrap of the median spans the runs' range (stats.bootstrap_interval)
+    assert intervals["latency_s_ci95"] == [1.0, 3.0] and intervals["itl_ms_ci95"] == [5.0, 7.0]
+    assert intervals["ci_method"] == "bootstrap_runs" and "launch-to-launch spread is not in it" in intervals["ci_note"]
 
 
 def test_prompts_are_seeded_and_in_range():
@@ -89,7 +93,33 @@ def test_by_launch_gives_each_launchs_median_in_launch_order():
     runs = [{"itl_ms": 1.4, "ttft_ms": 24.0, "latency_s": 0.8}, {"itl_ms": 1.5, "ttft_ms": 23.0, "latency_s": 0.9},
             {"itl_ms": 1.2, "ttft_ms": 22.0, "latency_s": 0.7}, {"itl_ms": 1.3, "ttft_ms": 22.5, "latency_s": 0.6}]
     got = by_launch(runs, [2, 2, 1, 1])
+    assert {k: got.pop(k) for k in ("ci_method", "ci_note")} == {
+        "ci_method": "t_launch_means", "ci_note": "Student-t over 2 launch means (df 1), 4 runs in all"}
+    # launch means 1.25 and 1.45: mean 1.35, s = 0.1 * sqrt(2), se = 0.1, t(0.975, 1) = 12.706
+    assert got.pop("itl_ms_ci95") == [pytest.approx(1.35 - 1.27062, abs=1e-4), pytest.approx(1.35 + 1.27062, abs=1e-4)]
+    assert got.pop("ttft_ms_ci95") and got.pop("latency_s_ci95")
     assert got == {"ttft_ms_by_launch": [22.25, 23.5], "itl_ms_by_launch": pytest.approx([1.25, 1.45]),
                    "latency_s_by_launch": pytest.approx([0.65, 0.85])}
     assert by_launch(runs, [1, 1, 1, 1]) == {}  # one launch: nothing to compare
     assert "itl_ms_by_launch" not in by_launch([{"itl_ms": 1.0}, {"ttft_ms": 2.0}], [1, 2])  # launch 2 has none
+
+
+def test_one_run_has_no_interval_and_says_why():
+    agg = aggregate_runs([{"itl_ms": 1.0, "ttft_ms": 20.0, "output_tokens": 4}])
+    assert agg["itl_ms_ci95"] is None and agg["ttft_ms_ci95"] is None and "output_tokens_ci95" not in agg
+    assert agg["ci_method"] == "none" and agg["ci_note"].startswith("one run")
+
+
+def test_launch_intervals_replace_the_runs_bootstrap():
+    """The runner does agg = aggregate_runs(runs); agg.update(by_launch(runs, launch_of)): with several
+    launches the t interval over launch means is what the record keeps."""
+    runs = [{"itl_p50_ms": x} for x in (1.0, 1.1, 1.2, 2.0, 2.1, 2.2, 1.5, 1.6, 1.7)]
+    launch_of = [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    agg = aggregate_runs(runs)
+    agg.update(by_launch(runs, launch_of))
+    # launch means 1.1, 2.1, 1.6: mean 1.6, s 0.5, se 0.5/sqrt(3), t(0.975, 2) = 4.3027
+    h = 4.302653 * 0.5 / 3 ** 0.5
+    assert agg["itl_p50_ms_ci95"] == [pytest.approx(1.6 - h, abs=1e-5), pytest.approx(1.6 + h, abs=1e-5)]
+    assert agg["ci_method"] == "t_launch_means"
+    # a launch without the metric: no interval for it, rather than one over fewer launches
+    assert by_launch([{"itl_ms": 1.0}, {"ttft_ms": 2.0}], [1, 2])["itl_ms_ci95"] is None

@@ -280,3 +280,15 @@ def test_dry_run_shows_each_jobs_sbatch_options_and_node_command():
     assert "node: " in lines and "run GLM-4.6 -c TP8_EP2_fp8_flashinfer_trtllm --results /shared/res" in lines
     assert "fallback, if it fails: " in lines and "-c TP8_EP2_triton" in lines
     assert "--nodes=2 --ntasks-per-node=1" in lines and "2 nodes: rank 0 runs this" in lines
+
+
+def test_the_node_takes_a_recorded_config_failure_as_done(tmp_path, monkeypatch):
+    """`moetrace run` exits 3 when its config failed and was recorded (cli.py): the Slurm job did its part and
+    ends COMPLETED, as before that exit code; any other non-zero code still fails the job."""
+    import sys
+    from moetrace.executors.slurm.node import NodeCommand
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    job = {"results": str(tmp_path), "nnodes": 1}
+    assert NodeCommand([sys.executable, "-c", "import sys; sys.exit(3)"], job)()["returncode"] == 3
+    with pytest.raises(RuntimeError, match="exited with code 1"):
+        NodeCommand([sys.executable, "-c", "import sys; sys.exit(1)"], job)()

@@ -1,12 +1,17 @@
 """The measure stage: per launch (``--launches``), a warm-up, then ``--repeat`` runs of every batch
-size; returns the runs, per batch size, as the record's ``runs`` hold them."""
+size, each with what the GPUs did meanwhile (telemetry, on local GPUs); returns the runs, per batch
+size, as the record's ``runs`` hold them."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import os
+import time
+from typing import Any, Iterator
 
 from ..measure.metrics import aggregate_runs, by_launch, run_metrics
 from ..measure.server_metrics import server_timing
+from ..measure.telemetry import samples_between, summarise
 from ..options import RunOptions
 from .context import Attempt, stage
 from .launch import Launch, launch_count, measured_launch
@@ -54,21 +59,51 @@ def aggregate(runs: Runs) -> dict[int, dict[str, Any]]:
 
 def _runs(ctx: Attempt, session: Session, bs: int, launch: int | None = None) -> list[dict[str, Any]]:
     """The measured runs of one batch size in one launch: each after a cache flush, with the server's own
-    timing beside ours."""
-    engine, opts = ctx.engine, ctx.opts
+    timing beside ours, and on a GPU what the GPUs did during each run (``telemetry``: clocks, power,
+    throttling; every sample in the attempt's ``telemetry.csv``)."""
     runs = []
-    of = f" of launch {launch}" if launch else ""
-    for r in range(opts.repeat):
-        ctx.step(f"measure bs={bs} run {r + 1}/{opts.repeat}{of}")
-        flushed = engine.flush_cache(session.http, session.base_url)
-        before = engine.read_metrics(session.http, session.base_url)
-        traces = session.guarded(batch=bs, seed=opts.seed + 7919 * r + bs, max_tokens=opts.output_len)
-        after = engine.read_metrics(session.http, session.base_url) if before is not None else None
-        m = run_metrics(traces, input_len=opts.input_len, output_len=opts.output_len)
-        m["cache_flushed"] = flushed
-        m.update(server_timing(before, after, itl=engine.itl_metrics, ttft=engine.ttft_metrics))
-        runs.append({"metrics": m, "token_times": [tr.token_times for tr in traces]}
-                    | ({"launch": launch} if launch else {}))
-        ctx.progress.done(f"latency {m['latency_s']:.2f} s, TTFT {m['ttft_ms']:.1f} ms, "
-                          f"ITL {m.get('itl_ms', float('nan')):.2f} ms")
+    with _telemetry(ctx) as sampler:
+        for r in range(ctx.opts.repeat):
+            t0 = time.time()
+            runs.append(_one_run(ctx, session, bs, r, launch))
+            if sampler is not None:
+                window = samples_between(sampler.samples, t0, time.time())
+                runs[-1]["telemetry"] = {"source": sampler.used, **summarise(window)}
     return runs
+
+
+@contextlib.contextmanager
+def _telemetry(ctx: Attempt) -> Iterator[Any]:
+    """A GPU sampler over the measured runs when the engine runs on local GPUs, else None."""
+    opts, config = ctx.opts, ctx.config
+    if opts.resolved_device() != "cuda" or opts.base_url or config.nodes > 1:
+        yield None
+        return
+    from ..measure.telemetry import Sampler, config_gpus
+    with open(ctx.adir / "telemetry.csv", "a") as out:
+        try:
+            sampler = Sampler(gpus=config_gpus(config.tp, os.environ.get("CUDA_VISIBLE_DEVICES")), out=out).start()
+        except (RuntimeError, ValueError, OSError):
+            yield None  # no NVML and no nvidia-smi: the runs go on unsampled
+            return
+        try:
+            yield sampler
+        finally:
+            sampler.stop()
+
+
+def _one_run(ctx: Attempt, session: Session, bs: int, r: int, launch: int | None) -> dict[str, Any]:
+    """One measured run, after a cache flush, with the server's own timing beside ours."""
+    engine, opts = ctx.engine, ctx.opts
+    of = f" of launch {launch}" if launch else ""
+    ctx.step(f"measure bs={bs} run {r + 1}/{opts.repeat}{of}")
+    flushed = engine.flush_cache(session.http, session.base_url)
+    before = engine.read_metrics(session.http, session.base_url)
+    traces = session.guarded(batch=bs, seed=opts.seed + 7919 * r + bs, max_tokens=opts.output_len)
+    after = engine.read_metrics(session.http, session.base_url) if before is not None else None
+    m = run_metrics(traces, input_len=opts.input_len, output_len=opts.output_len)
+    m["cache_flushed"] = flushed
+    m.update(server_timing(before, after, itl=engine.itl_metrics, ttft=engine.ttft_metrics))
+    ctx.progress.done(f"latency {m['latency_s']:.2f} s, TTFT {m['ttft_ms']:.1f} ms, "
+                      f"ITL {m.get('itl_ms', float('nan')):.2f} ms")
+    return {"metrics": m, "token_times": [tr.token_times for tr in traces]} | ({"launch": launch} if launch else {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..measure.telemetry import telemetry_brief
 from ..results.classify import classify
 from ..results.record import Error, Record, Workload, now_iso
 from .context import Attempt, StageError
@@ -55,6 +56,8 @@ def successes(ctx: Attempt, runs: Runs, profile: dict[str, Any], nonce: str | No
                             log_path=ctx.rel(log_path) if log_path.exists() else None,
                             plan_check=plan_check(ctx.plan, "success", None))
         add_floors(rec, ctx.plan)
+        if any("telemetry" in x for x in runs[bs]):
+            rec.telemetry = telemetry_brief(runs[bs], ctx.rel(ctx.adir / "telemetry.csv"))
         out.append(rec)
     return out
 

@@ -17,6 +17,21 @@ moment the request was sent):
   ITL percentiles of such a stream describe delivery, not generation, and the run says so:
   ``burst_share`` (share of gaps under 50 us), ``longest_stall_ms``, ``stall_ratio`` (longest
   gap / median gap), ``bursty`` (burst_share >= 10% or stall_ratio >= 50).
+
+Intervals (``<metric>_ci95: [lo, hi]`` for each of ``CI_KEYS``, ``ci_method``, ``ci_note``; docs/fidelity.md):
+
+- runs from two or more engine launches (``--launches N``): a Student-t 95% interval over the launch
+  means (each launch's mean of its runs), ``ci_method: "t_launch_means"``, set by :func:`by_launch`.
+  One launch's ITL moved +-20% against another's on an H200: runs of one launch share that launch's
+  state (memory layout, CUDA graphs, clocks), so only launches are independent samples of a config.
+- one launch, two or more runs: a seeded percentile bootstrap of the median over the runs' own
+  values, ``ci_method: "bootstrap_runs"``, set by :func:`aggregate_runs`. Per-run statistics, not the
+  pooled token gaps: the record's figure is the median over runs of each run's statistic, so the runs
+  are what the bootstrap must resample; a run's gaps are not independent of each other (one batch,
+  one server state), and resampling them, even as whole per-run lists, would estimate the spread of a
+  pooled percentile the record does not report. This interval leaves out the launch-to-launch spread
+  (``ci_note`` says so).
+- one run: no interval (``null``), ``ci_method: "none"``.
 """
 
 from __future__ import annotations
@@ -26,9 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..errors import BenchmarkFailure
-from ..stats import percentile
+from ..stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_interval, percentile, t_interval
 
-__all__ = ["RequestTrace", "run_metrics", "aggregate_runs", "percentile", "delivery", "BURST_GAP_S"]
+__all__ = ["RequestTrace", "run_metrics", "aggregate_runs", "by_launch", "run_intervals", "launch_intervals",
+           "percentile", "delivery", "BURST_GAP_S", "CI_KEYS"]
 
 BURST_GAP_S = 50e-6  # two tokens closer than this were not generated apart: they were delivered together
 BURSTY_SHARE = 0.10  # bursty when at least this share of gaps are bursts ...
@@ -113,11 +129,54 @@ _SPREAD_KEYS = ("latency_s", "ttft_ms", "itl_ms", "input_throughput_tok_per_s", 
 
 
 _BY_LAUNCH_KEYS = ("ttft_ms", "itl_ms", "latency_s")
+#: the metrics that carry a 95% interval (``<key>_ci95``)
+CI_KEYS = ("ttft_ms", "latency_s", "itl_ms", "itl_p50_ms", "itl_p90_ms", "itl_p99_ms", "input_throughput_tok_per_s",
+           "output_throughput_tok_per_s")
 
 
-def by_launch(runs: Sequence[dict[str, Any]], launch_of: Sequence[int]) -> dict[str, list[float]]:
+def _values(runs: Sequence[dict[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in runs if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool)]
+
+
+def _pair(iv: tuple[float, float] | None) -> list[float] | None:
+    return None if iv is None else [iv[0], iv[1]]
+
+
+def run_intervals(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """95% intervals from the runs of one launch: a seeded percentile bootstrap of the median of each
+    run's value (module docstring: why runs, not token gaps); none from one run."""
+    n = len(runs)
+    if n < 2:
+        return {**{f"{k}_ci95": None for k in CI_KEYS if _values(runs, k)}, "ci_method": "none",
+                "ci_note": "one run: no spread to estimate an interval from"}
+    out: dict[str, Any] = {f"{k}_ci95": _pair(bootstrap_interval(_values(runs, k)))
+                           for k in CI_KEYS if _values(runs, k)}
+    out["ci_method"] = "bootstrap_runs"
+    out["ci_note"] = (f"percentile bootstrap of the median over {n} runs ({BOOTSTRAP_RESAMPLES} resamples, seed "
+                      f"{BOOTSTRAP_SEED}); one launch: the launch-to-launch spread is not in it (--launches 2+)")
+    return out
+
+
+def launch_intervals(runs: Sequence[dict[str, Any]], launch_of: Sequence[int]) -> dict[str, Any]:
+    """95% Student-t intervals over the launch means (each launch's mean of its runs' values), when the
+    runs come from two or more launches; else {}. A metric some launch has no value of gets none."""
+    launches = sorted(set(launch_of))
+    if len(launches) < 2:
+        return {}
+    out: dict[str, Any] = {}
+    for k in CI_KEYS:
+        per = [_values([r for r, n in zip(runs, launch_of) if n == i], k) for i in launches]
+        if any(per):
+            out[f"{k}_ci95"] = _pair(t_interval([statistics.fmean(v) for v in per])) if all(per) else None
+    out["ci_method"] = "t_launch_means"
+    out["ci_note"] = f"Student-t over {len(launches)} launch means (df {len(launches) - 1}), {len(runs)} runs in all"
+    return out
+
+
+def by_launch(runs: Sequence[dict[str, Any]], launch_of: Sequence[int]) -> dict[str, Any]:
     """The median of each main metric per engine launch (``<key>_by_launch``), in launch order, when the
-    runs come from more than one launch: how far one launch's figure is from another's."""
+    runs come from more than one launch: how far one launch's figure is from another's. With them the
+    intervals over launch means (:func:`launch_intervals`), which replace :func:`aggregate_runs`' ones."""
     launches = sorted(set(launch_of))
     if len(launches) < 2:
         return {}
@@ -127,11 +186,13 @@ def by_launch(runs: Sequence[dict[str, Any]], launch_of: Sequence[int]) -> dict[
                for i in launches]
         if all(per):
             out[f"{k}_by_launch"] = [statistics.median(v) for v in per]
+    out.update(launch_intervals(runs, launch_of))
     return out
 
 
 def aggregate_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Median of each metric over repetitions, with min and max of the main ones."""
+    """Median of each metric over repetitions, with min and max of the main ones, and the intervals
+    of one launch's runs (:func:`run_intervals`; :func:`by_launch` replaces them for several launches)."""
     if not runs:
         raise ValueError("no runs")
     out: dict[str, Any] = {"repeat": len(runs)}
@@ -147,4 +208,5 @@ def aggregate_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             out[k] = statistics.median(vals)
             if k in _SPREAD_KEYS and len(vals) > 1:
                 out[f"{k}_min"], out[f"{k}_max"] = min(vals), max(vals)
+    out.update(run_intervals(runs))
     return out

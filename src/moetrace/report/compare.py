@@ -11,6 +11,11 @@ when it exceeds the threshold *and* the noise band (the band is unknown without
 repetitions, so then the threshold alone decides). A key that succeeded in OLD and
 whose last attempt in NEW failed is a regression too. Keys missing from NEW are listed, and count
 only with ``fail_on_missing``.
+
+Beside the band, each change has Welch's t-test of OLD against NEW (``p_value``, ``test``: over launch
+means when both have two or more launches, else over runs; report/significance.py), for the reader:
+the verdict stays the band's. And the configs of NEW one dimension apart (MoE backend, EP, TP) are
+tested against each other (``differences``), in words.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from ..results.record import split_key
+from ..stats import welch_t
 from .data import METRIC, Metric, Row, current, fmt_value, run_values
+from .significance import samples, significance_lines
 
 __all__ = ["Change", "Comparison", "compare_rows", "render_markdown", "to_json", "DEFAULT_METRICS"]
 
@@ -39,6 +46,8 @@ class Change:
     worse_pct: float               # change in the worse direction (negative: better)
     noise_pct: float | None        # None: no repetitions on either side
     verdict: str                   # regression | improvement | noise | ok
+    p_value: float | None = None   # Welch's t-test of OLD against NEW; None: a side has one sample
+    test: str | None = None        # what it compared: "launch means" | "runs"
 
     @property
     def flagged(self) -> bool:
@@ -57,6 +66,7 @@ class Comparison:
     only_old: list[str] = field(default_factory=list)
     only_new: list[str] = field(default_factory=list)
     fail_on_missing: bool = False
+    differences: list[str] = field(default_factory=list)               # NEW's configs one dimension apart
 
     @property
     def regressions(self) -> list[Change]:
@@ -99,8 +109,11 @@ def _change(o: Row, n: Row, m: Metric, threshold: float) -> Change | None:
         verdict = "noise"
     else:
         verdict = "ok"
+    by_launch = all(len({x for x in r.launches if x is not None}) >= 2 for r in (o, n))
+    w = welch_t(samples(o, m.key, by_launch=by_launch), samples(n, m.key, by_launch=by_launch))
     return Change(key=n.key, model=n.model, config=n.config, metric=m.key, old=a, new=b, change_pct=pct,
-                  worse_pct=worse, noise_pct=noise, verdict=verdict)
+                  worse_pct=worse, noise_pct=noise, verdict=verdict, p_value=None if w is None else w.p,
+                  test="launch means" if by_launch else "runs")
 
 
 def compare_rows(old: Sequence[Row], new: Sequence[Row], *, threshold_pct: float = 5.0,
@@ -125,6 +138,7 @@ def compare_rows(old: Sequence[Row], new: Sequence[Row], *, threshold_pct: float
                     cmp.changes.append(c)
         elif key not in nf:
             cmp.only_old.append(key)
+    cmp.differences = significance_lines(ns.values())
     cmp.fixed = sorted(k for k in of if k not in os_ and k in ns)
     cmp.only_new = sorted(k for k in ns if k not in os_ and k not in of)
     return cmp
@@ -138,8 +152,9 @@ def _cell(c: Change | None) -> str:
     if c is None:
         return "-"
     band = f" ±{c.noise_pct:.1f}" if c.noise_pct is not None else ""
+    p = "" if c.p_value is None else ", p<0.001" if c.p_value < 0.001 else f", p={c.p_value:.2g}"
     mark = _MARK[c.verdict]
-    return f"{fmt_value(c.old)} → {fmt_value(c.new)} ({c.change_pct:+.1f}%{band}){' ' + mark if mark else ''}"
+    return f"{fmt_value(c.old)} → {fmt_value(c.new)} ({c.change_pct:+.1f}%{band}{p}){' ' + mark if mark else ''}"
 
 
 def _n(n: int, word: str) -> str:
@@ -185,9 +200,11 @@ def render_markdown(cmp: Comparison) -> str:
                         + [_cell(cs.get(k)) for k in cmp.metrics] + [verdict])
         lines.append(_md(header, rows))
         lines.append("")
-        lines.append("Cells: OLD → NEW (change ±noise band). 🔴 regression, 🟢 improvement, 〰️ beyond the "
-                     "threshold but within noise.")
+        lines.append("Cells: OLD → NEW (change ±noise band, Welch's t-test p where both have repetitions). "
+                     "🔴 regression, 🟢 improvement, 〰️ beyond the threshold but within noise.")
         lines.append("")
+    if cmp.differences:
+        lines += ["NEW: configs one dimension apart (Welch's t-test, 5%):", *(f"- {x}" for x in cmp.differences), ""]
     for title, keys in (("Fixed (failed in OLD, succeed in NEW)", cmp.fixed),
                         ("Only in OLD (not run in NEW)", cmp.only_old), ("New in NEW", cmp.only_new)):
         if keys:

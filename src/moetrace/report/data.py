@@ -101,6 +101,9 @@ class Row:
     record_path: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     runs: tuple[dict[str, float], ...] = ()          # per-repetition metrics
+    launches: tuple[int | None, ...] = ()            # each run's engine launch (--launches 2+), else None
+    ci95: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> 95% interval (measure/metrics.py)
+    ci_method: str | None = None                     # t_launch_means | bootstrap_runs | none
     delivery: dict[str, Any] = field(default_factory=dict)  # bursts and stalls of the stream (measure/metrics.py)
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
     decomposition: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {part: ms}
@@ -180,6 +183,8 @@ def row_from_record(rec: Record | dict[str, Any]) -> Row:
         engine_version=_str(engine.version), device=_str(engine.device), finished_at=_str(rec.finished_at),
         attempt_id=_str(rec.attempt_id), record_path=_str(rec.record_path), metrics=metrics,
         runs=tuple(Metrics.of(r.metrics).numbers() for r in rec.the_runs), breakdown=breakdown,
+        launches=tuple(_int(r.launch) for r in rec.the_runs), ci95=_intervals(rec.the_metrics.to_dict()),
+        ci_method=_str(rec.the_metrics.get("ci_method")),
         delivery=dict(rec.the_metrics.delivery or {}), decomposition=decomposition,
         profile_extend=_str(prof.extend), profile_decode=_str(prof.decode), traces=traces,
         profile_error=_str(prof.error or prof.analysis_error),
@@ -187,6 +192,15 @@ def row_from_record(rec: Record | dict[str, Any]) -> Row:
         error_phase=_str(err.phase), error_evidence=err.evidence_text(), log_path=_str(err.log_path or rec.log_path),
         expert_load=rec.expert_load if isinstance(rec.expert_load, dict) else None, predicted=rec.was_predicted,
         imported=bool(rec.imported))
+
+
+def _intervals(m: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """The metrics' ``<key>_ci95: [lo, hi]`` as {key: (lo, hi)} (those that are two numbers)."""
+    out = {}
+    for k, v in m.items():
+        if k.endswith("_ci95") and isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(x) is not None for x in v):
+            out[k[: -len("_ci95")]] = (float(v[0]), float(v[1]))
+    return out
 
 
 def rows_from_records(records: Iterable[Record | dict[str, Any]]) -> list[Row]:
@@ -284,6 +298,7 @@ class Bar:
     hi: float | None = None
     marks: tuple[tuple[str, float], ...] = ()   # extra points drawn on the bar, e.g. ("p50", 3.1)
     n: int = 1                  # repetitions
+    interval: str = "min-max"   # what lo-hi is: "min-max" over repetitions or "95% CI" (the record's)
 
 
 @dataclass(frozen=True)
@@ -318,12 +333,15 @@ def bar_chart(rows: Sequence[Row], key: str, *, title: str | None = None) -> Bar
         lo, hi = (min(runs), max(runs)) if len(runs) > 1 else (None, None)
         if lo is None and r.value(f"{key}_min") is not None and r.value(f"{key}_max") is not None:
             lo, hi = metric.scale(r.value(f"{key}_min")), metric.scale(r.value(f"{key}_max"))
+        interval = "min-max"
+        if key in r.ci95:  # the 95% interval the record states wins over the runs' range
+            (lo, hi), interval = (metric.scale(x) for x in r.ci95[key]), "95% CI"
         marks: tuple[tuple[str, float], ...] = ()
         if key == "itl_ms":
             marks = tuple((lbl, r.value(k)) for lbl, k in (("p50", "itl_p50_ms"), ("p99", "itl_p99_ms"))
                           if r.value(k) is not None)
         bars.append(Bar(group=r.group, backend=r.backend or "?", config=r.config, key=r.key, value=v, lo=lo,
-                        hi=hi, marks=marks, n=max(len(r.runs), int(r.value("repeat") or 1))))
+                        hi=hi, marks=marks, n=max(len(r.runs), int(r.value("repeat") or 1)), interval=interval))
     if not bars:
         return None
     groups = tuple(dict.fromkeys(b.group for b in bars))

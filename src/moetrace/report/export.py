@@ -6,6 +6,8 @@
   views show for its key.
 - LaTeX (booktabs) and markdown: the current results as paper tables, units in the
   headers, one table per model or one combined table (``--combined``).
+- Intervals (measure/metrics.py): CSV and Parquet get ``<metric>_ci95_lo`` and ``_hi`` columns and
+  ``ci_method``; a paper table's cell reads ``value (lo-hi)``, its caption says how they were made.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .data import METRIC, METRICS, Row, by_model, current, workload_label
+from .significance import CI_METHOD_WORDS
 
 __all__ = ["attempt_table", "write_csv", "write_parquet", "paper_tables", "render_latex", "render_markdown",
            "latex_escape", "ExportError"]
@@ -45,6 +48,14 @@ def _metric_columns(rows: Sequence[Row]) -> list[str]:
     return known + rest
 
 
+def _ci_columns(rows: Sequence[Row], mcols: Sequence[str]) -> list[str]:
+    """``<metric>_ci95_lo``, ``<metric>_ci95_hi`` for each metric some row has an interval of, then
+    ``ci_method`` (measure/metrics.py)."""
+    have = {k for r in rows for k in r.ci95}
+    cols = [f"{k}_ci95_{end}" for k in mcols if k in have for end in ("lo", "hi")]
+    return cols + ["ci_method"] if cols else []
+
+
 def _breakdown_columns(rows: Sequence[Row]) -> list[tuple[str, str, str]]:
     out = []
     for stage in ("extend", "decode"):
@@ -59,13 +70,17 @@ def attempt_table(rows: Sequence[Row]) -> tuple[list[str], list[dict[str, Any]]]
     current_seqs = {r.seq for r in success.values()} | {r.seq for r in failure.values()}
     mcols = _metric_columns(rows)
     bcols = _breakdown_columns(rows)
-    columns = list(LEAD) + mcols + [c for c, _, _ in bcols] + list(TAIL)
+    ccols = _ci_columns(rows, mcols)
+    columns = list(LEAD) + mcols + ccols + [c for c, _, _ in bcols] + list(TAIL)
     out = []
     for r in sorted(rows, key=lambda r: r.seq):
         d: dict[str, Any] = {c: getattr(r, c, None) for c in LEAD if c != "current"}
         d["current"] = r.seq in current_seqs
         for k in mcols:
             d[k] = r.value(k)
+        for c in ccols:
+            k, _, end = c.rpartition("_ci95_")
+            d[c] = r.ci_method if c == "ci_method" else (r.ci95[k][end == "hi"] if k in r.ci95 else None)
         for col, stage, cat in bcols:
             d[col] = r.breakdown.get(stage, {}).get(cat)
         for c in TAIL:
@@ -111,7 +126,7 @@ def write_parquet(rows: Sequence[Row], path: Path) -> Path:
             t = pa.int64()
         elif c in BOOL_COLUMNS:
             t = pa.bool_()
-        elif c in METRIC or c.endswith("_pct") or any(isinstance(d[c], float) for d in data):
+        elif c in METRIC or c.endswith(("_pct", "_ci95_lo", "_ci95_hi")) or any(isinstance(d[c], float) for d in data):
             t = pa.float64()
         else:
             t = pa.string()
@@ -151,6 +166,24 @@ class PaperTable:
 def _header(key: str) -> tuple[str, str]:
     m = METRIC[key]
     return SHORT_HEADER.get(key, (m.label, m.unit))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A cell with its 95% interval: ``value (lo-hi)``."""
+
+    value: float
+    lo: float
+    hi: float
+
+
+def _estimate(r: Row, key: str) -> Estimate | float | None:
+    """A paper table's metric cell: the value in its display unit, with its interval where it has one."""
+    m, v = METRIC[key], r.value(key)
+    if v is None or key not in r.ci95:
+        return m.scale(v)
+    lo, hi = r.ci95[key]
+    return Estimate(m.scale(v), m.scale(lo), m.scale(hi))
 
 
 class Failed(str):
@@ -194,7 +227,7 @@ def _paper_table(models: dict[str, list[Row]], title: str, label: str, *, model_
         if multi_w:
             cells.append(r.batch_size)
         if r.ok:
-            cells += [METRIC[k].scale(r.value(k)) for k in metrics]
+            cells += [_estimate(r, k) for k in metrics]
         else:
             cells.append(Failed(r.error_type or "failed"))
         return cells
@@ -203,7 +236,9 @@ def _paper_table(models: dict[str, list[Row]], title: str, label: str, *, model_
               for m, mrows in models.items()]
     header = ([("Model", "")] if model_col else []) + text_cols + [_header(k) for k in metrics]
     n_text = len(text_cols) + (1 if model_col else 0)
-    return PaperTable(title=title, caption=f"{title}: {wl}{stat}.", label=label, header=header,
+    methods = list(dict.fromkeys(CI_METHOD_WORDS.get(r.ci_method or "", "?") for r in ok if r.ci95))
+    ci = f"; in parentheses, 95% confidence intervals ({', '.join(methods)})" if methods else ""
+    return PaperTable(title=title, caption=f"{title}: {wl}{stat}{ci}.", label=label, header=header,
                       align="l" * n_text + "r" * len(metrics), blocks=blocks, n_text=n_text)
 
 
@@ -221,8 +256,11 @@ def latex_escape(text: Any) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
-def _num(v: Any) -> str:
-    """A number for a paper table: 3 significant digits, no thousands separator."""
+def _num(v: Any, dash: str = "–") -> str:
+    """A number for a paper table: 3 significant digits, no thousands separator; an :class:`Estimate`
+    as ``value (lo-hi)`` with ``dash`` between (LaTeX: ``--``)."""
+    if isinstance(v, Estimate):
+        return f"{_num(v.value)} ({_num(v.lo)}{dash}{_num(v.hi)})"
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "--"
     if isinstance(v, int):
@@ -255,7 +293,7 @@ def render_latex(tables: Sequence[PaperTable], *, source: str = "") -> str:
                 if rest and isinstance(rest[0], Failed):
                     text.append(f"\\multicolumn{{{n_metric}}}{{c}}{{\\emph{{{latex_escape(rest[0])}}}}}")
                 else:
-                    text += [_num(c) for c in rest]
+                    text += [_num(c, "--") for c in rest]
                 out.append(" & ".join(text) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(out) + "\n"

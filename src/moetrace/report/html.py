@@ -25,6 +25,7 @@ from ..text import pct
 from .data import (CHART_METRICS, METRIC, Row, backend_colors, backend_order, bar_chart, breakdowns, by_model,
                    category_colors, config_sort_key, current, decompositions, ep_rank_bars, expert_load_note,
                    fmt_value, load_maps, trace_files, workload_label)
+from .significance import html_notes
 from .svg import esc, svg_bar_chart, svg_breakdown, svg_decomposition, svg_ep_ranks, svg_heatmap
 from .tables import BURST_MARK
 
@@ -216,8 +217,12 @@ def _legend(backends: Sequence[str], colors: dict[str, str]) -> str:
     return f'<p class="legendbar">MoE backend: {items}</p>'
 
 
-def _num_cell(v: float | None) -> str:
-    return f"<td>{esc(fmt_value(v))}</td>"
+def _num_cell(v: float | None, ci: tuple[float, float] | None = None) -> str:
+    if v is None or not ci:
+        return f"<td>{esc(fmt_value(v))}</td>"
+    lo, hi = fmt_value(ci[0]), fmt_value(ci[1])
+    return (f'<td title="95% confidence interval {esc(lo)}–{esc(hi)}">{esc(fmt_value(v))} '
+            f'<small>({esc(lo)}–{esc(hi)})</small></td>')
 
 
 SUMMARY_COLUMNS = (("latency_s", "Latency (s)"), ("ttft_ms", "TTFT (ms)"), ("itl_ms", "ITL (ms)"),
@@ -231,7 +236,8 @@ def _summary_table(rows: Sequence[Row]) -> str:
            '<th>ITL floor (ms)</th><th>ITL eff.</th><th>TTFT eff.</th></tr>']
     notes = []
     for r in rows:
-        cells = "".join(_itl_cell(r) if k == "itl_ms" else _num_cell(r.value(k)) for k, _ in SUMMARY_COLUMNS)
+        cells = "".join(_itl_cell(r) if k == "itl_ms" else _num_cell(r.value(k), r.ci95.get(k))
+                        for k, _ in SUMMARY_COLUMNS)
         out.append(f'<tr><td class="l">{esc(r.config)}</td><td class="l">{esc(r.backend or "?")}</td>'
                    f'<td>{esc(r.repeat or 1)}</td>{cells}{_num_cell(r.value("itl_floor_ms"))}'
                    f'<td>{pct(r.value("itl_efficiency"), none="-")}</td>'
@@ -256,7 +262,7 @@ def _burst_text(r: Row) -> str:
 def _itl_cell(r: Row) -> str:
     """The ITL cell, marked (with the reason as its tooltip) when the stream came in bursts."""
     if not r.delivery.get("bursty"):
-        return _num_cell(r.value("itl_ms"))
+        return _num_cell(r.value("itl_ms"), r.ci95.get("itl_ms"))
     return (f'<td class="bursty" title="{esc(_burst_text(r))}">{esc(fmt_value(r.value("itl_ms")))} '
             f'{BURST_MARK}</td>')
 
@@ -281,6 +287,7 @@ def _model_section(idx: int, model: str, rows: Sequence[Row], colors: dict[str, 
         wrows = [r for r in rows if r.workload == w]
         out.append(f'<h3>{esc(workload_label(w))}</h3>')
         out.append(_summary_table(wrows))
+        out.append(html_notes(wrows))  # what the intervals are; configs one dimension apart, tested
         backends = [b for b in backend_order(wrows)]
         out.append(_legend(backends, colors))
         charts = [c for c in (bar_chart(wrows, k) for k in CHART_METRICS) if c is not None]

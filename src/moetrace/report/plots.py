@@ -50,7 +50,8 @@ def _draw_bars(ax, chart: BarChart, colors: dict[str, str]) -> None:
             x = x0 + bi * bw
             ax.bar(x, b.value, width=bw * 0.92, color=colors.get(b.backend, "#888888"), zorder=2)
             if b.lo is not None and b.hi is not None:
-                ax.errorbar([x], [b.value], yerr=[[b.value - b.lo], [b.hi - b.value]], fmt="none",
+                # a 95% interval need not hold the median (a t interval is about the launch means): clamp
+                ax.errorbar([x], [b.value], yerr=[[max(0.0, b.value - b.lo)], [max(0.0, b.hi - b.value)]], fmt="none",
                             ecolor="#222222", elinewidth=1, capsize=3, zorder=3)
             for lbl, v in b.marks:
                 ax.plot([x], [v], marker="^" if lbl == "p99" else "o", markersize=5,

@@ -66,9 +66,11 @@ def svg_bar_chart(chart: BarChart, colors: dict[str, str], tips: dict[str, str] 
                    '<circle cx="4" cy="-4" r="3.5" class="mark-p50"/><text x="12" y="0">p50</text>'
                    '<path d="M40,-1 l4,-7 l4,7 z" class="mark-p99"/><text x="52" y="0">p99</text>'
                    '<text x="84" y="0">bar: mean</text></g>')
-    if any(b.lo is not None for b in chart.bars):
-        out.append(f'<text class="note" x="{W - MR}" y="{H - 2}" text-anchor="end">whiskers: min–max over '
-                   'repetitions</text>')
+    kinds = {b.interval for b in chart.bars if b.lo is not None}
+    if kinds:
+        what = ("95% confidence interval" if kinds == {"95% CI"} else "95% CI, else min–max" if "95% CI" in kinds
+                else "min–max over repetitions")
+        out.append(f'<text class="note" x="{W - MR}" y="{H - 2}" text-anchor="end">whiskers: {what}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -77,7 +79,8 @@ def _bar(b: Bar, x: float, w: float, y, base: float, color: str, chart: BarChart
     unit = chart.metric.unit
     tip = f"{b.config}: {fmt_value(b.value)} {unit}"
     if b.lo is not None:
-        tip += f" (min {fmt_value(b.lo)}, max {fmt_value(b.hi)}, {b.n} runs)"
+        tip += (f" (95% CI {fmt_value(b.lo)}–{fmt_value(b.hi)}, {b.n} runs)" if b.interval == "95% CI" else
+                f" (min {fmt_value(b.lo)}, max {fmt_value(b.hi)}, {b.n} runs)")
     for lbl, v in b.marks:
         tip += f", {lbl} {fmt_value(v)} {unit}"
     if extra_tip:

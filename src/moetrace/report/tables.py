@@ -24,7 +24,8 @@ from ..engines.registry import engine_classes
 from ..matrix import ConfigError, parse_config_name
 from ..results.record import Record, expert_load_brief
 from ..text import num, pct
-from .data import expert_load_note
+from .data import expert_load_note, row_from_record
+from .significance import CI_METHOD_WORDS, interval_text, significance_lines
 
 __all__ = ["config_table", "model_tables", "failure_table", "profile_failure_table", "summary_lines", "full_report",
            "append_step_summary", "backend_notes", "SPEC_COLUMNS"]
@@ -67,10 +68,32 @@ def _bursty(e: dict[str, Any]) -> bool:
     return bool((e.get("delivery") or {}).get("bursty"))
 
 
+def _ci(e: dict[str, Any], key: str) -> Any:
+    """A metric's cell: ``value (lo-hi)`` where the entry has its 95% interval (``<key>_ci95``), else the
+    value as the spec's tables always showed it."""
+    v, ci = e.get(key), e.get(f"{key}_ci95")
+    return interval_text(_cell(v), ci) if v is not None and ci else v
+
+
 def _itl(e: dict[str, Any]) -> Any:
     """The ITL cell; marked when the stream came in bursts (its ITL describes delivery)."""
-    v = e.get("itl_ms")
+    v = _ci(e, "itl_ms")
     return f"{_cell(v)} {BURST_MARK}" if _bursty(e) and v is not None else v
+
+
+def interval_note(entries: Iterable[dict[str, Any]]) -> str:
+    """The line under a table whose cells carry intervals: what they are and how they were made."""
+    with_ci = [e for e in entries if any(k.endswith("_ci95") and e[k] for k in e)]
+    methods = dict.fromkeys(CI_METHOD_WORDS.get(e.get("ci_method"), "?") for e in with_ci)
+    return f"In parentheses: 95% confidence intervals ({'; '.join(methods)}; docs/fidelity.md)." if methods else ""
+
+
+def significance_note(entries: Iterable[dict[str, Any]], base: Path | None) -> str:
+    """Each pair of configs one dimension apart (MoE backend, EP, TP), tested (report/significance.py);
+    from the records the entries name (their runs), so nothing without ``base``."""
+    rows = [row_from_record(rec) for e in entries if (rec := _record(e, base)) is not None]
+    lines = [f"- {line}" for line in significance_lines(rows)]
+    return "\n".join(["Differences between configs one dimension apart (Welch's t-test, 5%):", *lines]) if lines else ""
 
 
 def burst_notes(entries: Iterable[dict[str, Any]]) -> str:
@@ -91,15 +114,16 @@ def burst_notes(entries: Iterable[dict[str, Any]]) -> str:
 def _spec_row(e: dict[str, Any], base: Path | None, extra: tuple[str, ...]) -> list[Any]:
     if any(k in LOAD_COLUMNS for k in _columns(extra)):
         e = _with_expert_load(e, base)
-    row = [e.get("batch_size"), e.get("input_len"), e.get("latency_s"), e.get("input_throughput_tok_per_s"),
-           e.get("output_throughput_tok_per_s"), _itl(e), _link(e.get("profile_extend"), base, bool(e.get("profile_error"))),
-           _link(e.get("profile_decode"), base, bool(e.get("profile_error")))]
+    failed = bool(e.get("profile_error"))
+    row = [e.get("batch_size"), e.get("input_len"), _ci(e, "latency_s"), _ci(e, "input_throughput_tok_per_s"),
+           _ci(e, "output_throughput_tok_per_s"), _itl(e), _link(e.get("profile_extend"), base, failed),
+           _link(e.get("profile_decode"), base, failed)]
     return row + [_extra(e, k) for k in _columns(extra)]
 
 
 EXTRA_COLUMNS = {
-    "ttft": ("TTFT (ms)", lambda e: e.get("ttft_ms")),
-    "itl_p99": ("ITL p99 (ms)", lambda e: e.get("itl_p99_ms")),
+    "ttft": ("TTFT (ms)", lambda e: _ci(e, "ttft_ms")),
+    "itl_p99": ("ITL p99 (ms)", lambda e: _ci(e, "itl_p99_ms")),
     "efficiency": ("ITL eff.", lambda e: pct(e.get("itl_efficiency"))),
     "breakdown": ("decode breakdown", lambda e: _breakdown_text((e.get("breakdown") or {}).get("decode"))),
     # --show floor: where the ITL goes against the floor (traces/decompose.py), from the decode trace
@@ -232,7 +256,7 @@ def config_table(e: dict[str, Any], *, base: Path | None = None, extra: tuple[st
     """The spec's per-config table: title line, then one row."""
     header = list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in _columns(extra)]
     text = f"{e['model']} ({e['config']})\n\n" + _md(header, [_spec_row(e, base, extra)])
-    notes = burst_notes([e])
+    notes = "\n\n".join(n for n in (burst_notes([e]), interval_note([e])) if n)
     if notes:
         text += f"\n\n{notes}"
     if e.get("profile_error"):
@@ -258,7 +282,8 @@ def model_tables(success: dict[str, dict[str, Any]], *, base: Path | None = None
     for model in sorted(by_model):
         entries = [_with_resolved(e, base) for e in sorted(by_model[model], key=_config_order)]
         rows = [[e["config"]] + _spec_row(e, base, extra) for e in entries]
-        notes = "\n\n".join(n for n in (burst_notes(entries), backend_notes(model, entries)) if n)
+        notes = "\n\n".join(n for n in (burst_notes(entries), interval_note(entries), backend_notes(model, entries),
+                                          significance_note(entries, base)) if n)
         out.append(f"### {model}\n\n" + _md(header, rows) + (f"\n\n{notes}" if notes else ""))
     return "\n\n".join(out)
 

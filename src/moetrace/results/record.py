@@ -393,6 +393,7 @@ class Record(_Part):
     expert_load: dict[str, Any] | None = ABSENT  # measure/expert_load.py: tokens per expert per layer and stage
     log_path: str | None = ABSENT
     plan_check: str | None = ABSENT
+    telemetry: dict[str, Any] | None = ABSENT  # measure/telemetry.py: throttled runs, clock and power ranges
     seq: int | None = ABSENT
     record_path: str | None = ABSENT
 
@@ -479,6 +480,8 @@ def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
     if w.launches and w.launches > 1:  # --launches: each launch's median (measure/metrics.py by_launch)
         e["launches"] = w.launches
         e.update({k: [_r2(x) for x in m[k]] for k in ("ttft_ms_by_launch", "itl_ms_by_launch") if m.get(k)})
+    ci = {k: v for k, v in m.to_dict().items() if k.endswith("_ci95") or k == "ci_method"}  # measure/metrics.py
+    e.update({k: [_r2(x) for x in v] if isinstance(v, list) else v for k, v in ci.items()})
     if m.delivery:  # the stream came in bursts: its ITL describes delivery (measure/metrics.py)
         e["delivery"] = m.delivery
     e["profile_extend"] = prof.extend

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ...errors import EXIT_CONFIGS_FAILED
 from .registry import SLURM_DIR
 
 
@@ -39,7 +40,7 @@ class NodeCommand:
             rc = node_main(rank, job, lambda extra: self._run(self.command + extra, env, log), log=log)
         else:
             rc = self._run(self.command, env, log)
-        if rc != 0:
+        if rc not in (0, EXIT_CONFIGS_FAILED):  # 3: the config failed and its record says why; the job did its part
             raise RuntimeError(f"rank {rank}: {shlex.join(self.command[:4])} ... exited with code {rc}")
         return {"returncode": rc, "rank": rank, "host": socket.gethostname()}
 
