@@ -73,3 +73,10 @@ def test_adapters_import_nothing_of_traces():
     graph = import_graph()
     for adapter in ("moetrace.engines.sglang", "moetrace.engines.vllm", "moetrace.engines.base"):
         assert not {m for m in graph[adapter] if m.startswith("moetrace.traces")}, adapter
+
+
+def test_adapters_import_nothing_of_results():
+    """The classifier asks the registry for the adapters' log rules: the adapters stay below it."""
+    graph = import_graph()
+    for adapter in ("moetrace.engines.sglang", "moetrace.engines.vllm", "moetrace.engines.base"):
+        assert not {m for m in graph[adapter] if m.startswith("moetrace.results")}, adapter

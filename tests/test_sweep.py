@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from moetrace.matrix import parse_matrix
 from moetrace.presets import get_preset
-from moetrace.runner import RunOptions
+from moetrace.attempt import RunOptions
 from moetrace.sweep import plan_jobs
 
 

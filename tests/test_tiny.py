@@ -13,14 +13,16 @@ pytest.importorskip("tokenizers")
 
 from moetrace.matrix import parse_matrix
 from moetrace.presets import all_presets, get_preset, preset_from_checkpoint  # noqa: E402
+from moetrace.tensorfile import (  # noqa: E402
+    e4m3_to_float,
+    to_bf16_bits,
+    to_bf16_bits_numpy,
+    to_e4m3_bits,
+    to_e4m3_bits_numpy,
+)
 from moetrace.tiny import (  # noqa: E402
     SPECIAL_TOKENS,
     TinyError,
-    _e4m3_to_float,
-    _to_bf16_bits,
-    _to_bf16_bits_numpy,
-    _to_e4m3_bits,
-    _to_e4m3_bits_numpy,
     family_of,
     read_safetensors_header,
     tensor_specs,
@@ -45,7 +47,7 @@ def _raw(path, name):
     if dt == "BF16":
         return (np.frombuffer(buf, "<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
     if dt == "F8_E4M3":
-        return _e4m3_to_float(np.frombuffer(buf, np.uint8)).reshape(shape)
+        return e4m3_to_float(np.frombuffer(buf, np.uint8)).reshape(shape)
     return np.frombuffer(buf, {"F32": "<f4", "I32": "<i4", "I64": "<i8"}[dt]).reshape(shape)
 
 
@@ -257,7 +259,7 @@ def test_a_tensor_depends_only_on_seed_and_name(tmp_path):
 
 def test_bf16_rounding():
     x = np.array([1.0, -2.5, 0.0, 1.00390625, 1.01171875, 3.0e38], np.float32)
-    bits = _to_bf16_bits(x)
+    bits = to_bf16_bits(x)
     assert list(bits[:3]) == [0x3F80, 0xC020, 0x0000]
     assert bits[3] == 0x3F80  # halfway, rounds to even (down)
     assert bits[4] == 0x3F82  # halfway, rounds to even (up)
@@ -267,15 +269,15 @@ def test_bf16_rounding():
 
 def test_e4m3_codes():
     x = np.array([0.0, 1.0, -2.0, 448.0, 1000.0, 2.0**-9, -0.0, 0.3], np.float32)
-    codes = _to_e4m3_bits(x)
+    codes = to_e4m3_bits(x)
     assert list(codes[:7]) == [0x00, 0x38, 0xC0, 0x7E, 0x7E, 0x01, 0x00]
-    assert abs(_e4m3_to_float(codes)[7] - 0.3) < 0.3 / 16
+    assert abs(e4m3_to_float(codes)[7] - 0.3) < 0.3 / 16
     import ml_dtypes as ml  # the dev extra installs it: an independent float8_e4m3fn, never skipped
     r = np.random.default_rng(0).standard_normal(4096).astype(np.float32) * 50
-    np.testing.assert_array_equal(_to_e4m3_bits_numpy(r), r.astype(ml.float8_e4m3fn).view(np.uint8))
-    np.testing.assert_array_equal(_to_e4m3_bits_numpy(x[:6]), _to_e4m3_bits(x[:6]))
-    np.testing.assert_array_equal(_to_bf16_bits_numpy(r), r.astype(ml.bfloat16).view(np.uint16))
-    np.testing.assert_array_equal(_to_bf16_bits_numpy(r), _to_bf16_bits(r))
+    np.testing.assert_array_equal(to_e4m3_bits_numpy(r), r.astype(ml.float8_e4m3fn).view(np.uint8))
+    np.testing.assert_array_equal(to_e4m3_bits_numpy(x[:6]), to_e4m3_bits(x[:6]))
+    np.testing.assert_array_equal(to_bf16_bits_numpy(r), r.astype(ml.bfloat16).view(np.uint16))
+    np.testing.assert_array_equal(to_bf16_bits_numpy(r), to_bf16_bits(r))
 
 
 def test_fp8_checkpoint(tmp_path):

@@ -13,6 +13,8 @@ the sweep went on; sweep.job_failed); 2 bad input; 130 interrupted.
 
 from __future__ import annotations
 
+import dataclasses
+
 import shlex
 import signal
 import subprocess
@@ -28,7 +30,6 @@ from .engines.registry import default_engine, engine_classes
 from .errors import EXIT_CONFIGS_FAILED
 from .matrix import Config, ConfigError, parse_config_name, parse_matrix, validate
 from .presets import Preset, all_presets, get_preset
-from .results.record import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
 from .results.store import DEFAULT_DIR, ResultsStore, check_writable
 from .report.data import METRIC, Row, load
 from .options import RUN_OPTIONS as OPTION_SPECS, SHOW_COLUMNS, OptionSpec, RunOptions, from_cli as options_from_cli
@@ -54,6 +55,12 @@ def _click_option(spec: OptionSpec) -> Callable:
 
 
 RUN_OPTIONS: list[Callable] = [results_option, *(_click_option(spec) for spec in OPTION_SPECS)]
+
+
+def _run_option(flag: str, **changes: Any) -> Callable:
+    """A run option of the table, for another command, with what differs there."""
+    spec = next(s for s in OPTION_SPECS if s.flags[0] == flag)
+    return _click_option(dataclasses.replace(spec, **changes))
 
 
 # where the configs run (executors/): local, or one Slurm job per config
@@ -222,7 +229,7 @@ def _terminate(signum, frame) -> None:
 def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
     from .engines.base import Engine, LaunchSpec
     from .engines.registry import get_engine
-    from .runner import launch_count, launch_options
+    from .attempt import launch_count, launch_options
     engine = get_engine(opts.engine)
     click.echo(f"# dry run: {len(jobs)} config(s), engine {opts.engine}, results in {store.root}")
     # planned for a GPU type: print what the GPU node will run, even from a host without one
@@ -341,16 +348,16 @@ def _gpu_arg(gpu: str | None, custom: str | None):
 
 @main.command()
 @click.argument("models", nargs=-1)
-@click.option("--gpu", default=None, help="h100, h200, b200 or custom [default: this machine's, else h200]")
+@_run_option("--gpu", help="h100, h200, b200 or custom [default: this machine's, else h200]")
 @click.option("--custom-gpu", default=None, help="MEM_GIB,HBM_TBPS,BF16_TFLOPS[,FP8_TFLOPS] for --gpu custom")
 @click.option("--gpus-per-node", type=int, default=8, show_default=True)
-@click.option("--mem-fraction", type=float, default=None, help="engine memory fraction [default: the engine's]")
-@click.option("--engine", type=click.Choice([n for n, c in engine_classes().items() if c.planner_memory]),
-              default=default_engine("cuda"), show_default=True)
-@click.option("--config", "-c", "config_names", multiple=True, help="plan only these configs")
-@click.option("--batch-size", "-b", type=int, default=1, show_default=True)
-@click.option("--input-len", type=int, default=DEFAULT_INPUT_LEN, show_default=True)
-@click.option("--output-len", type=int, default=DEFAULT_OUTPUT_LEN, show_default=True)
+@_run_option("--mem-fraction", help="engine memory fraction [default: the engine's]")
+@_run_option("--engine", type=tuple(n for n, c in engine_classes().items() if c.planner_memory),
+             default=default_engine("cuda"), show_default=True, help="")
+@_run_option("--config", help="plan only these configs")
+@_run_option("--batch-size", param="batch_size", multiple=False, default=1, show_default=True, help="")
+@_run_option("--input-len")
+@_run_option("--output-len")
 @click.option("--detail", is_flag=True, help="also the weights per part of the model")
 @click.option("--check", is_flag=True, help="the planner's accuracy over all recorded outcomes")
 @results_option
@@ -376,12 +383,12 @@ def plan(models, gpu, custom_gpu, gpus_per_node, mem_fraction, engine, config_na
 # ---------------------------------------------------------------- predict
 @main.command()
 @click.argument("model")
-@click.option("--config", "-c", "config_names", multiple=True, help="predict only these configs [default: the matrix]")
+@_run_option("--config", help="predict only these configs [default: the matrix]")
 @click.option("--gpu", type=click.Choice(["h100", "h200", "b200"]), default="h200", show_default=True,
               help="b200: no shipped record; scaled from H200 by the GPU rule")
-@click.option("--engine", type=click.Choice(["sglang", "vllm"]), default="sglang", show_default=True)
-@click.option("--input-len", type=int, default=DEFAULT_INPUT_LEN, show_default=True)
-@click.option("--output-len", type=int, default=DEFAULT_OUTPUT_LEN, show_default=True)
+@click.option("--engine", type=click.Choice(["sglang", "vllm"]), default="sglang", show_default=True)  # the evidence's
+@_run_option("--input-len")
+@_run_option("--output-len")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object (ttft_ms, itl_ms, latency_s and the parts)")
 @click.option("--evidence", "evidence_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="an evidence file of benchmarks/predict_evidence.py [default: the one that ships]")

@@ -17,7 +17,7 @@ from .report.tables import append_step_summary, config_table, full_report
 from .plan.run import engine_mem_fraction, plan_for
 from .results.record import Record, failure_entry, result_key, success_entry
 from .results.store import ResultsStore
-from .runner import Progress, RunOptions, workload_suffix
+from .attempt import Progress, RunOptions, workload_suffix
 
 __all__ = ["Job", "Executor", "LocalExecutor", "plan_jobs", "run_sweep", "job_failed", "plan_for",
            "engine_mem_fraction", "run_job"]

@@ -24,13 +24,13 @@ import copy
 import json
 import math
 import os
-import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from moetrace.plan.arch import Tensor, build_arch, checkpoint_tensors
+from moetrace.tensorfile import read_safetensors_header, to_bf16_bits, to_e4m3_bits, write_safetensors
 
 __all__ = [
     "TinyError",
@@ -178,6 +178,18 @@ def tiny_hf_config(hf_config: dict[str, Any], **overrides: Any) -> dict[str, Any
         if key in real:
             cfg[key] = _remap_token_id(real[key], tid)
 
+    _scale_family(fam, real, cfg, take, heads=heads, experts=experts, moe_width=moe_width)
+
+    cfg.update(ov)  # anything else: raw config keys, applied as given
+    if fam in ("deepseek_v3", "glm4_moe") and cfg["first_k_dense_replace"] > cfg["num_hidden_layers"]:
+        raise TinyError("first_k_dense_replace exceeds num_hidden_layers")
+    return cfg
+
+
+def _scale_family(fam: str, real: dict[str, Any], cfg: dict[str, Any], take: Callable[[str, Any], Any], *,
+                  heads: int, experts: int, moe_width: int) -> None:
+    """The keys one family's configs have (layers, attention shape, routing groups, MTP), scaled into ``cfg``;
+    ``take(name, default)``: an override of that name, else the default."""
     if fam in ("qwen3_moe", "glm4_moe", "minimax_m2"):  # GQA
         cfg["num_key_value_heads"] = take("kv_heads", take("num_key_value_heads", max(1, heads // 4)))
         cfg["head_dim"] = take("head_dim", 64)
@@ -221,11 +233,6 @@ def tiny_hf_config(hf_config: dict[str, Any], **overrides: Any) -> dict[str, Any
         if "shared_intermediate_size" in real:
             cfg["shared_intermediate_size"] = 0 if not real["shared_intermediate_size"] else moe_width
 
-    cfg.update(ov)  # anything else: raw config keys, applied as given
-    if fam in ("deepseek_v3", "glm4_moe") and cfg["first_k_dense_replace"] > cfg["num_hidden_layers"]:
-        raise TinyError("first_k_dense_replace exceeds num_hidden_layers")
-    return cfg
-
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -256,111 +263,6 @@ def _spec(t: Tensor) -> TensorSpec:
     if t.name.endswith(".bias"):
         return TensorSpec(t.name, shape, "bias", t.name[: -len(".bias")])
     return TensorSpec(f"{t.name}.weight", shape, "linear", t.name, t.routed)
-
-
-# ---------------------------------------------------------------- number formats
-
-def _to_bf16_bits(x):
-    """float32 array -> uint16 bf16 bit patterns, rounded to nearest even."""
-    import numpy as np
-
-    ml = _ml_dtypes()
-    if ml is not None:  # the same rounding, in C (tests/test_tiny.py checks they agree)
-        return np.ascontiguousarray(x, dtype=np.float32).astype(ml.bfloat16).view(np.uint16)
-    return _to_bf16_bits_numpy(x)
-
-
-def _to_bf16_bits_numpy(x):
-    import numpy as np
-
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
-    return (rounded >> np.uint32(16)).astype(np.uint16)
-
-
-def _ml_dtypes():
-    """ml_dtypes when installed (numpy's bf16/fp8 casts in C, ~50x faster for real-width slices)."""
-    try:
-        import ml_dtypes
-    except ImportError:
-        return None
-    return ml_dtypes
-
-
-def _e4m3_table():
-    """The non-negative finite float8_e4m3fn values, indexed by code 0..126."""
-    import numpy as np
-
-    codes = np.arange(127)
-    exp, man = codes >> 3, codes & 7
-    sub = man / 8.0 * 2.0**-6
-    norm = (1 + man / 8.0) * 2.0 ** (exp - 7)
-    return np.where(exp == 0, sub, norm)
-
-
-def _to_e4m3_bits(x):
-    """float32 array -> uint8 float8_e4m3fn codes (round to nearest, saturating at 448)."""
-    import numpy as np
-
-    ml = _ml_dtypes()
-    if ml is None:
-        return _to_e4m3_bits_numpy(x)
-    # saturate first: ml_dtypes turns values above 448 into NaN
-    codes = np.clip(x, -448.0, 448.0).astype(np.float32).astype(ml.float8_e4m3fn).view(np.uint8)
-    codes[codes == 0x80] = 0  # -0.0 is written as +0.0, like the numpy path
-    return codes
-
-
-def _to_e4m3_bits_numpy(x):
-    """The same in plain numpy (tests/test_tiny.py checks it against ml_dtypes)."""
-    import numpy as np
-
-    table = _e4m3_table()
-    a = np.minimum(np.abs(x.astype(np.float64)), 448.0)
-    hi = np.clip(np.searchsorted(table, a), 1, 126)
-    lo = hi - 1
-    code = np.where(np.abs(table[hi] - a) < np.abs(a - table[lo]), hi, lo).astype(np.uint8)
-    return code | (np.signbit(x).astype(np.uint8) << np.uint8(7)) * (code > 0)
-
-
-def _e4m3_to_float(codes):
-    import numpy as np
-
-    table = np.append(_e4m3_table(), np.nan)
-    mag = table[codes & 0x7F]
-    return np.where(codes & 0x80, -mag, mag)
-
-
-_DTYPES = {"BF16": 2, "F32": 4, "F8_E4M3": 1, "I32": 4, "I64": 8, "F16": 2}
-
-
-def write_safetensors(path: Path, tensors: Iterable[tuple[str, str, tuple[int, ...], bytes]], metadata: dict[str, str] | None = None) -> None:
-    """Write ``(name, dtype, shape, raw little-endian bytes)`` tensors as one safetensors
-    file, in the given order (so the bytes are reproducible)."""
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = metadata
-    chunks, offset = [], 0
-    for name, dtype, shape, data in tensors:
-        n = _DTYPES[dtype] * math.prod(shape)
-        if len(data) != n:
-            raise TinyError(f"{name}: {len(data)} bytes for {dtype}{list(shape)}, want {n}")
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
-        chunks.append(data)
-        offset += n
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for c in chunks:
-            f.write(c)
-
-
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -482,7 +384,7 @@ def _fp8_block(w, block: tuple[int, int], ue8m0: bool):
         scale = np.exp2(np.ceil(np.log2(scale)))
     scale = scale.astype(np.float32)
     q = (pad.reshape(sn, bn, sk, bk) / scale[:, None, :, None]).reshape(sn * bn, sk * bk)[:n, :k]
-    return _to_e4m3_bits(q), scale
+    return to_e4m3_bits(q), scale
 
 
 def _int4_pack(w, group: int):
@@ -545,9 +447,9 @@ def _encode(specs: list[TensorSpec], seed: int, q: dict[str, Any] | None, hot_ex
             grp = q["config_groups"]["group_0"]["weights"]["group_size"]
             packed, scale = _int4_pack(w, grp)
             return [(spec.module + ".weight_packed", "I32", packed.shape, packed.astype("<i4").tobytes()),
-                    (spec.module + ".weight_scale", "BF16", scale.shape, _to_bf16_bits(scale).astype("<u2").tobytes()),
+                    (spec.module + ".weight_scale", "BF16", scale.shape, to_bf16_bits(scale).astype("<u2").tobytes()),
                     (spec.module + ".weight_shape", "I64", (2,), np.array(spec.shape, "<i8").tobytes())]
-        return [(spec.name, "BF16", spec.shape, _to_bf16_bits(w).astype("<u2").tobytes())]
+        return [(spec.name, "BF16", spec.shape, to_bf16_bits(w).astype("<u2").tobytes())]
 
     # Each tensor depends only on the seed and its name, so tensors are made in parallel (numpy
     # releases the GIL) and written in order: real-width slices of many GB take seconds, not minutes.

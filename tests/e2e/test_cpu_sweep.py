@@ -145,7 +145,7 @@ def test_each_swept_success_says_why_it_has_no_expert_load_and_where_its_time_we
     for r in swept:
         # vLLM counts tokens per expert only inside EPLB (GPU expert parallelism) and serves none of it
         assert r["expert_load"]["available"] is False and "EPLB" in r["expert_load"]["reason"]
-        # no recorder, so no second launch for it (runner.launch_options), and the progress lines say so
+        # no recorder, so no second launch for it (attempt.launch.launch_options), and the progress lines say so
         assert not (cpu_sweep.results / r["attempt_dir"] / "server-expert-load.log").exists()
         assert f"{r['model']} {r['config']}: expert load: not exposed by the engine" in cpu_sweep.outputs[1].stderr
         # the floor decomposition of issue 14: measured ITL = floor + kernels above it + idle + host/other

@@ -1,6 +1,6 @@
 """--expert-load with a real engine: the measured launch goes without the expert recorder, a
 second launch of the same config counts the load, and a failure of that second launch costs the
-expert_load field only (runner.launch_options says why: the recorder's kernels sit in SGLang's
+expert_load field only (attempt.launch.launch_options says why: the recorder's kernels sit in SGLang's
 CUDA graph of every decode step, GPU run 3).
 
 The engine launches are real vLLM CPU launches of the tiny Qwen3-235B. vLLM has no expert
@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from moetrace import runner
+from moetrace.attempt import run as runner
+from moetrace.engines.sglang import SGLang
 from moetrace.engines.vllm import VLLM
 from moetrace.matrix import Config
 from moetrace.presets import get_preset
 from moetrace.results.store import ResultsStore
-from moetrace.runner import Progress, RunOptions, run_config
+from moetrace.attempt import Progress, RunOptions, run_config
 from moetrace.sweep import tiny_preset
 from tests.conftest import DATA, engine_processes, require_engine
 
@@ -41,6 +42,8 @@ class RecorderVLLM(VLLM):
 
     def command(self, spec):
         return super().command(spec) + (self.recorder_args if spec.expert_load_dir is not None else [])
+
+    expert_counts = SGLang.expert_counts  # the dump is SGLang's: its adapter decodes it
 
     def capture_expert_load(self, http, base_url, out_dir, run):
         run()

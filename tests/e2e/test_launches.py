@@ -14,7 +14,7 @@ from moetrace.matrix import Config
 from moetrace.presets import get_preset
 from moetrace.report.tables import EXTRA_COLUMNS
 from moetrace.results.store import ResultsStore
-from moetrace.runner import Progress, RunOptions, run_config
+from moetrace.attempt import Progress, RunOptions, run_config
 from moetrace.sweep import tiny_preset
 from tests.conftest import engine_processes, require_engine
 

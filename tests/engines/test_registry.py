@@ -16,6 +16,8 @@ from moetrace.presets import get_preset
 from moetrace.traces import names
 
 TOY = '''
+import json
+
 from moetrace.engines.base import Engine, register
 from moetrace.traces.names import DECODE, TraceName
 
@@ -27,6 +29,20 @@ class Toy(Engine):
     mem_fraction_flags = ("--toy-memory",)
     planner_memory = "utilization"
     default_mem_fraction = 0.8
+    python_module = "toyserve"
+    log_rules = (("OOM", r"toy: out of pages"),)
+    expert_load_source = "toy recorder"
+
+    def capture_expert_load(self, http, base_url, out_dir, run):
+        run()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "load.json"  # [pass, layer, expert]: one prefill pass of 8 tokens, top-2 of 4 experts
+        path.write_text(json.dumps([[[10, 2, 2, 2]]]))
+        return [path]
+
+    @classmethod
+    def expert_counts(cls, path):
+        return json.loads(path.read_text())
 
     def command(self, spec):
         return [spec.python, "-m", "toy.serve", "--port", str(spec.port)]
@@ -72,3 +88,27 @@ def test_a_new_engine_is_one_module(toy):
     assert names.step_stage("toy_decode_step") == names.DECODE
     plan = plan_config(get_preset("qwen3-235b"), "TP8", engine="toy")
     assert plan.mem_fraction == 0.8 and "--toy-memory" in plan.mem_fraction_source
+
+
+def test_a_new_engine_brings_its_log_rules_dump_and_memory_model(toy, tmp_path):
+    """The classifier, the expert-load stage and the plan table take the toy's own knowledge from its module."""
+    from types import SimpleNamespace
+
+    from moetrace.attempt.context import Attempt
+    from moetrace.attempt.expert_load import expert_load
+    from moetrace.attempt.progress import Progress
+    from moetrace.plan.table import format_assumptions
+    from moetrace.results.classify import classify
+
+    assert classify(exception="ServerDied", log_text="step 3\ntoy: out of pages\n").error_type == "OOM"
+    assert classify(exception="ServerDied", log_text="No module named 'toyserve'").error_type == "LaunchError"
+    toy = registry.get_engine("toy")
+    ctx = Attempt(SimpleNamespace(name="m", hf_config={"num_experts_per_tok": 2}, facts={}),
+                  SimpleNamespace(name="TP1", ep=1, tp=1), SimpleNamespace(batch_sizes=[1], seed=0, output_len=4,
+                                                                         input_len=8),
+                  SimpleNamespace(root=tmp_path), toy, Progress(stream=sys.stderr), adir=tmp_path / "attempt")
+    session = SimpleNamespace(http=None, base_url="http://x", server=None, request=lambda **kw: None)
+    out = expert_load(ctx, session, own_launch=False)
+    assert out["source"] == "toy recorder" and out["experts"] == 4 and out["stages"]["extend"]["tokens"] == 8
+    plan = plan_config(get_preset("qwen3-235b"), "TP8", engine="toy")
+    assert "utilization x GPU memory" in format_assumptions([plan])

@@ -162,7 +162,7 @@ def test_the_record_says_what_the_engine_chose(tmp_path, exit_at_launch):
     from moetrace.matrix import Config
     from moetrace.presets import get_preset
     from moetrace.results.store import ResultsStore
-    from moetrace.runner import Progress, RunOptions, run_config
+    from moetrace.attempt import Progress, RunOptions, run_config
 
     (log,) = [p for p in SGLANG_LOGS if "results-fa3" in str(p) and "DeepSeek" in p.parent.name]
     lines = log.read_text().splitlines(keepends=True)

@@ -222,7 +222,7 @@ def test_expert_load_is_counted_in_a_second_launch_the_measured_one_runs_without
 
     from moetrace.engines.vllm import VLLM
     from moetrace.executors.multinode import launch_plan
-    from moetrace.runner import RunOptions, launch_options
+    from moetrace.attempt import RunOptions, launch_options
 
     qwen, engine = get_preset("Qwen3-235B"), SGLang()
     opts = RunOptions(engine="sglang", device="cuda", engine_python="/env/bin/python", expert_load=True)

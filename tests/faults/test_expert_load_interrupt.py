@@ -1,4 +1,4 @@
-"""Ctrl-C during --expert-load's second launch (the one with the recorder on, runner.launch_options):
+"""Ctrl-C during --expert-load's second launch (the one with the recorder on, attempt.launch.launch_options):
 that launch is stopped, the measured numbers are committed with an expert_load that says it was
 interrupted, and the interrupt goes on to the sweep.
 
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from moetrace import runner
+from moetrace.attempt import run as runner
 from moetrace.engines.vllm import VLLM
 from moetrace.matrix import Config
 from moetrace.presets import get_preset
 from moetrace.results.store import ResultsStore
-from moetrace.runner import Progress, RunOptions, run_config
+from moetrace.attempt import Progress, RunOptions, run_config
 from tests.conftest import DATA
 
 STAND_IN = """#!{python}

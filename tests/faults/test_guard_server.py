@@ -1,4 +1,4 @@
-"""How a failed request is blamed (runner._guard_server): on the engine when it died or stopped serving,
+"""How a failed request is blamed (attempt.session.guard_server): on the engine when it died or stopped serving,
 on the stream otherwise. The server here is a real listening socket or none; the process facts are the
 three ServerProcess answers the guard reads (exit code, live pids, its port)."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from moetrace.engines.process import free_port
 from moetrace.errors import BenchmarkFailure, ServerDied
-from moetrace.runner import _guard_server
+from moetrace.attempt.session import guard_server as _guard_server
 
 
 @dataclass

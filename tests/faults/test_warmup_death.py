@@ -14,7 +14,7 @@ from pathlib import Path
 from moetrace.matrix import Config
 from moetrace.presets import get_preset
 from moetrace.results.store import ResultsStore
-from moetrace.runner import Progress, RunOptions, run_config
+from moetrace.attempt import Progress, RunOptions, run_config
 
 LOG = Path(__file__).resolve().parents[1] / "data" / "sglang_doc_logs" / "torch_oom.log"
 

@@ -15,7 +15,7 @@ from moetrace.report.html import render_html
 from moetrace.report.tables import model_tables
 from moetrace.results.store import success_entry
 from moetrace.results.record import Record
-from moetrace.runner import _add_floors
+from moetrace.attempt.outcome import add_floors as _add_floors
 from moetrace.traces.analyze import analyze_trace
 from moetrace.traces.decompose import decompose, step_times_dict
 

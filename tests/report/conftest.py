@@ -33,7 +33,7 @@ def synthetic_record(model: str, config: str, status: str = "success", *, tp: in
                      runs: list[dict[str, float]] | None = None, breakdown: dict | None = None,
                      workload: tuple[int, int, int] = (1, 4096, 512), error: dict | None = None,
                      key: str | None = None, profile: dict | None = None, **extra: Any) -> dict[str, Any]:
-    """A SYNTHETIC attempt record shaped like runner.py's (made-up numbers)."""
+    """A SYNTHETIC attempt record shaped like the attempt stages' (made-up numbers)."""
     bs, il, ol = workload
     suffix = "" if workload == (1, 4096, 512) else f"::bs{bs}_in{il}_out{ol}"
     rec: dict[str, Any] = {

@@ -157,7 +157,7 @@ def _page(root: Path, out: Path) -> str:
 def test_heat_maps_from_the_real_records(tmp_path):
     import xml.etree.ElementTree as ET
 
-    from moetrace.report.html import HEAT
+    from moetrace.report.svg import HEAT
     page = _page(LOAD, tmp_path / "report.html")
     maps = _maps(page)
     # GLM TP1 and Qwen TP1: extend and decode; Qwen TP2 EP2: its stored summary has extend only

@@ -17,7 +17,7 @@ from moetrace.engines.registry import get_engine
 from moetrace.executors.multinode import dist_init_args, launch_plan, node_main, split_addr
 from moetrace.matrix import Config
 from moetrace.presets import get_preset
-from moetrace.runner import RunOptions
+from moetrace.attempt import RunOptions
 
 from .conftest import registry, sglang_parse, vllm_parse
 

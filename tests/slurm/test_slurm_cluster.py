@@ -150,7 +150,7 @@ def test_a_node_that_cannot_run_moetrace_is_classified(slurm_cluster, tmp_path):
     from moetrace.matrix import Config
     from moetrace.presets import get_preset
     from moetrace.results.store import ResultsStore
-    from moetrace.runner import RunOptions
+    from moetrace.attempt import RunOptions
     from moetrace.sweep import Job, run_sweep
 
     results = tmp_path / "results"

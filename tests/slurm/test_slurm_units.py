@@ -17,7 +17,7 @@ from moetrace.executors.slurm import (JobRegistry, SlurmExecutor, SlurmState, pa
 from moetrace.matrix import Config, parse_config_name, parse_matrix
 from moetrace.presets import get_preset
 from moetrace.results.store import ResultsStore
-from moetrace.runner import RunOptions
+from moetrace.attempt import RunOptions
 from moetrace.sweep import Job
 
 

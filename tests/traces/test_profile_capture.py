@@ -23,7 +23,11 @@ import pytest
 from moetrace.engines.base import ProfileRequest
 from moetrace.engines.process import ServerProcess
 from moetrace.errors import BenchmarkFailure
-from moetrace.runner import Progress, _profile
+from moetrace.attempt import Progress
+from moetrace.attempt.context import Attempt
+from moetrace.attempt.launch import Launch
+from moetrace.attempt.profile import profile as _profile
+from moetrace.results.record import EngineInfo
 from moetrace.traces.analyze import analyze_trace
 from moetrace.traces.capture import file_traces, rank_key
 from moetrace.traces.names import DECODE, EXTEND, parse_trace_name
@@ -64,9 +68,13 @@ def _run(engine, tmp_path, *, tp=1, server=None, phases=None, base=None):
     preset = SimpleNamespace(name="Qwen3-235B-mid")
     config = SimpleNamespace(name=f"TP{tp}_auto", tp=tp)
     opts = SimpleNamespace(profile_steps=5, profile_with_stack=False, seed=0, profile_timeout_s=30.0)
-    rel = lambda p: str(Path(p).relative_to(tmp_path)) if p else None  # noqa: E731
-    out = _profile(engine, session, preset, config, opts, adir, Progress(stream=sys.stderr), rel, server=server,
-                   phases=phases, base=base)
+    ctx = Attempt(preset, config, opts, SimpleNamespace(root=tmp_path), engine, Progress(stream=sys.stderr),
+                  adir=adir)
+    launch = Launch(EngineInfo(), phases if phases is not None else {}, adir / "server.log", server=server,
+                    session=session)
+    out = _profile(ctx, launch)
+    if base is not None:  # the launch's engine part, where the record keeps it
+        base["engine"] = launch.info.to_dict()
     return out, adir
 
 

@@ -138,6 +138,10 @@ class Engine(ABC):
     def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
         """Run profiled traffic and return {'extend': [files], 'decode': [files]}, rank 0 first."""
 
+    # ---- failure classification (results/classify.py): (error class, regex) its server log says
+    log_rules: ClassVar[tuple[tuple[str, str], ...]] = ()  # tried after the generic out-of-memory rule
+    weak_log_rules: ClassVar[tuple[tuple[str, str], ...]] = ()  # tried last: decisive when nothing else is
+
     # ---- expert load (--expert-load; measure/expert_load.py reads what comes back)
     expert_load_absent: ClassVar[str] = "this engine exposes no per-expert token counts to moetrace"
     """Why the engine records no expert load, said in the record when --expert-load is asked for."""
@@ -153,6 +157,12 @@ class Engine(ABC):
         the engine's recorder wrote into ``out_dir``; None (the default) when the engine has no
         recorder, which the record says with ``expert_load_absent``."""
         return None
+
+    @classmethod
+    def expert_counts(cls, path: Path) -> Any:
+        """The counts in a file ``capture_expert_load`` returned: tokens per (forward pass, layer,
+        logical expert), an array of shape [passes, layers, experts] (measure/expert_load.py)."""
+        raise NotImplementedError(f"{cls.label} writes no expert-load files moetrace reads")
 
     def read_metrics(self, http: httpx.Client, base_url: str) -> str | None:
         """The server's Prometheus metrics page, or None when it has none."""

@@ -102,6 +102,17 @@ class SGLang(Engine):
     label = "SGLang"
     python_module = "sglang"
     default_for = ("cuda",)
+    log_rules = (
+        ("OOM", r"Not enough memory\. Please try to increase --mem-fraction-static"),
+        # the KV-pool allocator and retraction (mem_cache/allocation.py, managers/schedule_batch.py), and a
+        # scheduler killed while loading: -9 is SIGKILL, the OS OOM killer (entrypoints/engine.py)
+        ("OOM", r"(?:Prefill|Decode) out of memory\. Try to lower|Out of memory\. Try to lower"
+                r"|Out of memory even after retracting"),
+        ("OOM", r"scheduler died during initialization \(exit code: -9\)"),
+    )
+    # retracting requests for KV room: a warning it survives, so weaker evidence than a crash; decisive
+    # when nothing else is (a timeout while it kept retracting)
+    weak_log_rules = (("OOM", r"KV cache pool is full"),)
     planner_memory = "static"  # --mem-fraction-static of the memory after the CUDA context
     planner_load_extras = True  # absorbed MLA copies (w_kc, w_vc) built at load time
     moe_backends = SGLANG_MOE_BACKENDS
@@ -222,6 +233,12 @@ class SGLang(Engine):
                 raise ProfileError(f"SGLang's expert distribution recorder wrote no complete "
                                    f"expert_distribution_recorder_*.pt into {out_dir} within 60 s")
             time.sleep(0.5)
+
+    @classmethod
+    def expert_counts(cls, path: Path) -> Any:
+        """``logical_count`` of the recorder's dump, read without torch."""
+        from ..measure.expert_load import read_torch_save
+        return read_torch_save(path.read_bytes())["logical_count"].array
 
     def generate(self, prompts: list[list[int]], max_tokens: int):
         # stream_interval 1: one chunk per decode step whatever the server's --stream-interval (a per-request

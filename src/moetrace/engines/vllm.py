@@ -88,6 +88,10 @@ class VLLM(Engine):
     label = "vLLM"
     python_module = "vllm"
     default_for = ("cpu",)
+    log_rules = (  # its CPU/GPU startup checks
+        ("OOM", r"less than desired (?:CPU|GPU) memory utilization"),
+        ("OOM", r"No available memory for the cache blocks|larger than the available KV cache memory"),
+    )
     planner_memory = "utilization"  # --gpu-memory-utilization of all memory, peak activations inside it
     default_mem_fraction = 0.9  # vLLM's default --gpu-memory-utilization
     planner_ep_is_tp = True  # --enable-expert-parallel: EP over the whole TP group

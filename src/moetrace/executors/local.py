@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from ..plan.run import plan_for
-from ..runner import run_config
+from ..attempt import run_config
 
 __all__ = ["Executor", "LocalExecutor", "run_job"]
 

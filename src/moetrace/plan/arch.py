@@ -169,6 +169,19 @@ def build_arch(cfg: dict[str, Any]) -> Arch:
 
     n_experts = int(_get(cfg, "n_routed_experts", "num_experts", "num_local_experts", default=0) or 0)
     topk = int(_get(cfg, "num_experts_per_tok", "moe_topk", default=0) or 0)
+    moe = _moe_layout(cfg, mt, n_layers, n_experts, notes)
+    mtp = int(cfg.get("num_nextn_predict_layers") or 0)
+    return Arch(
+        model_type=mt, hidden=hidden, vocab=vocab, n_layers=n_layers,
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        attn="mla" if mla else "gqa", n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, v_head_dim=v_dim,
+        qkv_bias=qkv_bias, qk_norm=qk_norm, q_lora_rank=q_lora, kv_lora_rank=kv_lora,
+        qk_nope_dim=nope, qk_rope_dim=rope, n_experts=n_experts, topk=topk, mtp_layers=mtp,
+        max_position=int(cfg.get("max_position_embeddings") or 0), notes=tuple(notes), **moe,
+    )
+
+def _moe_layout(cfg: dict[str, Any], mt: str, n_layers: int, n_experts: int, notes: list[str]) -> dict[str, Any]:
+    """Which layers are MoE and how wide their experts are, by family: the MoE fields of :class:`Arch`."""
     moe_prefix, expert_names = "mlp", ("gate_proj", "up_proj", "down_proj")
     shared_gate = False
     router_bias = False
@@ -216,18 +229,9 @@ def build_arch(cfg: dict[str, Any]) -> Arch:
         if mt not in ("deepseek_v2", "deepseek_v3", "kimi_k2", "glm4_moe"):
             notes.append(f"model_type {mt!r} read with the DeepSeek/GLM MoE rules")
 
-    mtp = int(cfg.get("num_nextn_predict_layers") or 0)
-    return Arch(
-        model_type=mt, hidden=hidden, vocab=vocab, n_layers=n_layers,
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        attn="mla" if mla else "gqa", n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, v_head_dim=v_dim,
-        qkv_bias=qkv_bias, qk_norm=qk_norm, q_lora_rank=q_lora, kv_lora_rank=kv_lora,
-        qk_nope_dim=nope, qk_rope_dim=rope, dense_layers=dense_layers, dense_inter=dense_inter,
-        moe_layers=moe_layers, n_experts=n_experts, topk=topk, moe_inter=moe_inter,
-        shared_inter=shared_inter, shared_gate=shared_gate, router_bias=router_bias, mtp_layers=mtp,
-        max_position=int(cfg.get("max_position_embeddings") or 0), moe_prefix=moe_prefix,
-        expert_names=expert_names, first_moe_layer=first_moe, moe_layer_ids=tuple(moe_ids), notes=tuple(notes),
-    )
+    return dict(dense_layers=dense_layers, dense_inter=dense_inter, moe_layers=moe_layers, moe_inter=moe_inter,
+                shared_inter=shared_inter, shared_gate=shared_gate, router_bias=router_bias, moe_prefix=moe_prefix,
+                expert_names=expert_names, first_moe_layer=first_moe, moe_layer_ids=tuple(moe_ids))
 
 
 def _attention(a: Arch, pre: str, n: int, mtp: bool) -> list[Tensor]:

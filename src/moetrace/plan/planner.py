@@ -22,10 +22,11 @@ from typing import Any
 
 from ..matrix import Config, parse_config_name, parse_matrix
 from ..results.record import DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN
+from .budget import MEMORY_MODELS, Budget, Need
 from .arch import build_arch, inventory, quant_format_for
 from .floors import CommModel, compute_floors
 from .hardware import GIB, GPU, resolve_gpu
-from .memory import activation_bytes, kv_bytes_per_token, req_to_token_bytes, sglang_defaults, weights_per_gpu
+from .memory import kv_bytes_per_token, weights_per_gpu
 from .params import count_params
 
 __all__ = ["Plan", "PlannerSettings", "plan_config", "plan_matrix"]
@@ -179,64 +180,16 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
     ctx_len = context_len or a.max_position or (input_len + output_len)
 
     knob = eng.mem_fraction_flags[0] if eng.mem_fraction_flags else "--mem-fraction"
-    if eng.planner_memory == "static":
-        d = sglang_defaults(g.memory_mib, tp, speculative=speculative, mla=(a.attn == "mla"))
-        default = eng.default_mem_fraction if eng.default_mem_fraction is not None else d["mem_fraction_static"]
-        mf = mem_fraction if mem_fraction is not None else default
-        source = "given" if mem_fraction is not None else (
-            f"{eng.label} default for {g.memory_mib} MiB at TP{tp} (reserve {d['reserved_mib']:.0f} MiB)")
-        usable = physical - context
-        available = mf * usable
-        reserve = usable - available
-        chunk = min(int(d["chunked_prefill_size"]), batch * input_len)
-        act = activation_bytes(a, tp, ep, chunk) + 512 * 2**20   # + SGLang's constant metadata allowance
-        graphs = (d["cuda_graph_max_bs"] * s.cuda_graph_mib_per_bs + d["prefill_graph_mib"]) * 2**20
-        pool = available - weights
-        table = req_to_token_bytes(ctx_len, max(pool, 0.0) / kv_tok if kv_tok else 0.0)
-        outside = act + graphs + table           # must fit in the reserve
-        needed_mf = (weights + kv_need) / usable
-    else:
-        default = eng.default_mem_fraction if eng.default_mem_fraction is not None else s.vllm_default_util
-        mf = mem_fraction if mem_fraction is not None else default
-        source = "given" if mem_fraction is not None else f"{eng.label} default {knob}"
-        usable = physical
-        act = activation_bytes(a, tp, ep, min(8192, batch * input_len)) + 512 * 2**20
-        graphs = 512 * s.cuda_graph_mib_per_bs * 2**20
-        table = 0.0
-        available = mf * physical - act           # vLLM profiles peak activations inside its budget
-        reserve = physical - mf * physical
-        pool = available - weights
-        outside = context + graphs
-        needed_mf = (weights + kv_need + act) / physical
+    b = MEMORY_MODELS[eng.planner_memory].budget(Need(
+        a, g, s, eng, tp, ep, batch, input_len, weights, kv_tok, kv_need, context, ctx_len, speculative, mem_fraction))
+    mf, source, usable, available, reserve = b.mem_fraction, b.source, b.usable, b.available, b.reserve
+    act, graphs, table, pool, outside, needed_mf = b.act, b.graphs, b.table, b.pool, b.outside, b.needed_mf
     overhead = context + act + graphs + table
     headroom = pool - kv_need
     margin = s.margin_gib * GIB + s.margin_frac_of_weights * weights
 
-    where = f"{g.label} at {cfg.name}"
-    if weights > physical - context:
-        verdict = "will_not_fit"
-        reason = (f"predicted: weights {_gib(weights)}/GPU exceed the {_gib(physical)} of one {g.label} "
-                  f"at {cfg.name}")
-    elif headroom < 0:
-        verdict = "will_not_fit"
-        hint = (f"; would need {knob} >= {needed_mf:.3f}" if needed_mf < 1 and
-                (1 - needed_mf) * usable >= outside else "")
-        reason = (f"predicted: weights {_gib(weights)} + KV cache {_gib(kv_need)}/GPU exceed the "
-                  f"{_gib(available)} budget ({knob} {mf:.3f}) on {where}{hint}")
-    elif outside > reserve:
-        verdict = "tight"
-        reason = (f"tight: fits ({_gib(weights)} weights + {_gib(kv_need)} KV of {_gib(available)}), but "
-                  f"activations + CUDA graphs + tables ~{_gib(outside)} exceed the {_gib(reserve)} the memory "
-                  f"fraction {mf:.3f} leaves, on {where}")
-    elif headroom < margin:
-        verdict = "tight"
-        reason = (f"tight: weights {_gib(weights)} + KV {_gib(kv_need)} leave {_gib(headroom)} of the "
-                  f"{_gib(available)} budget, under the planner's {_gib(margin)} error allowance, on {where}")
-    else:
-        verdict = "fits"
-        reason = (f"fits: weights {_gib(weights)} + KV {_gib(kv_need)} of a {_gib(available)} budget "
-                  f"(KV pool {_gib(pool)}) on {where}")
-
+    verdict, reason = _verdict(b, weights, kv_need, headroom, margin, physical, context, knob,
+                               f"{g.label} at {cfg.name}", f"one {g.label} at {cfg.name}")
     fl = compute_floors(a, w, g, tp=tp, ep=ep, nodes=nodes, batch=batch, input_len=input_len,
                         output_len=output_len, comm=comm, include_mtp=speculative)
     pc = count_params(a, include_mtp=False)
@@ -267,6 +220,29 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
     )
 
 
+def _verdict(b: Budget, weights: float, kv_need: float, headroom: float, margin: float, physical: float,
+             context: float, knob: str, where: str, one_gpu: str) -> tuple[str, str]:
+    """(verdict, reason) of a budget: the weights alone too big, weights + KV over the budget, what the
+    fraction leaves too small for the rest, a margin under the error allowance, or a fit."""
+    mf, available, pool = b.mem_fraction, b.available, b.pool
+    if weights > physical - context:
+        return "will_not_fit", f"predicted: weights {_gib(weights)}/GPU exceed the {_gib(physical)} of {one_gpu}"
+    if headroom < 0:
+        hint = (f"; would need {knob} >= {b.needed_mf:.3f}" if b.needed_mf < 1 and
+                (1 - b.needed_mf) * b.usable >= b.outside else "")
+        return "will_not_fit", (f"predicted: weights {_gib(weights)} + KV cache {_gib(kv_need)}/GPU exceed the "
+                                f"{_gib(available)} budget ({knob} {mf:.3f}) on {where}{hint}")
+    if b.outside > b.reserve:
+        return "tight", (f"tight: fits ({_gib(weights)} weights + {_gib(kv_need)} KV of {_gib(available)}), but "
+                         f"activations + CUDA graphs + tables ~{_gib(b.outside)} exceed the {_gib(b.reserve)} the "
+                         f"memory fraction {mf:.3f} leaves, on {where}")
+    if headroom < margin:
+        return "tight", (f"tight: weights {_gib(weights)} + KV {_gib(kv_need)} leave {_gib(headroom)} of the "
+                         f"{_gib(available)} budget, under the planner's {_gib(margin)} error allowance, on {where}")
+    return "fits", (f"fits: weights {_gib(weights)} + KV {_gib(kv_need)} of a {_gib(available)} budget "
+                    f"(KV pool {_gib(pool)}) on {where}")
+
+
 def _planned_engine(name: str) -> Any:
     """The engine's adapter, which says which memory model and defaults apply."""
     from ..engines.registry import engine_classes, get_engine
@@ -274,8 +250,8 @@ def _planned_engine(name: str) -> Any:
         eng = get_engine(name)
     except ValueError:
         eng = None
-    if eng is None or eng.planner_memory not in ("static", "utilization"):
-        plannable = [n for n, c in engine_classes().items() if c.planner_memory in ("static", "utilization")]
+    if eng is None or eng.planner_memory not in MEMORY_MODELS:
+        plannable = [n for n, c in engine_classes().items() if c.planner_memory in MEMORY_MODELS]
         raise ValueError(f"engine must be {' or '.join(repr(n) for n in plannable)}, got {name!r}")
     return eng
 

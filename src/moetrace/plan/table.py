@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from .budget import MEMORY_MODELS
 from .hardware import GIB
 from .planner import Plan
 
@@ -81,10 +82,7 @@ def format_assumptions(plans: list[Plan]) -> str:
         f"- Request: {req}. KV cache BF16 for batch x (input + output) tokens; MLA models keep the compressed "
         "latent (kv_lora_rank + rope dims) on every TP rank; GQA KV heads are replicated when TP exceeds them.",
         f"- Engine: {p0.engine}. Memory fraction per config: {frac_txt}. "
-        + ("Budget for weights + KV = fraction x (GPU memory - CUDA context); SGLang's default fraction is its own "
-           "heuristic (reserve = 512 MiB + 1.5 MiB x chunked-prefill tokens + 2 MiB x CUDA-graph max batch + "
-           "prefill CUDA graphs (8 MiB per captured size; MLA 1.5 GiB) + TP/8 GiB, at least 10 GiB; SGLang 0.5.23)." if _engine(p0.engine).planner_memory == "static" else
-           "vLLM budget = utilization x GPU memory, holding weights, peak activations and KV cache."),
+        + MEMORY_MODELS[_engine(p0.engine).planner_memory].note,
         f"- CUDA context: {s.get('context_tp1_gib', 1.0)} GiB at TP1, {s.get('context_tp_gib', 1.5)} GiB with NCCL "
         "at TP>1. Overhead = context + activations of one prefill chunk (fused-MoE caches, attention, MLP) + "
         f"{s.get('cuda_graph_mib_per_bs', 2.0):g} MiB per CUDA-graph batch size + SGLang's prefill-graph reserve + "

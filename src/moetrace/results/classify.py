@@ -4,7 +4,8 @@ to a class and a concise message.
 The message is the decisive log line (the one that says *why*), not a
 traceback's first line. The rules are one ordered table; the first rule that
 matches wins, so more specific causes (out of memory) come before the generic
-ones they trigger (a scheduler exception, a sigquit, a non-zero exit).
+ones they trigger (a scheduler exception, a sigquit, a non-zero exit). What one
+engine's log says is that engine's adapter's (``Engine.log_rules``), merged in.
 """
 
 from __future__ import annotations
@@ -30,20 +31,12 @@ class Classification:
     evidence: str | None = None  # the log line the class was decided from
 
 
-# (class, pattern). Searched line by line over the log, in this order.
-_LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (cls, re.compile(pat)) for cls, pat in (
-        # Out of memory: SGLang (engines.md), PyTorch, vLLM CPU/GPU startup checks.
-        ("OOM", r"CUDA out of memory|torch\.OutOfMemoryError|OutOfMemoryError|CUDA error: out of memory"),
-        ("OOM", r"Not enough memory\. Please try to increase --mem-fraction-static"),
-        ("OOM", r"less than desired (?:CPU|GPU) memory utilization"),
-        ("OOM", r"No available memory for the cache blocks|larger than the available KV cache memory"
-                r"|Insufficient memory|Cannot allocate memory|MemoryError"),
-        # SGLang's KV-pool allocator and retraction (mem_cache/allocation.py, managers/schedule_batch.py),
-        # and a scheduler killed while loading: -9 is SIGKILL, the OS OOM killer (entrypoints/engine.py).
-        ("OOM", r"(?:Prefill|Decode) out of memory\. Try to lower|Out of memory\. Try to lower"
-                r"|Out of memory even after retracting"),
-        ("OOM", r"scheduler died during initialization \(exit code: -9\)"),
+# (class, pattern). Searched line by line over the log, in this order; each engine's own rules
+# (``Engine.log_rules``) come after the first, its weaker ones (``Engine.weak_log_rules``) last.
+_OOM = ("OOM", r"CUDA out of memory|torch\.OutOfMemoryError|OutOfMemoryError|CUDA error: out of memory")
+_RULES: tuple[tuple[str, str], ...] = (
+        # Out of memory: PyTorch, the C library, Python.
+        ("OOM", r"Insufficient memory|Cannot allocate memory|MemoryError"),
         # A rejected argument: a choice the engine does not offer, an unsupported combination.
         ("UnsupportedConfig", r"error: argument [^:]+: invalid choice"),
         ("UnsupportedConfig", r"(?i)\bis not supported\b|\bnot supported (?:for|on|with|yet)\b|NotImplementedError"
@@ -51,7 +44,7 @@ _LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
                               r"|Failed to find a kernel that can implement|No \w+ MoE backend supports"),
         # A command the engine cannot take at all, or no engine.
         ("LaunchError", r"error: unrecognized arguments|error: the following arguments are required"),
-        ("LaunchError", r"No module named '?(?:sglang|vllm)\b|ModuleNotFoundError|command not found"),
+        ("LaunchError", r"No module named '?(?:{modules})\b|ModuleNotFoundError|command not found"),
         ("LaunchError", r"Address already in use|address already in use"),
         # Checkpoint problems.
         ("ModelLoadError", r"KeyError: '[^']*(?:layers|weight|bias|experts)[^']*'"),
@@ -73,11 +66,25 @@ _LOG_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         # A crashed engine process (a segfault in a kernel, a worker killed by a signal).
         ("ServerError", r"died unexpectedly \(exit code: -?\d+\)|Segfault encountered|Segmentation fault"
                         r"|Fatal Python error|scheduler died during initialization \(exit code: -?\d+\)"),
-        # SGLang retracting requests for KV room: a warning it survives, so weaker evidence than a
-        # crash above; decisive when nothing else is (a timeout while it kept retracting).
-        ("OOM", r"KV cache pool is full"),
-    )
 )
+
+
+def _log_rules() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """The rules in order: the generic out-of-memory rule, every engine's rules, the generic rest (the engines'
+    modules named in the missing-module rule), every engine's weak rules."""
+    from ..engines.registry import engine_classes
+    engines = tuple(engine_classes().values())
+    if _table and _table[0] == engines:
+        return _table[1]
+    modules = "|".join(re.escape(e.python_module) for e in engines if e.python_module)
+    rules = (_OOM, *(r for e in engines for r in e.log_rules),
+             *((cls, pat.replace("{modules}", modules)) for cls, pat in _RULES),
+             *(r for e in engines for r in e.weak_log_rules))
+    _table[:] = [engines, tuple((cls, re.compile(pat)) for cls, pat in rules)]
+    return _table[1]
+
+
+_table: list = []  # (the engines, their rules compiled)
 
 # Lines that tell where a failure surfaced, used when no rule names a cause; best first:
 # a Python exception line, then the engines' own words for a crash.
@@ -133,7 +140,7 @@ def _with_continuation(log_lines: list[str], i: int) -> str:
 def _find(log_lines: list[str], message: str = "") -> tuple[str, str] | None:
     """The first rule that matches; an out-of-memory the exception's own message states (an
     SGLang stream abort) counts like a log line of that rule."""
-    for cls, pat in _LOG_RULES:
+    for cls, pat in _log_rules():
         if cls == "OOM" and message and pat.search(message):
             return cls, message
         # Last match wins within a rule: the final, decisive occurrence (after retries, warnings).

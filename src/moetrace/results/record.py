@@ -350,6 +350,12 @@ class EngineInfo(_Part):
     stop: Stop | None = ABSENT
 
 
+def _or_empty(name: str, part: type[_Part]) -> property:
+    """A record's part ``name`` when it is there, else an empty one of its type (readers need no None checks)."""
+    return property(lambda self: v if isinstance(v := getattr(self, name), part) else part(),
+                    doc=f"``{name}``, or an empty {part.__name__}")
+
+
 @dataclass(eq=False)
 class Record(_Part):
     """One attempt. Fields in the order the runner writes them."""
@@ -370,6 +376,7 @@ class Record(_Part):
     attempt_dir: str | None = ABSENT
     phases: dict[str, float] | None = ABSENT
     engine: EngineInfo | None = ABSENT
+    model_detail: dict[str, Any] | None = ABSENT  # a variant of the model (variants.py): what it stands for
     plan: dict[str, Any] | None = ABSENT
     key: str | None = ABSENT
     status: str | None = ABSENT
@@ -386,6 +393,7 @@ class Record(_Part):
     expert_load: dict[str, Any] | None = ABSENT  # measure/expert_load.py: tokens per expert per layer and stage
     log_path: str | None = ABSENT
     plan_check: str | None = ABSENT
+    telemetry: dict[str, Any] | None = ABSENT  # measure/telemetry.py: throttled runs, clock and power ranges
     seq: int | None = ABSENT
     record_path: str | None = ABSENT
 
@@ -402,25 +410,11 @@ class Record(_Part):
     def ok(self) -> bool:
         return self.status == "success"
 
-    @property
-    def the_engine(self) -> EngineInfo:
-        return self.engine if isinstance(self.engine, EngineInfo) else EngineInfo()
-
-    @property
-    def the_workload(self) -> Workload:
-        return self.workload if isinstance(self.workload, Workload) else Workload()
-
-    @property
-    def the_metrics(self) -> Metrics:
-        return self.metrics if isinstance(self.metrics, Metrics) else Metrics()
-
-    @property
-    def the_profile(self) -> Profile:
-        return self.profile if isinstance(self.profile, Profile) else Profile()
-
-    @property
-    def the_error(self) -> Error:
-        return self.error if isinstance(self.error, Error) else Error()
+    the_engine = _or_empty("engine", EngineInfo)
+    the_workload = _or_empty("workload", Workload)
+    the_metrics = _or_empty("metrics", Metrics)
+    the_profile = _or_empty("profile", Profile)
+    the_error = _or_empty("error", Error)
 
     @property
     def the_runs(self) -> list[Run]:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..engines.base import ProfileRequest
 from ..engines.profiler import complete_traces, is_complete, snapshot, wait_for_files
 from ..results.store import safe_name
 from .names import FILED_PART, parse_trace_name
 
-__all__ = ["snapshot", "wait_for_files", "is_complete", "rank_of", "rank_key", "complete_traces", "file_traces", "filed_name"]
+__all__ = ["snapshot", "wait_for_files", "is_complete", "rank_of", "rank_key", "complete_traces", "file_traces", "filed_name",
+           "left_behind"]
 
 def rank_of(path: Path) -> int | None:
     """The worker rank a profiler file's name says (SGLang: its TP rank; vLLM: its global rank)."""
@@ -83,3 +85,19 @@ def file_traces(files: list[Path], dest: Path, *, model: str, config: str, stage
         shutil.move(str(f), target)
         ranked.append((order, target))
     return [p for _, p in sorted(ranked, key=lambda x: (x[0], str(x[1])))]
+
+
+def left_behind(raw: Path, req: ProfileRequest, wanted: tuple[str, ...]) -> dict[str, list[Path]]:
+    """The complete traces a dead engine wrote: those of finished stages, and any other complete
+    file in the raw folder (its stage from its name, else the stage that was in progress)."""
+    files = {st: list(req.done.get(st, [])) for st in wanted}
+    known = {p for fs in files.values() for p in fs}
+    in_progress = next((st for st in wanted if st not in req.done), wanted[-1])
+    for p in complete_traces(raw):
+        if p in known:
+            continue
+        stage = (parse_trace_name(p.name).stage or "").lower() or in_progress
+        stage = "extend" if stage == "extend" else ("decode" if stage == "decode" else in_progress)
+        if stage in files:
+            files[stage].append(p)
+    return files
