@@ -8,7 +8,8 @@ Two ways to read a trace, both in one pass with flat memory:
   ``External id``, and ``device``, else ``pid``); the other events are counted in ``skipped``. This
   is what the analyzer reads.
 
-The whole file is never held: bytes are read (and gunzipped) in chunks, decoded to text
+The whole file is never held: bytes are read (and gunzipped, by ISA-L where the ``isal`` package is
+installed, else zlib, in a thread that runs ahead of the reader) in chunks, decoded to text
 incrementally, and each element of ``traceEvents`` is cut out with ``json.JSONDecoder.raw_decode``
 (the C scanner) straight from the chunk buffer. Top-level keys other than ``traceEvents``
 (``deviceProperties``, ``distributedInfo``...) are parsed whole into a small header dict.
@@ -34,7 +35,9 @@ from __future__ import annotations
 
 import codecs
 import json
+import queue
 import re
+import threading
 import zlib
 from collections.abc import Iterator
 from itertools import chain
@@ -44,11 +47,17 @@ from typing import Any, BinaryIO
 import msgspec
 from msgspec import UNSET
 
+try:  # ISA-L's inflate: the same gzip streams, 3x as fast as zlib's (docs/traces.md, "Speed")
+    from isal import isal_zlib as _inflate
+except ImportError:  # a dependency; zlib where it is not installed
+    _inflate = zlib
+
 __all__ = ["DEFAULT_MAX_BYTES", "Args", "Span", "TraceError", "TraceStream"]
 
 DEFAULT_MAX_BYTES = 4 << 30  # decompressed bytes read from one trace before refusing it
 _CHUNK = 1 << 20  # compressed/plain bytes read at a time (1 MiB: a buffer's spans stay in the CPU's cache)
 _OUT_CHUNK = 1 << 23  # at most this many bytes out of zlib per call (bounds a gzip bomb's bite)
+_AHEAD = 2  # decompressed chunks the gunzip thread may hold ready before the reader takes them
 _MAX_VALUE = 64 << 20  # one event or header value may not exceed this (malformed input guard)
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -174,7 +183,7 @@ class TraceError(Exception):
 
 def _gunzip(f: BinaryIO, path: Path) -> Iterator[bytes]:
     """Decompressed chunks of a (possibly multi-member) gzip stream; raises on corruption or truncation."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    d = _inflate.decompressobj(16 + zlib.MAX_WBITS)
     pending = b""
     while True:
         if not pending:
@@ -183,7 +192,7 @@ def _gunzip(f: BinaryIO, path: Path) -> Iterator[bytes]:
                 break
         try:
             out = d.decompress(pending, _OUT_CHUNK)
-        except zlib.error as e:
+        except (zlib.error, _inflate.error) as e:
             raise TraceError(f"{path}: corrupt gzip data ({e})") from None
         pending = d.unconsumed_tail
         if out:
@@ -195,9 +204,44 @@ def _gunzip(f: BinaryIO, path: Path) -> Iterator[bytes]:
                 pending = f.read(_CHUNK)
                 if not pending:
                     return
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            d = _inflate.decompressobj(16 + zlib.MAX_WBITS)
     if not d.eof:
         raise TraceError(f"{path}: truncated gzip file (compressed stream ended early)")
+
+
+def _gunzip_ahead(f: BinaryIO, path: Path) -> Iterator[bytes]:
+    """``_gunzip``'s chunks, decompressed in a thread ahead of the reader: ISA-L and zlib let go of
+    the GIL while they inflate, so with a second core free the decompression costs the reader next to
+    no time. At most
+    ``_AHEAD`` chunks wait (and one is being made); an error in the thread is raised here. Closing
+    this generator stops the thread before ``f`` is closed."""
+    ready: queue.Queue = queue.Queue(_AHEAD)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for chunk in _gunzip(f, path):
+                ready.put(chunk)
+                if stop.is_set():
+                    return
+            ready.put(None)
+        except BaseException as e:  # handed to the reader, raised there
+            ready.put(e)
+
+    thread = threading.Thread(target=work, name=f"gunzip {path.name}", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a put, then let the thread see the stop
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
 
 
 class TraceStream:
@@ -238,7 +282,7 @@ class TraceStream:
         with f:
             if f.read(2) == _GZIP_MAGIC:
                 f.seek(0)
-                yield from _gunzip(f, self.path)
+                yield from _gunzip_ahead(f, self.path)
                 return
             f.seek(0)
             size = self.path.stat().st_size
