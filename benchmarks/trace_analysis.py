@@ -91,8 +91,8 @@ def measure(tool: str, python: str, code: str, arg: str, trace: Path, src: Path 
     CPU time and peak RSS."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen([python, "-c", code, arg], stdout=out, stderr=err,
-                             env={**os.environ, "PYTHONPATH": str(src)})
+        path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))  # src first
+        p = subprocess.Popen([python, "-c", code, arg], stdout=out, stderr=err, env={**os.environ, "PYTHONPATH": path})
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
         out.seek(0)

@@ -212,9 +212,9 @@ def _gunzip(f: BinaryIO, path: Path) -> Iterator[bytes]:
 def _gunzip_ahead(f: BinaryIO, path: Path) -> Iterator[bytes]:
     """``_gunzip``'s chunks, decompressed in a thread ahead of the reader: ISA-L and zlib let go of
     the GIL while they inflate, so with a second core free the decompression costs the reader next to
-    no time. At most
-    ``_AHEAD`` chunks wait (and one is being made); an error in the thread is raised here. Closing
-    this generator stops the thread before ``f`` is closed."""
+    no time. At most ``_AHEAD`` chunks wait (and one is being made); they are handed out in pieces of
+    ``_CHUNK`` (whole, they made the reader's buffers 8 MiB: 10% slower, 30 MB more memory). An error
+    in the thread is raised here. Closing this generator stops the thread before ``f`` is closed."""
     ready: queue.Queue = queue.Queue(_AHEAD)
     stop = threading.Event()
 
@@ -234,7 +234,8 @@ def _gunzip_ahead(f: BinaryIO, path: Path) -> Iterator[bytes]:
         while (item := ready.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            for i in range(0, len(item), _CHUNK):  # buffers of 1 MiB, as from a plain file: their spans stay in cache
+                yield item[i:i + _CHUNK]
     finally:
         stop.set()
         while thread.is_alive():  # unblock a put, then let the thread see the stop
