@@ -67,6 +67,7 @@ _skip_sep_bytes = re.compile(rb"[ \t\n\r,]*").match
 _WS = frozenset(b" \t\n\r")
 _MAX_GAP = 64  # more blanks than this around a ',' between '}' and '{': not taken for an event boundary
 _MAX_SCAN = 1 << 20  # no event boundary within this many bytes: the general loop reads them
+_TRIES = 3  # boundaries tried in a buffer, from its end, before the general loop reads it
 
 
 class Args(msgspec.Struct, frozen=True, gc=False):
@@ -130,15 +131,15 @@ def _blank_before(buf: bytearray, at: int, start: int) -> int:
     return j if j >= start else -1
 
 
-def _last_boundary(buf: bytearray, start: int, lo: int) -> int:
-    """The end of the last element of ``buf[start:]`` that another follows, as far as a look at bytes
-    can tell: the index after a '}' that a ',' separates from a '{' (blanks around the ',' allowed),
-    the '{' at or after ``lo`` (earlier ones were looked at before); -1 if there is none.
+def _last_boundary(buf: bytearray, start: int, lo: int, end: int | None = None) -> int:
+    """The end of the last element of ``buf[start:end]`` that another follows, as far as a look at
+    bytes can tell: the index after a '}' that a ',' separates from a '{' (blanks around the ','
+    allowed), the '{' at or after ``lo`` (earlier ones were looked at before); -1 if there is none.
 
     Whatever the layout (Kineto's ``},\n  {``, ``json.dump``'s ``}, {``, compact ``},{``). It may be
     no boundary at all (inside a string, or between objects of an array inside an event): the
     decoding of the events up to it says (``_decode_events`` fails unless it is one)."""
-    pos = len(buf)
+    pos = len(buf) if end is None else end
     while (pos := buf.rfind(b"{", max(start, lo), pos)) > start:
         comma = _blank_before(buf, pos, start)
         if comma > start and buf[comma] == 0x2C:  # ","
@@ -148,16 +149,18 @@ def _last_boundary(buf: bytearray, start: int, lo: int) -> int:
     return -1
 
 
-def _decode_events(buf: bytearray, start: int, limit: int) -> list[Span] | None:
+def _decode_events(buf: bytearray, start: int, limit: int) -> list[Span] | bool | None:
     """msgspec's reading of the whole events ``buf[start:limit]`` as one JSON array, or None where it
     cannot read them as ``json`` would. '[' is written over the separator before them and ']' over
-    the byte after them (put back after): the text is not copied.
+    the byte after them (both put back after): the text is not copied.
 
-    None too where ``limit`` is not the end of an element of the array: ``buf[start:limit]`` is then
-    a piece of valid JSON cut inside a string (the ']' is in the string, which stays open) or inside
-    an element (one ']' cannot close both it and the array), and its decoding fails."""
+    False where ``limit`` is not the end of an element of the array (or None, where msgspec finds
+    something else wrong first): ``buf[start:limit]`` is then a piece of valid JSON cut inside a
+    string (the ']' is in the string, which stays open) or inside an element (one ']' cannot close
+    both it and the array), and msgspec finds its text truncated."""
     if start == 0:  # no separator before the first event: the general loop reads it
         return None
+    before = buf[start - 1]
     buf[start - 1] = 0x5B  # "["
     appended = limit == len(buf)
     after = 0 if appended else buf[limit]
@@ -168,13 +171,28 @@ def _decode_events(buf: bytearray, start: int, limit: int) -> list[Span] | None:
     try:
         with memoryview(buf)[start - 1:limit + 1] as events:
             return _decode_spans(events)
-    except msgspec.MsgspecError:  # a field of another type, NaN, a lone surrogate, an event cut open...
-        return None
+    except msgspec.MsgspecError as e:  # a field of another type, NaN, a lone surrogate, an event cut open...
+        return False if "truncated" in str(e) else None
     finally:
+        buf[start - 1] = before
         if appended:
             del buf[-1]
         else:
             buf[limit] = after
+
+
+def _decode_buffer(buf: bytearray, start: int, limit: int) -> tuple[list[Span] | None, int]:
+    """The spans of ``buf[start:limit]`` and the limit read; where ``limit`` was no boundary (a '}, {'
+    in a string or between objects nested in an event), those of the whole events before the
+    boundary before it (up to ``_TRIES`` boundaries are tried). None where msgspec cannot read them,
+    with -1 where the buffer holds no boundary but ones that were none."""
+    for _ in range(_TRIES):
+        spans = _decode_events(buf, start, limit)
+        if spans is not False:
+            return spans, limit
+        if (limit := _last_boundary(buf, start, 0, limit - 1)) < 0:
+            break
+    return None, limit
 
 
 class TraceError(Exception):
@@ -474,14 +492,16 @@ class TraceStream:
         Bytes, not text: msgspec reads UTF-8 itself, so the text is neither decoded nor copied (each
         1 MiB string made and freed costs the kernel's page faults too); chunks that are not ASCII are
         still checked by the UTF-8 decoder. No layout is assumed: a boundary found in the bytes that
-        is none (inside a string, between objects nested in an event, past the end of the array) makes
-        the decoding fail, and the general loop reads that buffer."""
+        is none (inside a string, between objects nested in an event) makes the decoding fail, and the
+        one before it is tried (``_decode_buffer``); past the end of the array, or where msgspec cannot
+        read the events, the general loop reads that buffer."""
         buf = self._unread_bytes()
         cats, lo = self._cats, 0
         while True:
             start = _skip_sep_bytes(buf).end()
             limit = _last_boundary(buf, start, lo)
-            if limit < 0:
+            spans, end = _decode_buffer(buf, start, limit) if limit >= 0 else (None, -1)
+            if end < 0:  # no boundary in the buffer (none but ones that were none): more bytes
                 raw = self._raw() if len(buf) - start <= _MAX_SCAN else None
                 if raw is None:  # the end of the file, or no boundary in sight: the general loop reads on
                     self._hand_back(buf, start)
@@ -491,13 +511,12 @@ class TraceStream:
                 lo = len(buf)  # only the new bytes may hold a '{' not looked at yet
                 buf += raw
                 continue
-            spans = _decode_events(buf, start, limit)
             if spans is None:
                 self._hand_back(buf, start, limit)
                 return
             wanted = [s for s in spans if s.cat in cats and s.ph == "X"]
             self.skipped += len(spans) - len(wanted)
-            del buf[:limit]  # cheap: a bytearray drops its front by moving its start
+            del buf[:end]  # cheap: a bytearray drops its front by moving its start
             lo = 0
             self._buffers += 1
             yield wanted
