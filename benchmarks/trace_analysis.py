@@ -27,7 +27,14 @@ tree's because a shared machine's speed drifts from one minute to the next:
         tests/data/traces/gpu/tp1_sglang/qwen3-235b-tp1-1795731670-TP-0-DECODE.trace.json.gz \
         --prefix-steps 100,300 --repeat 3 --against /path/to/main/src
 
-Last measured (issue 14, 2026-11-30 12:22, the 522 MB synthetic trace, 1.92 M events; the dev VM:
+Other layouts (issue 21): ``--layout json`` measures the same events re-serialized by Python's
+``json.dump`` (no newlines; a merged or post-processed trace), ``--gzip`` the traces gzipped as
+engines write them (MB/s are then of the decompressed bytes); ``--prefix-steps ""`` measures the big
+trace only. Last measured 2026-12-06 21:40 (quiet minute, best of 3 in turns with main, wall):
+Kineto's layout 261.5 MB/s (main 256.8), gzipped 225.6 (138.0); json.dump's layout 201.8 (60.0),
+gzipped 180.2 (53.8); peak 38-60 MB. Details: docs/traces.md, "Issue 21, part 3".
+
+Issue 14's measurement (2026-11-30 12:22, the 522 MB synthetic trace, 1.92 M events; the dev VM:
 Intel Xeon, 2 cores, 24 GiB, Python 3.11.7; best of 3 in turns, CPU time of the whole process): main
 117.7 MB/s, 38 MB peak; msgspec reading bytes (this tree) 195.0 MB/s, 39 MB peak: 1.66x (192.5 against
 121.8 in the next run): the 150 MB/s target met. HolisticTraceAnalysis 0.5.0 once (12:24): 10.0 MB/s,
@@ -164,7 +171,7 @@ def as_layout(trace: Path, layout: str) -> Path:
     """``trace`` (Kineto's layout) in another layout. ``json``: what ``json.dump(json.load(f), out)``
     writes (a merged or post-processed trace: no newline anywhere, ", " between events), made one
     event at a time. The same events in fewer bytes (no indentation, shorter floats): 522 MB of
-    Kineto's layout make about 4xx MB."""
+    Kineto's layout make 467 MB."""
     if layout == "kineto":
         return trace
     sys.path.insert(0, str(ROOT / "tests/data/traces"))

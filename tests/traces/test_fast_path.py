@@ -224,7 +224,8 @@ def test_keys_after_the_events_are_read_into_the_header(tmp_path, decodes):
     """Objects after traceEvents that look like a boundary between events ("}, {"): msgspec refuses
     the buffer that runs past the array's end, and the general loop reads the rest."""
     events = [_ev("k", args={"External id": 0})] * 200
-    text = kineto_text(events).replace('\n  ],\n  "traceName"', '\n  ],\n  "after": [{"x": 1}, {"y": 2}],\n  "traceName"')
+    after = '\n  ],\n  "after": [{"x": 1}, {"y": 2}],\n  "traceName"'
+    text = kineto_text(events).replace('\n  ],\n  "traceName"', after)
     path = tmp_path / "after.json"
     path.write_text(text)
     want, skipped = _reference(events)
