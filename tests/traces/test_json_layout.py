@@ -57,14 +57,16 @@ def test_every_real_trace_as_json_writes_it(path, gz, tmp_path, monkeypatch, dec
     assert _summary(dumped) == fast
 
 
-@pytest.mark.parametrize("separators", [(",", ":"), (",", ": "), (" ,\n ", ":")], ids=["compact", "no-space", "odd"])
-def test_other_separators(separators, tmp_path, decodes):
-    """Blanks or none around the ',' between events."""
+@pytest.mark.parametrize("how", [{"separators": (",", ":")}, {"separators": (",", ": ")},
+                                 {"separators": (" ,\n ", ":")}, {"indent": 2}, {"sort_keys": True}],
+                         ids=["compact", "no-space", "odd", "indented", "sorted-keys"])
+def test_other_json_layouts(how, tmp_path, decodes):
+    """Blanks or none around the ',' between events, indentation, keys in another order."""
     path = REAL[0]
     with gzip.open(path, "rt") as f:
         trace = json.load(f)
     want, skipped = _reference(trace["traceEvents"])
-    dumped = _write(tmp_path / path.name.removesuffix(".gz"), json.dumps(trace, separators=separators), False)
+    dumped = _write(tmp_path / path.name.removesuffix(".gz"), json.dumps(trace, **how), False)
     stream = TraceStream(dumped)
     assert _tuples(stream.spans(CATS)) == repr(want) and stream.skipped == skipped
     assert decodes and all(decodes)
