@@ -20,7 +20,7 @@ from moetrace.traces import reader
 from moetrace.traces.analyze import analyze_trace
 from moetrace.traces.reader import TraceStream
 
-from .test_fast_path import CATS, REAL, _ev, _id, _odd_events, _reference, _tuples, decodes  # noqa: F401
+from .test_fast_path import CATS, DATA, REAL, _ev, _id, _odd_events, _reference, _tuples, decodes  # noqa: F401
 
 
 def _write(path: Path, text: str, gz: bool) -> Path:
@@ -147,3 +147,40 @@ def test_tricky_trace_gzipped_gives_the_general_loops_summary(ascii_only, tmp_pa
     assert fast["events"] == len(events)
     monkeypatch.setattr(reader, "_decode_events", lambda buf, start, limit: None)
     assert _summary(path) == fast
+
+
+def _with_tricky_text(events: list) -> list:
+    """The events with '}, {', braces, objects in arrays and non-ASCII text in their arguments (and
+    in some host ops' names), as a merged or annotated trace may hold them."""
+    out = []
+    for i, ev in enumerate(events):
+        if isinstance(ev, dict) and i % 5 == 0:
+            ev = {**ev, "args": {**(ev.get("args") or {}), "note": 'x}, {"y": 1},{z caf\u00e9 \u4e2d \U0001f600',
+                                 "objs": [{"a": 1}, {"b": [{}, {"c": "}, {"}]}]}}
+            if ev.get("cat") == "cpu_op" and i % 3 == 0:
+                ev["name"] = ev.get("name", "") + " {}, {x}"
+        out.append(ev)
+    return out
+
+
+@pytest.mark.parametrize("ascii_only", [True, False], ids=["escaped", "utf-8"])
+@pytest.mark.parametrize("path", [p for p in REAL if "DECODE" in p.name or "decode" in p.name][:4]
+                         + sorted((DATA / "traces").glob("**/*.trace.json.gz"))[:4],
+                         ids=lambda p: p.name[:40])
+def test_real_traces_with_tricky_text_give_the_general_loops_summary(path, ascii_only, tmp_path, monkeypatch,
+                                                                     decodes):
+    """Real traces, every fifth event given text that looks like event boundaries, re-serialized by
+    json (unicode as escapes, or as UTF-8) and gzipped: the spans json gives, and the general loop's
+    summary."""
+    with gzip.open(path, "rt") as f:
+        trace = json.load(f)
+    trace["traceEvents"] = _with_tricky_text(trace["traceEvents"])
+    want, skipped = _reference(trace["traceEvents"])
+    dumped = _write(tmp_path / path.name, json.dumps(trace, ensure_ascii=ascii_only), True)
+    monkeypatch.setattr(reader, "_CHUNK", 8191)  # many buffers, cut in many places
+    stream = TraceStream(dumped)
+    assert _tuples(stream.spans(CATS)) == repr(want) and stream.skipped == skipped
+    assert stream._buffers > 0 and (False in decodes or stream._buffers < 5)  # boundaries that were none met
+    fast = _summary(dumped)
+    monkeypatch.setattr(reader, "_decode_events", lambda buf, start, limit: None)
+    assert _summary(dumped) == fast
