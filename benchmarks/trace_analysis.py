@@ -27,7 +27,14 @@ tree's because a shared machine's speed drifts from one minute to the next:
         tests/data/traces/gpu/tp1_sglang/qwen3-235b-tp1-1795731670-TP-0-DECODE.trace.json.gz \
         --prefix-steps 100,300 --repeat 3 --against /path/to/main/src
 
-Last measured (issue 14, 2026-11-30 12:22, the 522 MB synthetic trace, 1.92 M events; the dev VM:
+Other layouts (issue 21): ``--layout json`` measures the same events re-serialized by Python's
+``json.dump`` (no newlines; a merged or post-processed trace), ``--gzip`` the traces gzipped as
+engines write them (MB/s are then of the decompressed bytes); ``--prefix-steps ""`` measures the big
+trace only. Last measured 2026-12-06 21:40 (quiet minute, best of 3 in turns with main, wall):
+Kineto's layout 261.5 MB/s (main 256.8), gzipped 225.6 (138.0); json.dump's layout 201.8 (60.0),
+gzipped 180.2 (53.8); peak 38-60 MB. Details: docs/traces.md, "Issue 21, part 3".
+
+Issue 14's measurement (2026-11-30 12:22, the 522 MB synthetic trace, 1.92 M events; the dev VM:
 Intel Xeon, 2 cores, 24 GiB, Python 3.11.7; best of 3 in turns, CPU time of the whole process): main
 117.7 MB/s, 38 MB peak; msgspec reading bytes (this tree) 195.0 MB/s, 39 MB peak: 1.66x (192.5 against
 121.8 in the next run): the 150 MB/s target met. HolisticTraceAnalysis 0.5.0 once (12:24): 10.0 MB/s,
@@ -82,7 +89,8 @@ class Run:
 
     @property
     def size_mb(self) -> float:
-        return self.trace.stat().st_size / 1e6
+        """The trace's size once decompressed (what MB/s are of, gzipped or not)."""
+        return self.out.get("bytes", self.trace.stat().st_size) / 1e6
 
 
 def measure(tool: str, python: str, code: str, arg: str, trace: Path, src: Path = ROOT / "src") -> Run:
@@ -90,8 +98,8 @@ def measure(tool: str, python: str, code: str, arg: str, trace: Path, src: Path 
     CPU time and peak RSS."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen([python, "-c", code, arg], stdout=out, stderr=err,
-                             env={**os.environ, "PYTHONPATH": str(src)})
+        path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))  # src first
+        p = subprocess.Popen([python, "-c", code, arg], stdout=out, stderr=err, env={**os.environ, "PYTHONPATH": path})
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
         out.seek(0)
@@ -156,6 +164,39 @@ def synthetic(fixture: Path, size_mb: float, data: Path) -> Path:
                 out.write(",\n" + p)
             k += 1
         out.write(tail)
+    return dst
+
+
+def as_layout(trace: Path, layout: str) -> Path:
+    """``trace`` (Kineto's layout) in another layout. ``json``: what ``json.dump(json.load(f), out)``
+    writes (a merged or post-processed trace: no newline anywhere, ", " between events), made one
+    event at a time. The same events in fewer bytes (no indentation, shorter floats): 522 MB of
+    Kineto's layout make 467 MB."""
+    if layout == "kineto":
+        return trace
+    sys.path.insert(0, str(ROOT / "tests/data/traces"))
+    from trim import split_events
+    dst = trace.with_name(trace.name.replace(".trace.json", f".{layout}.trace.json"))
+    if dst.exists():
+        return dst
+    text = trace.read_text()
+    head, pieces, tail = split_events(text)
+    del text
+    top = json.loads(head + tail)  # tail: from the array's "]" on
+    before, after = json.dumps(top).split('"traceEvents": []')
+    with open(dst, "w") as out:
+        out.write(before + '"traceEvents": [')
+        out.write(", ".join(json.dumps(json.loads(p)) for p in pieces))
+        out.write("]" + after)
+    return dst
+
+
+def gzipped(trace: Path) -> Path:
+    """``trace`` gzipped as engines write it (PyTorch's profiler: ``gzip.open``'s default level 9)."""
+    dst = trace.with_name(trace.name + ".gz")
+    if not dst.exists():
+        with open(trace, "rb") as src, gzip.open(dst, "wb") as f:
+            shutil.copyfileobj(src, f, 1 << 20)
     return dst
 
 
@@ -235,6 +276,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=809, help="decode steps to profile with --generate")
     ap.add_argument("--torch-python", default=sys.executable, help="interpreter with torch, for --generate")
     ap.add_argument("--hta-python", help="interpreter with HolisticTraceAnalysis installed")
+    ap.add_argument("--layout", choices=("kineto", "json"), default="kineto",
+                    help="kineto: as PyTorch writes traces; json: the same events re-serialized by Python's "
+                         "json.dump (a merged or post-processed trace; no newlines)")
+    ap.add_argument("--gzip", action="store_true", help="measure the traces gzipped (.json.gz, level 9, as "
+                                                         "engines write them); MB/s are of the decompressed bytes")
     ap.add_argument("--prefix-steps", default="100,300", help="sizes for memory vs size: first N steps")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement (the best is kept)")
     ap.add_argument("--against", type=Path, metavar="SRC",
@@ -253,7 +299,10 @@ def main() -> None:
     if big is None or not big.exists():
         raise SystemExit("give --trace, --from-parts or --generate")
     steps = [int(s) for s in args.prefix_steps.split(",") if s]
-    traces = prefixes(big, steps, args.data) + [big]
+    traces = [as_layout(t, args.layout) for t in prefixes(big, steps, args.data) + [big]]
+    if args.gzip:
+        traces = [gzipped(t) for t in traces]
+    big = traces[-1]
 
     def best(tool: str, python: str, code: str, arg: str, trace: Path) -> Run:
         return min((measure(tool, python, code, arg, trace) for _ in range(args.repeat)), key=lambda r: r.wall_s)

@@ -27,6 +27,21 @@ def kineto_text(events: list[dict[str, Any]], header: dict[str, Any] | None = No
     return "{\n" + head + '  "traceEvents": [\n' + body + '\n  ],\n  "traceName": "synthetic"\n}'
 
 
+@pytest.fixture(params=["isal", "zlib"])
+def inflater(request, monkeypatch):
+    """The reader's gunzip through ISA-L (skipped where isal is not installed) and through zlib (its
+    fallback): the same bytes, the same errors."""
+    import zlib
+
+    from moetrace.traces import reader
+    if request.param == "isal":
+        isal_zlib = pytest.importorskip("isal.isal_zlib")
+        monkeypatch.setattr(reader, "_inflate", isal_zlib)
+    else:
+        monkeypatch.setattr(reader, "_inflate", zlib)
+    return request.param
+
+
 @pytest.fixture
 def write_trace(tmp_path):
     """write_trace(events, name=..., header=..., gz=True, compact=False) -> path of a synthetic trace."""

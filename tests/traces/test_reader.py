@@ -56,7 +56,7 @@ def test_fast_path_and_plain_decoding_agree_on_a_real_trace(tmp_path):
     assert a.events == b.events and a.idle_us == pytest.approx(b.idle_us)
 
 
-def test_events_across_chunk_boundaries(write_trace, monkeypatch):
+def test_events_across_chunk_boundaries(write_trace, monkeypatch, inflater):
     import moetrace.traces.reader as reader
     monkeypatch.setattr(reader, "_CHUNK", 7)
     monkeypatch.setattr(reader, "_OUT_CHUNK", 5)
@@ -64,7 +64,7 @@ def test_events_across_chunk_boundaries(write_trace, monkeypatch):
     assert read_all(write_trace(EVENTS * 3, name="x.json", gz=False))[0] == EVENTS * 3
 
 
-def test_multi_member_gzip(tmp_path):
+def test_multi_member_gzip(tmp_path, inflater):
     text = json.dumps({"traceEvents": EVENTS})
     path = tmp_path / "m.json.gz"
     path.write_bytes(gzip.compress(text[:50].encode()) + gzip.compress(text[50:].encode()))
@@ -78,14 +78,14 @@ def _assert_error(path, match, **kw):
     assert str(path) in str(e.value)
 
 
-def test_truncated_gzip(tmp_path):
+def test_truncated_gzip(tmp_path, inflater):
     data = gzip.compress(json.dumps({"traceEvents": EVENTS * 50}).encode())
     path = tmp_path / "cut.trace.json.gz"
     path.write_bytes(data[: len(data) // 2])
     _assert_error(path, "truncated")
 
 
-def test_corrupt_gzip(tmp_path):
+def test_corrupt_gzip(tmp_path, inflater):
     data = bytearray(gzip.compress(json.dumps({"traceEvents": EVENTS * 50}).encode()))
     data[30:60] = b"\xff" * 30
     path = tmp_path / "bad.trace.json.gz"
@@ -93,7 +93,7 @@ def test_corrupt_gzip(tmp_path):
     _assert_error(path, "corrupt gzip|truncated")
 
 
-def test_truncated_json_inside_valid_gzip(tmp_path):
+def test_truncated_json_inside_valid_gzip(tmp_path, inflater):
     text = json.dumps({"traceEvents": EVENTS * 5})
     path = tmp_path / "half.trace.json.gz"
     path.write_bytes(gzip.compress(text[: len(text) - 40].encode()))
@@ -120,7 +120,7 @@ def test_empty_and_missing_files(tmp_path):
     _assert_error(tmp_path / "nope.json.gz", "cannot open")
 
 
-def test_gzip_bomb_is_refused_at_the_limit(tmp_path):
+def test_gzip_bomb_is_refused_at_the_limit(tmp_path, inflater):
     path = tmp_path / "bomb.trace.json.gz"
     zeros = b" " * (64 << 20)  # 64 MiB of blanks compress to about 64 KiB
     path.write_bytes(gzip.compress(b'{"traceEvents": [' + zeros + b"]}", compresslevel=9))
@@ -161,9 +161,28 @@ def test_spans_yields_the_wanted_events_and_counts_the_rest(tmp_path):
     p.write_text(kineto_text(evs))
     s = TraceStream(p)
     assert [span.name for span in s.spans(frozenset({"kernel"}))] == [f"k{i}" for i in range(200)]
-    assert s.skipped == 400 and s._layout is True
+    assert s.skipped == 400 and s._buffers > 0
     reordered = [{"dur": 1, "ts": i, "name": f"k{i}", "cat": "kernel", "ph": "X"} for i in range(100)]
     p.write_text(kineto_text(reordered))
     s = TraceStream(p)
     assert [span.name for span in s.spans(frozenset({"kernel"}))] == [f"k{i}" for i in range(100)]
-    assert s._layout is True
+    assert s._buffers > 0
+
+
+def test_a_reader_dropped_early_stops_its_gunzip_thread(tmp_path, monkeypatch, inflater):
+    """The gunzip thread runs ahead of the reader; a reader left mid-file (an error in the analysis,
+    a caller that stops) stops it, and the file is closed."""
+    import gc
+    import threading
+
+    import moetrace.traces.reader as reader
+    monkeypatch.setattr(reader, "_CHUNK", 64)
+    monkeypatch.setattr(reader, "_OUT_CHUNK", 256)  # many chunks: the thread is blocked on a full queue
+    path = tmp_path / "t.json.gz"
+    path.write_bytes(gzip.compress(json.dumps({"traceEvents": EVENTS * 2000}).encode()))
+    events = TraceStream(path).events()
+    assert next(events) == EVENTS[0]
+    assert [t for t in threading.enumerate() if t.name == f"gunzip {path.name}"]
+    del events
+    gc.collect()
+    assert not [t for t in threading.enumerate() if t.name == f"gunzip {path.name}"]

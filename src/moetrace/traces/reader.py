@@ -8,22 +8,24 @@ Two ways to read a trace, both in one pass with flat memory:
   ``External id``, and ``device``, else ``pid``); the other events are counted in ``skipped``. This
   is what the analyzer reads.
 
-The whole file is never held: bytes are read (and gunzipped) in chunks, decoded to text
+The whole file is never held: bytes are read (and gunzipped, by ISA-L where the ``isal`` package is
+installed, else zlib, in a thread that runs ahead of the reader) in chunks, decoded to text
 incrementally, and each element of ``traceEvents`` is cut out with ``json.JSONDecoder.raw_decode``
 (the C scanner) straight from the chunk buffer. Top-level keys other than ``traceEvents``
 (``deviceProperties``, ``distributedInfo``...) are parsed whole into a small header dict.
 
-**Kineto's layout.** PyTorch's profiler closes every event with a newline, two spaces and ``}``.
-Once the first 64 events show that layout, :meth:`TraceStream.spans` stops decoding event by event:
-a buffer (1 MiB of bytes, never decoded to text) at a time, its whole events (up to the last event
-end in it) are decoded in one call by msgspec (a JSON decoder in C) straight into :class:`Span`
-structs, which hold only the fields the analysis reads: every other key (most of a kernel's
-arguments) is skipped in C, never made into a Python object. A buffer msgspec cannot read exactly
-as ``json`` would (a name that is no string, ``NaN``, a lone surrogate, an event end that was not
-one...) is read by the general loop instead, one decoded event at a time, so the spans are the same
-either way
-(``tests/traces/test_fast_path.py`` holds both ways to the same spans and the same analysis on
-every real trace kept in the tests). Any other layout is read by the general loop.
+**A buffer at a time.** After the first event, :meth:`TraceStream.spans` stops decoding event by
+event: a buffer (1 MiB of bytes, never decoded to text) at a time, its whole events (up to the last
+place where a '}' and a '{' are separated by a ',' and blanks: ``},\n{`` in Kineto's layout,
+``}, {`` in what ``json.dump`` writes, ``},{`` compact) are decoded in one call by msgspec (a JSON
+decoder in C) straight into :class:`Span` structs, which hold only the fields the analysis reads:
+every other key (most of a kernel's arguments) is skipped in C, never made into a Python object.
+Such a place may lie inside a string or between objects nested in an event; msgspec's decoding then
+fails (the text up to it is no whole array of events). A buffer msgspec cannot read exactly as
+``json`` would (that, a name that is no string, ``NaN``, a lone surrogate...) is read by the general
+loop instead, one decoded event at a time, so the spans are the same either way
+(``tests/traces/test_fast_path.py`` and ``test_json_layout.py`` hold both ways to the same spans and
+the same analysis on every real trace kept in the tests, as written and re-serialized by ``json``).
 
 Every failure (missing file, bad gzip, truncation, invalid JSON, a file larger than the
 decompressed-size limit) is raised as :class:`TraceError` with the file's path in the message.
@@ -33,7 +35,9 @@ from __future__ import annotations
 
 import codecs
 import json
+import queue
 import re
+import threading
 import zlib
 from collections.abc import Iterator
 from itertools import chain
@@ -43,21 +47,27 @@ from typing import Any, BinaryIO
 import msgspec
 from msgspec import UNSET
 
+try:  # ISA-L's inflate: the same gzip streams, 3x as fast as zlib's (docs/traces.md, "Speed")
+    from isal import isal_zlib as _inflate
+except ImportError:  # a dependency; zlib where it is not installed
+    _inflate = zlib
+
 __all__ = ["DEFAULT_MAX_BYTES", "Args", "Span", "TraceError", "TraceStream"]
 
 DEFAULT_MAX_BYTES = 4 << 30  # decompressed bytes read from one trace before refusing it
 _CHUNK = 1 << 20  # compressed/plain bytes read at a time (1 MiB: a buffer's spans stay in the CPU's cache)
 _OUT_CHUNK = 1 << 23  # at most this many bytes out of zlib per call (bounds a gzip bomb's bite)
+_AHEAD = 2  # decompressed chunks the gunzip thread may hold ready before the reader takes them
 _MAX_VALUE = 64 << 20  # one event or header value may not exceed this (malformed input guard)
 _GZIP_MAGIC = b"\x1f\x8b"
 
 _skip_ws = re.compile(r"[ \t\n\r]*").match
 _skip_sep = re.compile(r"[ \t\n\r,]*").match  # between array elements: whitespace and commas
-_KINETO_END = "\n  }"  # how PyTorch's Kineto writer closes every element of traceEvents
-_KINETO_END_BYTES = _KINETO_END.encode()
 _skip_sep_bytes = re.compile(rb"[ \t\n\r,]*").match
-_LAYOUT_CHECKS = 64
-_MAX_SCAN = 1 << 20  # no Kineto event end within this many characters: not Kineto's layout
+_WS = frozenset(b" \t\n\r")
+_MAX_GAP = 64  # more blanks than this around a ',' between '}' and '{': not taken for an event boundary
+_MAX_SCAN = 1 << 20  # no event boundary within this many bytes: the general loop reads them
+_TRIES = 3  # boundaries tried in a buffer, from its end, before the general loop reads it
 
 
 class Args(msgspec.Struct, frozen=True, gc=False):
@@ -110,12 +120,47 @@ class Span(msgspec.Struct, kw_only=True, gc=False):
 _decode_spans = msgspec.json.Decoder(list[Span]).decode
 
 
-def _decode_events(buf: bytearray, start: int, limit: int) -> list[Span] | None:
+def _blank_before(buf: bytearray, at: int, start: int) -> int:
+    """The index of the last byte before ``at`` (not before ``start``) that is no blank; -1 if there is
+    none within ``_MAX_GAP`` bytes."""
+    j = at - 1
+    while j >= start and buf[j] in _WS:
+        if at - j > _MAX_GAP:
+            return -1
+        j -= 1
+    return j if j >= start else -1
+
+
+def _last_boundary(buf: bytearray, start: int, lo: int, end: int | None = None) -> int:
+    """The end of the last element of ``buf[start:end]`` that another follows, as far as a look at
+    bytes can tell: the index after a '}' that a ',' separates from a '{' (blanks around the ','
+    allowed), the '{' at or after ``lo`` (earlier ones were looked at before); -1 if there is none.
+
+    Whatever the layout (Kineto's ``},\n  {``, ``json.dump``'s ``}, {``, compact ``},{``). It may be
+    no boundary at all (inside a string, or between objects of an array inside an event): the
+    decoding of the events up to it says (``_decode_events`` fails unless it is one)."""
+    pos = len(buf) if end is None else end
+    while (pos := buf.rfind(b"{", max(start, lo), pos)) > start:
+        comma = _blank_before(buf, pos, start)
+        if comma > start and buf[comma] == 0x2C:  # ","
+            close = _blank_before(buf, comma, start)
+            if close >= start and buf[close] == 0x7D:  # "}"
+                return close + 1
+    return -1
+
+
+def _decode_events(buf: bytearray, start: int, limit: int) -> list[Span] | bool | None:
     """msgspec's reading of the whole events ``buf[start:limit]`` as one JSON array, or None where it
     cannot read them as ``json`` would. '[' is written over the separator before them and ']' over
-    the byte after them (put back after): the text is not copied."""
+    the byte after them (both put back after): the text is not copied.
+
+    False where ``limit`` is not the end of an element of the array (or None, where msgspec finds
+    something else wrong first): ``buf[start:limit]`` is then a piece of valid JSON cut inside a
+    string (the ']' is in the string, which stays open) or inside an element (one ']' cannot close
+    both it and the array), and msgspec finds its text truncated."""
     if start == 0:  # no separator before the first event: the general loop reads it
         return None
+    before = buf[start - 1]
     buf[start - 1] = 0x5B  # "["
     appended = limit == len(buf)
     after = 0 if appended else buf[limit]
@@ -126,13 +171,28 @@ def _decode_events(buf: bytearray, start: int, limit: int) -> list[Span] | None:
     try:
         with memoryview(buf)[start - 1:limit + 1] as events:
             return _decode_spans(events)
-    except msgspec.MsgspecError:  # a field of another type, NaN, a lone surrogate, an event cut open...
-        return None
+    except msgspec.MsgspecError as e:  # a field of another type, NaN, a lone surrogate, an event cut open...
+        return False if "truncated" in str(e) else None
     finally:
+        buf[start - 1] = before
         if appended:
             del buf[-1]
         else:
             buf[limit] = after
+
+
+def _decode_buffer(buf: bytearray, start: int, limit: int) -> tuple[list[Span] | None, int]:
+    """The spans of ``buf[start:limit]`` and the limit read; where ``limit`` was no boundary (a '}, {'
+    in a string or between objects nested in an event), those of the whole events before the
+    boundary before it (up to ``_TRIES`` boundaries are tried). None where msgspec cannot read them,
+    with -1 where the buffer holds no boundary but ones that were none."""
+    for _ in range(_TRIES):
+        spans = _decode_events(buf, start, limit)
+        if spans is not False:
+            return spans, limit
+        if (limit := _last_boundary(buf, start, 0, limit - 1)) < 0:
+            break
+    return None, limit
 
 
 class TraceError(Exception):
@@ -141,7 +201,7 @@ class TraceError(Exception):
 
 def _gunzip(f: BinaryIO, path: Path) -> Iterator[bytes]:
     """Decompressed chunks of a (possibly multi-member) gzip stream; raises on corruption or truncation."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    d = _inflate.decompressobj(16 + zlib.MAX_WBITS)
     pending = b""
     while True:
         if not pending:
@@ -150,7 +210,7 @@ def _gunzip(f: BinaryIO, path: Path) -> Iterator[bytes]:
                 break
         try:
             out = d.decompress(pending, _OUT_CHUNK)
-        except zlib.error as e:
+        except (zlib.error, _inflate.error) as e:
             raise TraceError(f"{path}: corrupt gzip data ({e})") from None
         pending = d.unconsumed_tail
         if out:
@@ -162,9 +222,47 @@ def _gunzip(f: BinaryIO, path: Path) -> Iterator[bytes]:
                 pending = f.read(_CHUNK)
                 if not pending:
                     return
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            d = _inflate.decompressobj(16 + zlib.MAX_WBITS)
     if not d.eof:
         raise TraceError(f"{path}: truncated gzip file (compressed stream ended early)")
+
+
+def _gunzip_ahead(f: BinaryIO, path: Path) -> Iterator[bytes]:
+    """``_gunzip``'s chunks, decompressed in a thread ahead of the reader: zlib lets go of the GIL
+    while it inflates, so with a second core free its decompression costs the reader next to no time
+    (ISA-L's ``isal_zlib`` keeps the GIL: with it the thread overlaps the file's reads, and the gain
+    is ISA-L's speed, 3x zlib's). At most ``_AHEAD`` chunks wait (and one is being made); they are
+    handed out in pieces of ``_CHUNK`` (whole, they made the reader's buffers 8 MiB: 10% slower,
+    30 MB more memory). An error in the thread is raised here. Closing this generator stops the
+    thread before ``f`` is closed."""
+    ready: queue.Queue = queue.Queue(_AHEAD)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for chunk in _gunzip(f, path):
+                ready.put(chunk)
+                if stop.is_set():
+                    return
+            ready.put(None)
+        except BaseException as e:  # handed to the reader, raised there
+            ready.put(e)
+
+    thread = threading.Thread(target=work, name=f"gunzip {path.name}", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            for i in range(0, len(item), _CHUNK):  # buffers of 1 MiB, as from a plain file: their spans stay in cache
+                yield item[i:i + _CHUNK]
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a put, then let the thread see the stop
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
 
 
 class TraceStream:
@@ -189,10 +287,9 @@ class TraceStream:
         self.skip_cats: frozenset[str] = frozenset()  # events(): these categories are counted in skipped instead
         self.skipped = 0
         self._offset = 0  # characters dropped from the front of the buffer: _offset + _pos only grows
-        self._layout: bool | None = None  # Kineto's layout: None until checked
-        self._checked = 0
         self._cats: frozenset[str] | None = None  # spans(): the categories yielded, as spans not dicts
         self._slow_until = 0  # spans(): the general loop reads up to here (events msgspec could not read)
+        self._buffers = 0  # spans(): buffers msgspec read
 
     # ---- bytes -> text ---------------------------------------------------------------------
     def _byte_chunks(self) -> Iterator[bytes | bytearray]:
@@ -206,7 +303,7 @@ class TraceStream:
         with f:
             if f.read(2) == _GZIP_MAGIC:
                 f.seek(0)
-                yield from _gunzip(f, self.path)
+                yield from _gunzip_ahead(f, self.path)
                 return
             f.seek(0)
             size = self.path.stat().st_size
@@ -343,12 +440,15 @@ class TraceStream:
         self._end()
 
     def _array_items(self) -> Iterator[list]:
-        """The general loop: decode each element (a batch of one); for ``spans()`` in Kineto's layout,
-        hands over to ``_kineto_spans`` wherever the loop is not finishing a buffer it could not read."""
+        """The general loop: decode each element (a batch of one); for ``spans()``, hands over to
+        ``_buffer_spans`` after the first element, wherever the loop is not finishing a buffer that
+        msgspec could not read."""
         decode, json_error = self._json.raw_decode, json.JSONDecodeError
+        first = True
         while True:
-            if self._layout is True and self._offset + self._pos >= self._slow_until:
-                yield from self._kineto_spans()
+            if self._cats is not None and not first and self._offset + self._pos >= self._slow_until:
+                yield from self._buffer_spans()
+            first = False
             c = self._peek(_skip_sep)
             if c == "]":
                 self._pos += 1
@@ -360,9 +460,6 @@ class TraceStream:
                 ev, self._pos = decode(self._buf, start)
             except json_error:
                 ev = self._value()
-            else:
-                if self._layout is None and c == "{" and self._cats is not None:
-                    self._check_layout(start, self._pos)
             if self._cats is not None:
                 if self._wanted(ev):
                     yield [self._span_of(ev)]
@@ -387,55 +484,48 @@ class TraceStream:
         except (AttributeError, KeyError, TypeError, ValueError) as e:  # no ts, a ts that is no number...
             raise TraceError(f"{self.path}: malformed event ({type(e).__name__}: {e}): {str(ev)[:200]}") from None
 
-    def _check_layout(self, start: int, end: int) -> None:
-        """Does Kineto's layout say the event at ``start`` ends where it really ends (``end``)?"""
-        if self._buf.find(_KINETO_END, start, end) + len(_KINETO_END) != end:
-            self._layout = False
-        else:
-            self._checked += 1
-            if self._checked >= _LAYOUT_CHECKS:
-                self._layout = True
-
-    def _kineto_spans(self) -> Iterator[list[Span]]:
-        """The wanted events of a file in Kineto's layout (checked: each event ends with a newline, two
-        spaces and '}'), a buffer at a time: msgspec decodes the buffer's whole events in one call, the
-        ones not wanted are counted in ``skipped``. Returns at the end of the events, or at a buffer
-        msgspec cannot read (``_slow_until``: the general loop reads that one), the unread text handed
-        back to the general loop's buffer.
+    def _buffer_spans(self) -> Iterator[list[Span]]:
+        """The wanted events, a buffer at a time: msgspec decodes the buffer's whole events (up to its
+        last event boundary, ``_last_boundary``) in one call, the ones not wanted are counted in
+        ``skipped``. Returns at the end of the events, or at a buffer msgspec cannot read
+        (``_slow_until``: the general loop reads that one, then hands over again), the unread text
+        handed back to the general loop's buffer.
 
         Bytes, not text: msgspec reads UTF-8 itself, so the text is neither decoded nor copied (each
         1 MiB string made and freed costs the kernel's page faults too); chunks that are not ASCII are
-        still checked by the UTF-8 decoder. Safe to cut at the buffer's last event end: JSON strings
-        hold no raw newline, so that text is between tokens; if it closes something inside an event
-        (another layout), the cut leaves that event open and the decoding fails."""
+        still checked by the UTF-8 decoder. No layout is assumed: a boundary found in the bytes that
+        is none (inside a string, between objects nested in an event) makes the decoding fail, and the
+        one before it is tried (``_decode_buffer``); past the end of the array, or where msgspec cannot
+        read the events, the general loop reads that buffer."""
         buf = self._unread_bytes()
-        n, cats = len(_KINETO_END_BYTES), self._cats
+        cats, lo = self._cats, 0
         while True:
             start = _skip_sep_bytes(buf).end()
-            limit = buf.rfind(_KINETO_END_BYTES, start) + n  # the end of the buffer's last whole event
-            if limit < start + n:
-                if len(buf) - start > _MAX_SCAN:  # no event end in sight: not Kineto's layout after all
-                    self._layout = False
-                raw = self._raw() if self._layout else None
-                if raw is None:  # the end of the file (or of the layout): the general loop reads the rest
+            limit = _last_boundary(buf, start, lo)
+            spans, end = _decode_buffer(buf, start, limit) if limit >= 0 else (None, -1)
+            if end < 0:  # no boundary in the buffer (none but ones that were none): more bytes
+                raw = self._raw() if len(buf) - start <= _MAX_SCAN else None
+                if raw is None:  # the end of the file, or no boundary in sight: the general loop reads on
                     self._hand_back(buf, start)
                     return
                 if not raw.isascii() or self._decoder.getstate()[0]:
                     self._text(raw)  # the UTF-8 check (its state follows buf's last bytes)
+                lo = len(buf)  # only the new bytes may hold a '{' not looked at yet
                 buf += raw
                 continue
-            spans = _decode_events(buf, start, limit)
             if spans is None:
                 self._hand_back(buf, start, limit)
                 return
             wanted = [s for s in spans if s.cat in cats and s.ph == "X"]
             self.skipped += len(spans) - len(wanted)
-            del buf[:limit]  # cheap: a bytearray drops its front by moving its start
+            del buf[:end]  # cheap: a bytearray drops its front by moving its start
+            lo = 0
+            self._buffers += 1
             yield wanted
 
     def _unread_bytes(self) -> bytearray:
         """The text not read yet, back to bytes, with the bytes the UTF-8 decoder holds (the start of a
-        character cut by a chunk's end): ``_kineto_spans`` goes on from there."""
+        character cut by a chunk's end): ``_buffer_spans`` goes on from there."""
         buf = bytearray(self._buf[self._pos:].encode())
         buf += self._decoder.getstate()[0]
         self._offset += len(self._buf)
