@@ -308,32 +308,35 @@ def _evaluate(c: _Ctx, cfg: Config, input_len: int, output_len: int, x: Assumpti
             "pre_out": pre_out, "layers_us": layers_us, "pre_layers": pre_layers}
 
 
+def _stage_parts(a: Any, moe: dict[str, float], dense: dict[str, float], colls: list[Any], kind: str, per: float,
+                 unit: str, msg_unit: str) -> list[Part]:
+    """One stage's layer and collective parts: per-layer times in us shown per ``unit`` (``per`` us each),
+    message sizes in ``msg_unit`` (KiB for decode, MiB for prefill)."""
+    fmt = lambda row: ", ".join(f"{g} {v:.1f}" for g, v in row.items())   # noqa: E731
+    dec = 3 if unit == "ms" else 1
+    out = [Part(f"{a.moe_layers} MoE layers", a.moe_layers * sum(moe.values()) / 1e3, kind,
+                f"{sum(moe.values()) / per:.{dec}f} {unit} a layer ({fmt(moe)})")]
+    if dense:
+        out.append(Part(f"{a.dense_layers} dense layers", a.dense_layers * sum(dense.values()) / 1e3, kind,
+                        f"{sum(dense.values()) / per:.{dec}f} {unit} a layer" + (f" ({fmt(dense)})" if unit == "us" else "")))
+    scale = 1024 if msg_unit == "KiB" else 2**20
+    for k in colls:
+        out.append(Part(k.what, k.total_us / 1e3, "modelled", f"{k.count} x {k.us_each:.{2 if unit == 'us' else 1}f} us, "
+                                                                f"{k.msg_bytes / scale:.{1 if msg_unit == 'KiB' else 2}f} {msg_unit} each, {k.algorithm}"))
+    return out
+
+
 def _parts(p: Prediction, c: _Ctx, r: dict[str, Any], a: Any) -> None:
     kind = "measured" if c.base.how == "measured" else "scaled"
     fmt = lambda row: ", ".join(f"{g} {v:.1f}" for g, v in row.items())   # noqa: E731
-    p.decode_parts = [
-        Part(f"{a.moe_layers} MoE layers", a.moe_layers * sum(r["moe_l"].values()) / 1e3, kind,
-             f"{sum(r['moe_l'].values()):.1f} us a layer ({fmt(r['moe_l'])})")]
-    if r["dense_l"]:
-        p.decode_parts.append(Part(f"{a.dense_layers} dense layers", a.dense_layers * sum(r["dense_l"].values()) / 1e3,
-                                   kind, f"{sum(r['dense_l'].values()):.1f} us a layer ({fmt(r['dense_l'])})"))
-    for k in r["coll_d"]:
-        p.decode_parts.append(Part(k.what, k.total_us / 1e3, "modelled",
-                                   f"{k.count} x {k.us_each:.2f} us, {k.msg_bytes / 1024:.1f} KiB each, {k.algorithm}"))
+    p.decode_parts = _stage_parts(a, r["moe_l"], r["dense_l"], r["coll_d"], kind, 1, "us", "KiB")
     p.decode_parts.append(Part("outside the layers (embedding, LM head shard, sampling)", r["outside"] / 1e3, kind,
                                f"LM head {c.tgt.lm_head / 2**20:.0f} MiB a rank"))
     p.decode_parts.append(Part("step gap (host)", STEP_GAP_MS, "measured",
                                f"device step {r['device']:.3f} ms; host floor {r['host']:.2f} ms"
                                + (" (binds: the GPU idles)" if r["host"] > r["device"] + STEP_GAP_MS else "")))
     p.prefill_parts = [Part("host part of TTFT", r["t_host"], "measured", "request, scheduling, first token out"),
-                       Part(f"{a.moe_layers} MoE layers", a.moe_layers * sum(r["pre_moe"].values()) / 1e3, kind,
-                            f"{sum(r['pre_moe'].values()) / 1e3:.3f} ms a layer ({fmt(r['pre_moe'])})")]
-    if r["pre_dense"]:
-        p.prefill_parts.append(Part(f"{a.dense_layers} dense layers", a.dense_layers * sum(r["pre_dense"].values()) / 1e3,
-                                    kind, f"{sum(r['pre_dense'].values()) / 1e3:.3f} ms a layer"))
-    for k in r["coll_p"]:
-        p.prefill_parts.append(Part(k.what, k.total_us / 1e3, "modelled",
-                                    f"{k.count} x {k.us_each:.1f} us, {k.msg_bytes / 2**20:.2f} MiB each, {k.algorithm}"))
+                       *_stage_parts(a, r["pre_moe"], r["pre_dense"], r["coll_p"], kind, 1e3, "ms", "MiB")]
     p.prefill_parts.append(Part("outside the layers", r["pre_out"] / 1e3, kind, "embedding, final norm, LM head"))
     p.decode_layer_us = {"moe": r["moe_l"], **({"dense": r["dense_l"]} if r["dense_l"] else {})}
     p.prefill_layer_us = {"moe": r["pre_moe"], **({"dense": r["pre_dense"]} if r["pre_dense"] else {})}
