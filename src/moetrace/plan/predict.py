@@ -328,7 +328,6 @@ def _stage_parts(a: Any, moe: dict[str, float], dense: dict[str, float], colls: 
 
 def _parts(p: Prediction, c: _Ctx, r: dict[str, Any], a: Any) -> None:
     kind = "measured" if c.base.how == "measured" else "scaled"
-    fmt = lambda row: ", ".join(f"{g} {v:.1f}" for g, v in row.items())   # noqa: E731
     p.decode_parts = _stage_parts(a, r["moe_l"], r["dense_l"], r["coll_d"], kind, 1, "us", "KiB")
     p.decode_parts.append(Part("outside the layers (embedding, LM head shard, sampling)", r["outside"] / 1e3, kind,
                                f"LM head {c.tgt.lm_head / 2**20:.0f} MiB a rank"))
