@@ -496,6 +496,9 @@ def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
         e["expert_load"] = expert_load_brief(rec.expert_load)
     if rec.the_engine.resolved:  # what the engine chose (--show backends, the tables' notes)
         e["resolved"] = rec.the_engine.resolved
+    client = (rec.host or {}).get("measure_client") if isinstance(rec.host, dict) else None
+    if isinstance(client, dict) and client.get("json") not in (None, "orjson"):  # the tables' notes say so
+        e["client_json"] = client["json"]
     return _tail_fields(e, rec)
 
 
