@@ -141,6 +141,8 @@ class Engine(ABC):
     # ---- failure classification (results/classify.py): (error class, regex) its server log says
     log_rules: ClassVar[tuple[tuple[str, str], ...]] = ()  # tried after the generic out-of-memory rule
     weak_log_rules: ClassVar[tuple[tuple[str, str], ...]] = ()  # tried last: decisive when nothing else is
+    # its own words when it ran out of memory (regexes): kept first, beside PyTorch's "CUDA out of memory" line
+    oom_log_lines: ClassVar[tuple[str, ...]] = ()
 
     # ---- expert load (--expert-load; measure/expert_load.py reads what comes back)
     expert_load_absent: ClassVar[str] = "this engine exposes no per-expert token counts to moetrace"

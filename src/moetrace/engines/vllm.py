@@ -92,6 +92,10 @@ class VLLM(Engine):
         ("OOM", r"less than desired (?:CPU|GPU) memory utilization"),
         ("OOM", r"No available memory for the cache blocks|larger than the available KV cache memory"),
     )
+    # what vLLM itself says about a CUDA OOM before PyTorch's line (0.25.0 and 0.32 v1/worker/gpu_model_runner.py:
+    # logged at load with "(original error: ...)", raised at the sampler's or pooler's warm-up)
+    oom_log_lines = (r"Failed to load model - not enough GPU memory",
+                     r"CUDA out of memory occurred when warming up (?:sampler|pooler)")
     planner_memory = "utilization"  # --gpu-memory-utilization of all memory, peak activations inside it
     default_mem_fraction = 0.9  # vLLM's default --gpu-memory-utilization
     planner_ep_is_tp = True  # --enable-expert-parallel: EP over the whole TP group
