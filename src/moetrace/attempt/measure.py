@@ -26,24 +26,38 @@ def measure(ctx: Attempt, opts: RunOptions) -> Runs:
     launches = launch_count(ctx.config, ctx.opts)
     runs: Runs = {bs: [] for bs in ctx.opts.batch_sizes}
     for n in range(1, launches + 1):
-        with stage("launch"):
-            if ctx.live is not None:  # the previous launch, measured: stopped before the next one starts
-                ctx.live.close()
-            # the last launch's log is the record's (its traces, its stop); earlier ones keep their own
-            log = ctx.adir / ("server.log" if n == launches else f"server-launch{n}.log")
-            ctx.live = Launch(ctx.base.engine, ctx.phases, log)
-            measured_launch(ctx, opts, ctx.live, f" (launch {n}/{launches})" if launches > 1 else "")
-        session = ctx.live.session
-        assert session is not None
-        if ctx.opts.warmup:
-            with stage("warmup"), ctx.timed("warmup_s"):
-                ctx.step("warm-up")
-                session.warm_up()
-                ctx.progress.done("ok")
-        with stage("measure"), ctx.timed("measure_s", add=True):  # over the launches
-            for bs in ctx.opts.batch_sizes:
-                runs[bs] += _runs(ctx, session, bs, launch=n if launches > 1 else None)
+        _one_launch(ctx, opts, runs, n, launches)
     return runs
+
+
+def _one_launch(ctx: Attempt, opts: RunOptions, runs: Runs, n: int, launches: int) -> None:
+    """Launch ``n`` of ``launches``: start (the previous one stopped first), warm up, measure into ``runs``.
+
+    Its timings go into ``phases`` (``launch_s``, ``warmup_s``, ``stop_s``: the last launch's, the one the
+    record's log, traces and stop are of; ``measure_s``: summed over the launches) and, with two or more
+    launches, into its own entry of ``phases.launches`` (``launch_s``, ``warmup_s``, ``measure_s``, ``stop_s``;
+    a cold first launch took 104 s on an H100 where the next took 74 s)."""
+    own: dict[str, float] | None = None
+    if launches > 1:
+        own = {}
+        ctx.phases.setdefault("launches", []).append(own)
+    with stage("launch"):
+        if ctx.live is not None:  # the previous launch, measured: stopped before the next one starts
+            ctx.live.close()
+        # the last launch's log is the record's (its traces, its stop); earlier ones keep their own
+        log = ctx.adir / ("server.log" if n == launches else f"server-launch{n}.log")
+        ctx.live = Launch(ctx.base.engine, ctx.phases, log, own=own)
+        measured_launch(ctx, opts, ctx.live, f" (launch {n}/{launches})" if launches > 1 else "")
+    session = ctx.live.session
+    assert session is not None
+    if ctx.opts.warmup:
+        with stage("warmup"), ctx.timed("warmup_s", into=own):
+            ctx.step("warm-up")
+            session.warm_up()
+            ctx.progress.done("ok")
+    with stage("measure"), ctx.timed("measure_s", add=True, into=own):  # over the launches
+        for bs in ctx.opts.batch_sizes:
+            runs[bs] += _runs(ctx, session, bs, launch=n if launches > 1 else None)
 
 
 def aggregate(runs: Runs) -> dict[int, dict[str, Any]]:

@@ -374,7 +374,7 @@ class Record(_Part):
     host: dict[str, Any] | None = ABSENT
     options: dict[str, Any] | None = ABSENT
     attempt_dir: str | None = ABSENT
-    phases: dict[str, float] | None = ABSENT
+    phases: dict[str, Any] | None = ABSENT  # seconds per stage; ``launches``: each launch's (--launches N)
     engine: EngineInfo | None = ABSENT
     model_detail: dict[str, Any] | None = ABSENT  # a variant of the model (variants.py): what it stands for
     plan: dict[str, Any] | None = ABSENT
