@@ -60,6 +60,8 @@ class Attempt:
     phases: dict[str, Any] = field(default_factory=dict)  # seconds per stage; ``launches``: per launch
     base: Record = field(default_factory=Record)
     live: Launch | None = None  # the launch in use: a failure is classified from its exit code and log
+    launches: int | None = None  # the launches measured (--launches auto: decided as they go)
+    launches_stopped: str | None = None  # --launches auto: why no more (measure/metrics.py launches_verdict)
 
     @classmethod
     def start(cls, preset: Preset, config: Config, opts: RunOptions, store: ResultsStore, engine: Engine,

@@ -37,8 +37,12 @@ def launch_options(engine: Engine, config: Config, opts: RunOptions) -> tuple[Ru
 
 def launch_count(config: Config, opts: RunOptions) -> int:
     """How many launches measure a config (``--launches``): more than one only where moetrace launches the
-    engine alone (not an external server, not a multi-node config whose other nodes stay up for one launch)."""
-    return 1 if opts.base_url or config.nodes > 1 else max(1, opts.launches)
+    engine alone (not an external server, not a multi-node config whose other nodes stay up for one launch).
+    ``--launches auto``: the most it may take (``--max-launches``); the measure stage stops earlier when the
+    interval is narrow enough."""
+    if opts.base_url or config.nodes > 1:
+        return 1
+    return max(2, opts.max_launches) if opts.launches == "auto" else max(1, int(opts.launches))
 
 
 @dataclass

@@ -262,6 +262,7 @@ class Workload(_Part):
     output_len: int | None = ABSENT
     repeat: int | None = ABSENT
     launches: int | None = ABSENT  # engine launches measured (--launches), each ``repeat`` runs
+    launches_stopped: str | None = ABSENT  # --launches auto: why it stopped ("interval 3.1% <= 5%", "cap 5 reached, ...")
     seed: int | None = ABSENT
     prompt_nonce: str | None = ABSENT
 
