@@ -40,5 +40,7 @@ def test_decode_trace_holds_decode_steps_while_the_host_is_busy(tiny_dir, tmp_pa
     prof = r["profile"]
     assert not prof.get("error") and prof["decode"], prof
     decode = analyze_trace(store.root / prof["decode"])
+    print(f"decode steps {step_count(decode, 'DECODE')}, extend steps {step_count(decode, 'EXTEND')}, "
+          f"rejected {prof.get('rejected')}")
     assert 1 <= step_count(decode, "DECODE")
     assert step_count(decode, "DECODE") <= 4 * 4 + 1  # bounded by the engine's step count (4x on a retry)
