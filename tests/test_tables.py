@@ -71,3 +71,30 @@ def test_bursty_itl_is_marked_with_a_footnote():
     assert "M TP8_auto" in note and "100% of token gaps under 50 µs" in note and "1980 ms" in note
     assert "describes delivery, not generation" in note and "server's own mean ITL: 2.91 ms" in note
     assert "3.88 †" in config_table(burst) and "†" not in config_table(steady)
+
+
+def test_a_row_measured_with_the_stdlib_json_decoder_is_noted():
+    """Issue 23 §2: with only the vLLM bundle on a node orjson was missing and the client fell back to the
+    stdlib decoder silently; the record says which decoder ran (host.measure_client) and the table notes it."""
+    from moetrace.results.record import Record, success_entry
+    rec = Record.new(model="M", config="TP1_auto", key="M::TP1_auto", status="success",
+                     host={"measure_client": {"json": "json", "http": "urllib3 2.0"}},
+                     workload={"batch_size": 1, "input_len": 4096, "output_len": 512}, metrics={"itl_ms": 3.0})
+    e = success_entry(rec)
+    assert e["client_json"] == "json"
+    assert "Python's json decoder" in model_tables({"a": e}) and "M TP1_auto" in config_table(e)
+    fast = success_entry(Record.new(model="M", config="TP1_auto", status="success",
+                                    host={"measure_client": {"json": "orjson", "http": "urllib3 2.0"}}))
+    assert "client_json" not in fast and "json decoder" not in model_tables({"a": dict(E)})
+
+
+def test_the_record_names_the_clients_json_decoder():
+    from moetrace.attempt.progress import host_facts
+    from moetrace.measure import client
+    facts = host_facts()["measure_client"]
+    assert facts["json"] == client.JSON_DECODER and facts["http"].startswith("urllib3 ")
+    try:
+        import orjson  # noqa: F401
+        assert facts["json"] == "orjson"
+    except ImportError:
+        assert facts["json"] == "json"

@@ -242,7 +242,9 @@ def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
             role = "fallback: " if c is j.config.fallback else ""
             measured, recorder = launch_options(engine, c, opts)
             times = launch_count(c, opts)
-            first = role + (f"measured {times} times, launched each time as: " if times > 1 else "")
+            auto = opts.launches == "auto" and times > 1  # --launches auto: 2 to --max-launches, as the interval says
+            first = role + (f"measured 2 to {times} times (--launches auto), launched each time as: " if auto else
+                            f"measured {times} times, launched each time as: " if times > 1 else "")
             for label, o in ((first, measured), (f"{role}expert load (a second launch, recorder on): ", recorder)):
                 if o is None:
                     continue

@@ -36,7 +36,10 @@ class RunOptions:
     input_len: int = DEFAULT_INPUT_LEN  # the spec's workload (results/record.py)
     output_len: int = DEFAULT_OUTPUT_LEN
     repeat: int = 1
-    launches: int = 1  # engine launches per config, each measured `repeat` times (the launch-to-launch spread)
+    launches: int | str = 1  # engine launches per config, each measured `repeat` times (the launch-to-launch spread);
+    # "auto": launches until the ITL p50's 95% interval over launch means is within ci_target, at most max_launches
+    ci_target: float = 0.05  # --launches auto: the interval's half-width relative to its centre
+    max_launches: int = 5  # --launches auto: the cap
     warmup: bool = True
     seed: int = 0
     launch_timeout_s: float = 3600.0  # loading a 1T-parameter model can take over 20 minutes
@@ -132,9 +135,27 @@ def _device(value: str, kw: dict[str, Any]) -> str:
     return "cpu" if kw.get("tiny") and value == "auto" else value
 
 
-def _launches(value: int, kw: dict[str, Any]) -> int:
-    if value < 1:
-        raise ValueError(f"--launches {value}: at least one launch")
+def _launches(value: Any, kw: dict[str, Any]) -> int | str:
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--launches {value}: a number of launches, or auto") from None
+    if n < 1:
+        raise ValueError(f"--launches {n}: at least one launch")
+    return n
+
+
+def _ci_target(value: float, kw: dict[str, Any]) -> float:
+    if not 0 < value < 1:
+        raise ValueError(f"--ci-target {value}: a fraction of the ITL p50 between 0 and 1 (0.05: +-5%)")
+    return value
+
+
+def _max_launches(value: int, kw: dict[str, Any]) -> int:
+    if value < 2:
+        raise ValueError(f"--max-launches {value}: at least 2 (--launches auto measures two launches or more)")
     return value
 
 
@@ -210,9 +231,15 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
     S(("--input-len",), "input_len", type=int, show_default=True),
     S(("--output-len",), "output_len", type=int, show_default=True),
     S(("--repeat", "-n"), "repeat", type=int, show_default=True, help="measured runs per batch size"),
-    S(("--launches",), "launches", type=int, show_default=True, parse=_launches,
+    S(("--launches",), "launches", type=str, show_default=True, parse=_launches,
       help="launch the engine this many times per config and measure each (--repeat runs): one launch's "
-           "figure moved 20%% between launches on H200 (docs/runs.md); the traces are of the last launch"),
+           "figure moved 20%% between launches on H200 (docs/runs.md); the traces are of the last launch. "
+           "auto: launch until the ITL p50's 95%% interval over launch means is within --ci-target, "
+           "at least 2 launches, at most --max-launches"),
+    S(("--ci-target",), "ci_target", type=float, show_default=True, parse=_ci_target,
+      help="--launches auto: stop when the ITL p50's 95%% interval is within this fraction of it (0.05: +-5%%)"),
+    S(("--max-launches",), "max_launches", type=int, show_default=True, parse=_max_launches,
+      help="--launches auto: stop after this many launches whatever the interval"),
     S(("--seed",), "seed", type=int, show_default=True, help="seed of the random prompts"),
     S(("--no-warmup",), "warmup", is_flag=True, negates=True),
     S(("--launch-timeout",), "launch_timeout_s", type=float, show_default=True, help="seconds"),

@@ -108,3 +108,11 @@ def test_the_sweep_links_moetraces_own_dependencies_from_an_engine_bundle(tmp_pa
     assert sorted(p.name for p in site.iterdir()) == ["nosuchpkg_x"]  # json: the node has it; y: nobody
     assert (site / "nosuchpkg_x").resolve() == (engines / "vllm-0_25_0" / "site" / "nosuchpkg_x").resolve()
     assert sweep.moetrace_site(("nosuchpkg_x",), engines=engines, site=site) == site  # again: no error
+
+
+def test_both_engine_bundles_ship_orjson_for_the_measuring_client():
+    """Issue 23 §2: the vLLM bundle lacked orjson and the client fell back to the stdlib json decoder."""
+    import tomllib
+    releases = tomllib.loads((ROOT / "benchmarks" / "gpu" / "engines" / "releases.toml").read_text())
+    for bundle in ("vllm-0_25_0", "sglang-0_5_17"):
+        assert any(w.split("==")[0] == "orjson" for w in releases[bundle]["wheels"]), bundle

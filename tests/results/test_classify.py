@@ -151,3 +151,38 @@ def test_stream_abort_message_is_decisive_over_a_retraction_warning():
                  "retracting all other requests in the decode batch. Aborting the last request.",
                  log_text=(SGL / "retract_abort_oom.log").read_text(), phase="measure")
     assert c.error_type == "OOM" and "Out of memory even after retracting" in c.error_message
+
+
+def test_an_oom_keeps_the_engines_own_line_before_pytorchs():
+    """Issue 23 §3: vLLM's "Failed to load model - not enough GPU memory" (its log line quotes PyTorch's
+    error) comes first, PyTorch's line is kept beside it (tests/data/vllm_source_logs/README.md)."""
+    log = (DATA / "vllm_source_logs" / "gpu_load_oom.log").read_text()
+    c = classify(exception="LaunchError", message="engine exited before it was ready", exit_code=1,
+                 log_text=log, phase="launch")
+    assert c.error_type == "OOM"
+    assert c.error_message.startswith("[launch] Failed to load model - not enough GPU memory. Try lowering")
+    assert "Tried to allocate 3.88 GiB" in c.error_message and len(c.error_message) <= MAX_MESSAGE
+    own, torch = c.evidence
+    assert own.startswith("Failed to load model") and torch.startswith("torch.OutOfMemoryError: CUDA out of memory")
+
+
+def test_an_engine_oom_line_that_does_not_quote_pytorch_is_joined_with_pytorchs():
+    log = "\n".join(["(EngineCore pid=1) ERROR 11-30 05:34:19 [gpu_model_runner.py:5303] Failed to load model - "
+                     "not enough GPU memory. Try lowering --gpu-memory-utilization.",
+                     "Traceback (most recent call last):",
+                     "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 16.00 GiB."])
+    c = classify(exception="LaunchError", message="engine exited", exit_code=1, log_text=log)
+    assert c.error_message == ("Failed to load model - not enough GPU memory. Try lowering --gpu-memory-utilization.; "
+                               "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 16.00 GiB.")
+
+
+@pytest.mark.parametrize("log", sorted((DATA / "gpu").glob("results/attempts/*/server.log")))
+def test_real_ooms_without_an_engine_line_keep_pytorchs_line(log):
+    """The H200 logs (vLLM 0.25.0 and SGLang 0.5.17 out of memory while capturing CUDA graphs): neither engine
+    said a word of its own about the memory, so PyTorch's line stays the message, as before."""
+    text = log.read_text()
+    if "CUDA out of memory" not in text:
+        pytest.skip("not an OOM")
+    c = classify(exception="LaunchError", message="engine exited", exit_code=1, log_text=text, phase="launch")
+    assert c.error_type == "OOM" and c.error_message.startswith("[launch] torch.OutOfMemoryError: CUDA out of memory")
+    assert isinstance(c.evidence, str)

@@ -308,3 +308,122 @@ def test_vllm_window_waits_for_every_ranks_file(tmp_path):
     files = VLLM().capture_profile(FakeHTTP(), "http://x", req)
     assert sorted(p.name.split(".")[0] for p in files["extend"]) == ["dp0_pp0_tp0_dcp0_ep0_rank0",
                                                                     "dp0_pp0_tp1_dcp0_ep0_rank1"]
+
+
+# ---------------------------------------------------------------- G: vLLM's decode window follows engine steps
+class _Job:
+    """A streamed request as the profiler's client sees it, in a thread: ``deliver(on_token)`` says when its
+    tokens arrive."""
+
+    def __init__(self, deliver, on_token):
+        self.done, self.error, self.cancelled = False, None, False
+
+        def body():
+            deliver(on_token)
+            self.done = True
+
+        self._t = threading.Thread(target=body, daemon=True)
+        self._t.start()
+
+    def cancel(self):
+        self.cancelled = True
+
+    def join(self, timeout=None):
+        self._t.join(timeout)
+
+
+class SteppingVLLM(FakeHTTP):
+    """/start_profile and /stop_profile of a vLLM server whose worker profiler stops itself after the window's
+    ``max_iterations`` steps, ``step_s`` apart, and then writes its rank file (vLLM 0.32 profiler/wrapper.py);
+    /stop_profile writes it where the window was still open."""
+
+    def __init__(self, out: Path, step_s: float = 0.02):
+        super().__init__()
+        self.out, self.step_s, self.written, self.open, self.at = out, step_s, [], False, []
+        self.lock = threading.Lock()
+
+    def post(self, url, json=None, timeout=None):
+        self.at.append((url.rsplit("/", 1)[-1], time.monotonic()))
+        if url.endswith("/start_profile"):
+            self.open = True
+            bound = (json or {}).get("max_iterations", 0)
+            if bound:
+                threading.Timer(bound * self.step_s, self._close).start()
+        elif url.endswith("/stop_profile"):
+            self._close()
+        return super().post(url, json=json, timeout=timeout)
+
+    def _close(self):
+        with self.lock:
+            if not self.open:
+                return
+            self.open = False
+            src = next((GPU / "tp1_vllm").glob("*.gz"))
+            dest = self.out / f"dp0_pp0_tp0_dcp0_ep0_rank0.{time.time_ns()}.pt.trace.json.gz"
+            shutil.copy(src, dest)
+            self.written.append(dest)
+
+
+def test_vllm_launch_bounds_every_profiler_window_by_engine_steps(tmp_path):
+    from moetrace.engines.base import LaunchSpec
+    from moetrace.engines.vllm import VLLM
+    from moetrace.matrix import Config
+    from moetrace.presets import get_preset
+    spec = LaunchSpec(preset=get_preset("Qwen3-235B"), config=Config(1), model_path="m", port=1, device="cpu",
+                      profile_dir=tmp_path, profile_steps=7)
+    cmd = VLLM().command(spec)
+    cfg = json.loads(cmd[cmd.index("--profiler-config") + 1])
+    assert cfg["max_iterations"] == 7 and cfg["profiler"] == "torch"  # vLLM 0.25.0 and 0.32 ProfilerConfig
+
+
+def test_vllm_decode_window_is_closed_by_the_engine_not_by_a_bursty_stream(tmp_path):
+    """The first token at once, the rest in one burst 1.5 s later (a busy host): the window opens at the first
+    token with max_iterations = the steps, and closes when the engine has written its file, long before the
+    burst; the client's token count plays no part. The extend window has no bound (the whole prefill)."""
+    from moetrace.engines.vllm import VLLM
+    http = SteppingVLLM(tmp_path)
+
+    def bursty(on_token):
+        on_token(1)
+        time.sleep(1.5)
+        on_token(256)
+
+    jobs = []
+    req = ProfileRequest(out_dir=tmp_path, steps=5, with_stack=False, run=lambda *a: None,
+                         run_async=lambda seed, n, on_token: jobs.append(_Job(bursty, on_token)) or jobs[-1],
+                         timeout_s=20, stages=("extend", "decode"))
+    files = VLLM().capture_profile(http, "http://x", req)
+    starts = [body for url, body in http.posts if url.endswith("/start_profile")]
+    assert starts == [{"max_iterations": 0}, {"max_iterations": 5}]
+    assert len(files["decode"]) == 1 and files["decode"][0] == http.written[-1]
+    (_, opened), (_, closed) = [x for x in http.at if x[0] in ("start_profile", "stop_profile")][2:]
+    assert closed - opened < 1.0  # closed once the engine's 5 steps were done, not at the burst 1.5 s later
+    assert jobs[0].cancelled
+
+
+def test_vllm_decode_window_is_armed_before_the_request_when_the_stream_came_too_late(tmp_path):
+    """Every token arrived at once after the request ended: no decode step left to open a window on, so the
+    window opens before a new request and bounds itself at the steps plus room for the prefill; the retry
+    (longer windows) does the same with 4x the steps."""
+    from moetrace.engines.vllm import PREFILL_STEPS, VLLM
+
+    def all_at_end(on_token):
+        on_token(256)
+
+    for longer, want in ((False, 5), (True, 20)):
+        http, runs = SteppingVLLM(tmp_path, step_s=0.001), []
+        req = ProfileRequest(out_dir=tmp_path, steps=5, with_stack=False,
+                             run=lambda seed, n, on_token: runs.append(n),
+                             run_async=lambda seed, n, on_token: _Job(all_at_end, on_token),
+                             timeout_s=20, stages=("decode",), longer=longer)
+        if not longer:  # the job must be over before the window would open
+            req.run_async = lambda seed, n, on_token: _done(_Job(all_at_end, on_token))
+        files = VLLM().capture_profile(http, "http://x", req)
+        (url, body), = [(u, b) for u, b in http.posts if u.endswith("/start_profile")]
+        assert body == {"max_iterations": want + PREFILL_STEPS} and runs == [want + PREFILL_STEPS + 1]
+        assert len(files["decode"]) == 1
+
+
+def _done(job):
+    job.join()
+    return job

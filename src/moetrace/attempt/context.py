@@ -57,9 +57,11 @@ class Attempt:
     plan: dict[str, Any] | None = None
     attempt_id: str = ""
     adir: Path = Path()
-    phases: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, Any] = field(default_factory=dict)  # seconds per stage; ``launches``: per launch
     base: Record = field(default_factory=Record)
     live: Launch | None = None  # the launch in use: a failure is classified from its exit code and log
+    launches: int | None = None  # the launches measured (--launches auto: decided as they go)
+    launches_stopped: str | None = None  # --launches auto: why no more (measure/metrics.py launches_verdict)
 
     @classmethod
     def start(cls, preset: Preset, config: Config, opts: RunOptions, store: ResultsStore, engine: Engine,
@@ -102,8 +104,12 @@ class Attempt:
         self.progress.step(f"{self.preset.name} {self.config.name}: {text}")
 
     @contextmanager
-    def timed(self, name: str, add: bool = False) -> Iterator[None]:
-        """The block's seconds into ``phases[name]`` when it ends without an error (``add``: added to what is there)."""
+    def timed(self, name: str, add: bool = False, into: dict[str, float] | None = None) -> Iterator[None]:
+        """The block's seconds into ``phases[name]`` when it ends without an error (``add``: added to what is there),
+        and into ``into[name]`` (one launch's entry of ``phases.launches``) where given."""
         t = time.monotonic()
         yield
-        self.phases[name] = (self.phases.get(name, 0.0) if add else 0.0) + (time.monotonic() - t)
+        dt = time.monotonic() - t
+        self.phases[name] = (self.phases.get(name, 0.0) if add else 0.0) + dt
+        if into is not None:
+            into[name] = dt

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -36,21 +37,33 @@ def launch_options(engine: Engine, config: Config, opts: RunOptions) -> tuple[Ru
 
 def launch_count(config: Config, opts: RunOptions) -> int:
     """How many launches measure a config (``--launches``): more than one only where moetrace launches the
-    engine alone (not an external server, not a multi-node config whose other nodes stay up for one launch)."""
-    return 1 if opts.base_url or config.nodes > 1 else max(1, opts.launches)
+    engine alone (not an external server, not a multi-node config whose other nodes stay up for one launch).
+    ``--launches auto``: the most it may take (``--max-launches``); the measure stage stops earlier when the
+    interval is narrow enough."""
+    if opts.base_url or config.nodes > 1:
+        return 1
+    return max(2, opts.max_launches) if opts.launches == "auto" else max(1, int(opts.launches))
 
 
 @dataclass
 class Launch:
     """One engine launch (or the external server): its process, log and session, and what the record says of
-    it (``info``, the engine part; ``times``: ``launch_s`` and ``stop_s``)."""
+    it (``info``, the engine part; ``times``: ``launch_s`` and ``stop_s``, written over by each launch into the
+    attempt's ``phases``; ``own``: this launch's alone, one entry of ``phases.launches`` with ``--launches N``)."""
 
     info: EngineInfo
-    times: dict[str, float]
+    times: dict[str, Any]
     log_path: Path
     server: ServerProcess | None = None
     base_url: str = ""
     session: Session | None = None
+    own: dict[str, float] | None = None
+
+    def note(self, name: str, seconds: float) -> None:
+        """A timing of this launch, into ``times`` and ``own``."""
+        self.times[name] = seconds
+        if self.own is not None:
+            self.own[name] = seconds
 
     def stop(self) -> None:
         """Stop the engine (once), its report into ``info.stop``."""
@@ -59,7 +72,7 @@ class Launch:
             return
         t = time.monotonic()
         rep = server.stop()
-        self.times["stop_s"] = time.monotonic() - t
+        self.note("stop_s", time.monotonic() - t)
         self.info.stop = Stop.from_dict(rep.to_dict())
         if rep.survivors:
             print(f"WARNING: engine processes {rep.survivors} survived SIGKILL; see {server.log_path}",
@@ -113,7 +126,7 @@ def start_engine(ctx: Attempt, opts: RunOptions, launch: Launch, what: str = "")
             launch.server.wait_ready(lambda: engine.is_ready(probe_http, base_url), timeout_s=opts.launch_timeout_s,
                                      on_wait=ctx.progress.tick)
         except BaseException as e:
-            launch.times["launch_s"] = time.monotonic() - t
+            launch.note("launch_s", time.monotonic() - t)
             launch.stop()
             launch.server = None  # a launch that never became ready: a failure's exit code is the exception's
             if isinstance(e, LaunchError) and attempt + 1 < attempts and \
@@ -122,7 +135,7 @@ def start_engine(ctx: Attempt, opts: RunOptions, launch: Launch, what: str = "")
             raise
         finally:
             probe_http.close()
-        launch.times["launch_s"] = time.monotonic() - t
+        launch.note("launch_s", time.monotonic() - t)
         ctx.progress.done("ready")
         return
     raise AssertionError("unreachable")

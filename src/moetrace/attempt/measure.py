@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
-from ..measure.metrics import aggregate_runs, by_launch, run_metrics, settle_headline
+from ..measure.metrics import aggregate_runs, by_launch, launches_verdict, run_metrics, settle_headline
 from ..measure.server_metrics import server_timing
 from ..measure.telemetry import samples_between, summarise
 from ..options import RunOptions
@@ -23,27 +24,62 @@ Runs = dict[int, list[dict[str, Any]]]  # batch size -> its runs, over the launc
 def measure(ctx: Attempt, opts: RunOptions) -> Runs:
     """Launch (with ``opts``), warm up and measure, ``launch_count`` times. Every launch but the last is
     stopped before the next starts; the last stays up in ``ctx.live`` for the stages after this one."""
-    launches = launch_count(ctx.config, ctx.opts)
+    launches = launch_count(ctx.config, ctx.opts)  # --launches auto: the cap
+    auto = ctx.opts.launches == "auto" and launches > 1
     runs: Runs = {bs: [] for bs in ctx.opts.batch_sizes}
     for n in range(1, launches + 1):
-        with stage("launch"):
-            if ctx.live is not None:  # the previous launch, measured: stopped before the next one starts
-                ctx.live.close()
-            # the last launch's log is the record's (its traces, its stop); earlier ones keep their own
-            log = ctx.adir / ("server.log" if n == launches else f"server-launch{n}.log")
-            ctx.live = Launch(ctx.base.engine, ctx.phases, log)
-            measured_launch(ctx, opts, ctx.live, f" (launch {n}/{launches})" if launches > 1 else "")
-        session = ctx.live.session
-        assert session is not None
-        if ctx.opts.warmup:
-            with stage("warmup"), ctx.timed("warmup_s"):
-                ctx.step("warm-up")
-                session.warm_up()
-                ctx.progress.done("ok")
-        with stage("measure"), ctx.timed("measure_s", add=True):  # over the launches
-            for bs in ctx.opts.batch_sizes:
-                runs[bs] += _runs(ctx, session, bs, launch=n if launches > 1 else None)
+        _one_launch(ctx, opts, runs, n, launches, auto)
+        ctx.launches = n
+        if auto and (why := launches_verdict(runs, n, target=ctx.opts.ci_target, cap=launches)):
+            ctx.launches_stopped = why
+            ctx.step("--launches auto")
+            ctx.progress.done(f"{n} launches: {why}")
+            _adopt_log(ctx.live, ctx.adir / "server.log")
+            break
     return runs
+
+
+def _adopt_log(live: Launch | None, path: Path) -> None:
+    """``--launches auto``: the launch that turned out the last one gets the record's log name (its process keeps
+    writing into the renamed file), as a fixed ``--launches N`` names its last launch's log from the start."""
+    if live is None or not live.log_path.exists():
+        return
+    live.log_path.rename(path)
+    live.log_path = path
+    if live.server is not None:
+        live.server.log_path = path
+
+
+def _one_launch(ctx: Attempt, opts: RunOptions, runs: Runs, n: int, launches: int, auto: bool = False) -> None:
+    """Launch ``n`` of ``launches`` (``auto``: of at most that many): start (the previous one stopped first),
+    warm up, measure into ``runs``.
+
+    Its timings go into ``phases`` (``launch_s``, ``warmup_s``, ``stop_s``: the last launch's, the one the
+    record's log, traces and stop are of; ``measure_s``: summed over the launches) and, with two or more
+    launches, into its own entry of ``phases.launches`` (``launch_s``, ``warmup_s``, ``measure_s``, ``stop_s``;
+    a cold first launch took 104 s on an H100 where the next took 74 s)."""
+    own: dict[str, float] | None = None
+    if launches > 1:
+        own = {}
+        ctx.phases.setdefault("launches", []).append(own)
+    with stage("launch"):
+        if ctx.live is not None:  # the previous launch, measured: stopped before the next one starts
+            ctx.live.close()
+        # the last launch's log is the record's (its traces, its stop); earlier ones keep their own
+        log = ctx.adir / ("server.log" if n == launches and not auto else f"server-launch{n}.log")
+        ctx.live = Launch(ctx.base.engine, ctx.phases, log, own=own)
+        what = f" (launch {n}, at most {launches})" if auto else f" (launch {n}/{launches})" if launches > 1 else ""
+        measured_launch(ctx, opts, ctx.live, what)
+    session = ctx.live.session
+    assert session is not None
+    if ctx.opts.warmup:
+        with stage("warmup"), ctx.timed("warmup_s", into=own):
+            ctx.step("warm-up")
+            session.warm_up()
+            ctx.progress.done("ok")
+    with stage("measure"), ctx.timed("measure_s", add=True, into=own):  # over the launches
+        for bs in ctx.opts.batch_sizes:
+            runs[bs] += _runs(ctx, session, bs, launch=n if launches > 1 else None)
 
 
 def aggregate(runs: Runs) -> dict[int, dict[str, Any]]:

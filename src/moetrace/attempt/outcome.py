@@ -50,11 +50,13 @@ def successes(ctx: Attempt, runs: Runs, profile: dict[str, Any], nonce: str | No
     for bs, agg in aggregate(runs).items():
         rec = ctx.base.copy(key=ctx.key(bs), status="success", finished_at=now_iso(),
                             workload=Workload(batch_size=bs, input_len=opts.input_len, output_len=opts.output_len,
-                                              repeat=opts.repeat, launches=launch_count(ctx.config, opts),
+                                              repeat=opts.repeat, launches=ctx.launches or launch_count(ctx.config, opts),
                                               seed=opts.seed, prompt_nonce=nonce),
                             metrics=agg, runs=runs[bs], profile=profile,
                             log_path=ctx.rel(log_path) if log_path.exists() else None,
                             plan_check=plan_check(ctx.plan, "success", None))
+        if ctx.launches_stopped:  # --launches auto: why it measured this many
+            rec.workload.launches_stopped = ctx.launches_stopped
         add_floors(rec, ctx.plan)
         if any("telemetry" in x for x in runs[bs]):
             rec.telemetry = telemetry_brief(runs[bs], ctx.rel(ctx.adir / "telemetry.csv"))

@@ -41,8 +41,10 @@ class Progress:
 
 def host_facts() -> dict[str, Any]:
     """Host name, platform, Python, CPUs and (where nvidia-smi answers) the GPUs."""
+    from ..measure.client import client_facts
     facts: dict[str, Any] = {"hostname": socket.gethostname(), "platform": platform.platform(),
-                             "python": platform.python_version(), "cpus": os.cpu_count()}
+                             "python": platform.python_version(), "cpus": os.cpu_count(),
+                             "measure_client": client_facts()}  # the stream's JSON decoder: part of every ITL
     if shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",

@@ -41,6 +41,7 @@ class LaunchSpec:
     extra_args: list[str] = field(default_factory=list)  # the user's extras, last so they win
     profile_dir: Path | None = None
     profile_with_stack: bool = False
+    profile_steps: int = 5  # decode steps a profiler window holds, where the engine bounds windows by iterations
     device: str = "cuda"  # "cuda" or "cpu"
     max_model_len: int | None = None
     mem_fraction: float | None = None  # --mem-fraction: the engine's own memory-fraction flag
@@ -59,7 +60,8 @@ class LaunchSpec:
         return cls(preset=preset, config=config, model_path=opts.model_path or preset.hf_id, port=port,
                    host=opts.host, python=opts.engine_python, prefix=list(opts.launch_prefix),
                    extra_args=list(opts.extra_args), profile_dir=profile_dir if opts.profile else None,
-                   profile_with_stack=opts.profile_with_stack, device=device, max_model_len=opts.max_model_len,
+                   profile_with_stack=opts.profile_with_stack, profile_steps=opts.profile_steps, device=device,
+                   max_model_len=opts.max_model_len,
                    mem_fraction=opts.mem_fraction, nnodes=config.nodes,
                    # beside profiler_raw/ in the attempt's directory
                    expert_load_dir=Path(profile_dir).parent / "expert_load"
@@ -141,6 +143,8 @@ class Engine(ABC):
     # ---- failure classification (results/classify.py): (error class, regex) its server log says
     log_rules: ClassVar[tuple[tuple[str, str], ...]] = ()  # tried after the generic out-of-memory rule
     weak_log_rules: ClassVar[tuple[tuple[str, str], ...]] = ()  # tried last: decisive when nothing else is
+    # its own words when it ran out of memory (regexes): kept first, beside PyTorch's "CUDA out of memory" line
+    oom_log_lines: ClassVar[tuple[str, ...]] = ()
 
     # ---- expert load (--expert-load; measure/expert_load.py reads what comes back)
     expert_load_absent: ClassVar[str] = "this engine exposes no per-expert token counts to moetrace"

@@ -110,6 +110,8 @@ class SGLang(Engine):
                 r"|Out of memory even after retracting"),
         ("OOM", r"scheduler died during initialization \(exit code: -9\)"),
     )
+    # its own words about a CUDA OOM, kept before PyTorch's line (engines.md: the capture's advice follows it)
+    oom_log_lines = (r"Capture cuda graph failed",)
     # retracting requests for KV room: a warning it survives, so weaker evidence than a crash; decisive
     # when nothing else is (a timeout while it kept retracting)
     weak_log_rules = (("OOM", r"KV cache pool is full"),)

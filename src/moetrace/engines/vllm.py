@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import httpx
 
@@ -92,6 +92,10 @@ class VLLM(Engine):
         ("OOM", r"less than desired (?:CPU|GPU) memory utilization"),
         ("OOM", r"No available memory for the cache blocks|larger than the available KV cache memory"),
     )
+    # what vLLM itself says about a CUDA OOM before PyTorch's line (0.25.0 and 0.32 v1/worker/gpu_model_runner.py:
+    # logged at load with "(original error: ...)", raised at the sampler's or pooler's warm-up)
+    oom_log_lines = (r"Failed to load model - not enough GPU memory",
+                     r"CUDA out of memory occurred when warming up (?:sampler|pooler)")
     planner_memory = "utilization"  # --gpu-memory-utilization of all memory, peak activations inside it
     default_mem_fraction = 0.9  # vLLM's default --gpu-memory-utilization
     planner_ep_is_tp = True  # --enable-expert-parallel: EP over the whole TP group
@@ -169,9 +173,12 @@ class VLLM(Engine):
         # the prefix cache is caught, not reported
         cmd.append("--enable-prompt-tokens-details")
         if spec.profile_dir is not None:
+            # max_iterations: the worker's profiler stops itself after that many engine steps (vLLM 0.25.0 and
+            # 0.32 ProfilerConfig), so a decode window holds --profile-steps steps whatever the client's stream
+            # shows; 0.32 also takes it per window in /start_profile's body (capture_profile)
             cmd += ["--profiler-config", json.dumps({
                 "profiler": "torch", "torch_profiler_dir": str(Path(spec.profile_dir).resolve()),
-                "torch_profiler_with_stack": spec.profile_with_stack})]
+                "torch_profiler_with_stack": spec.profile_with_stack, "max_iterations": spec.profile_steps})]
         cmd += [*self.mem_fraction_args(spec), *spec.preset.extra_args("vllm"), *spec.extra_args]
         return cmd
 
@@ -253,18 +260,24 @@ class VLLM(Engine):
         except (httpx.HTTPError, ValueError, KeyError, IndexError):
             return None
 
-    # ----- profiling: two windows, one per stage
-    def _window(self, http: httpx.Client, base_url: str, req: ProfileRequest, traffic) -> list[Path]:
-        """One profiler window. vLLM writes one file per worker rank
-        (``dp{d}_pp{p}_tp{t}_dcp{c}_ep{e}_rank{r}.<ns>.pt.trace.json.gz``), and possibly a frontend
-        (``async_llm``) file: wait for every rank's file, then take the frontend's if it is there."""
+    # ----- profiling: two windows, one per stage, each bounded by the engine's own step count
+    def _window(self, http: httpx.Client, base_url: str, req: ProfileRequest, traffic: Callable[[set[Path]], None],
+                bound: dict[str, int] | None = None) -> list[Path]:
+        """One profiler window around ``traffic(before)`` (``before``: the files there when it opened). vLLM writes
+        one file per worker rank (``dp{d}_pp{p}_tp{t}_dcp{c}_ep{e}_rank{r}.<ns>.pt.trace.json.gz``), and possibly a
+        frontend (``async_llm``) file: wait for every rank's file, then take the frontend's if it is there.
+
+        ``bound``: the window's iteration bounds in /start_profile's body (``max_iterations``; vLLM 0.32's
+        ``StartProfileRequest``, serve/profile/api_router.py). 0.25.0 takes no body and ignores it: its bound is the
+        launch's ``--profiler-config`` ``max_iterations`` (:meth:`command`)."""
         before = snapshot(req.out_dir)
-        r = http.post(base_url + "/start_profile", timeout=120)
+        r = http.post(base_url + "/start_profile", json=bound, timeout=120) if bound is not None else \
+            http.post(base_url + "/start_profile", timeout=120)
         if r.status_code != 200:
             raise ProfileError(f"POST /start_profile answered {r.status_code}: {r.text[:200]} "
                                "(was the server started with --profiler-config?)")
         try:
-            traffic()
+            traffic(before)
         finally:
             if req.alive is not None and not req.alive():  # a dead engine core never answers /stop_profile
                 raise ProfileError("the engine died while its profiler window was open")
@@ -277,60 +290,85 @@ class VLLM(Engine):
         return ranks + others
 
     def capture_profile(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> dict[str, list[Path]]:
+        """Extend: a prefill-only request (one output token) inside a window without an iteration bound (0: none,
+        where the server takes one per window), so the whole prefill is in it. Decode: :meth:`_decode`."""
         out: dict[str, list[Path]] = {}
-        hold_s = 1.0 if req.longer else 0.0  # a retry keeps each window open a little after its traffic
+        hold_s = 1.0 if req.longer else 0.0  # a retry keeps the extend window open a little after its traffic
         if "extend" in req.stages:
-            # Extend: a prefill-only request (one output token) inside the window.
-            def extend_traffic() -> None:
+            def extend_traffic(before: set[Path]) -> None:
                 req.run(1, 1, None)
                 time.sleep(hold_s)
-            out["extend"] = req.done["extend"] = self._window(http, base_url, req, extend_traffic)
-        if "decode" not in req.stages:
-            return out
+            out["extend"] = req.done["extend"] = self._window(http, base_url, req, extend_traffic, {"max_iterations": 0})
+        if "decode" in req.stages:
+            out["decode"] = req.done["decode"] = self._decode(http, base_url, req)
+        return out
 
-        # Decode: start a long request, open the window once its first tokens arrived
-        # (prefill is over), keep it open for ``steps`` more tokens (4x on a retry).
+    def _decode(self, http: httpx.Client, base_url: str, req: ProfileRequest) -> list[Path]:
+        """The decode window, closed by the engine after ``steps`` iterations (4x on a retry), not by the client's
+        count of streamed tokens: on a busy host the stream comes in bursts (the first token at 0.60 s, then 510
+        within 7 ms at the end), and a window that followed it closed before, or opened after, the decode steps
+        (2 of 4 decode traces of ``make demo`` on a loaded 2-core machine held none, also after the retry).
+
+        A long request; the window opens at its first token (the prefill produced it: the engine decodes from
+        there) with ``max_iterations`` = the steps wanted, and ends when the engine's files appear (it stopped
+        itself), when the request ends, or, for a server that ignores the bound, ``steps`` tokens and
+        :data:`UNBOUNDED_GRACE_S` later. Where the request was over before its first token arrived, and on the
+        retry, the window is armed before the request is sent (:meth:`_decode_armed`)."""
         want = req.steps * (4 if req.longer else 1)
-        first = threading.Event()
-        counted = {"n": 0}
-        enough = threading.Event()
+        if req.longer:
+            return self._decode_armed(http, base_url, req, want)
+        first, seen = threading.Event(), {"n": 0}
 
         def on_token(n: int) -> None:
-            counted["n"] = n
-            if n >= 2:
-                first.set()
-            if first.is_set() and counted.get("start") is not None and n >= counted["start"] + want:
-                enough.set()
+            seen["n"] = n
+            first.set()
 
-        max_tokens = max(256, want * 32)
-        job = req.run_async(2, max_tokens, on_token)
+        job = req.run_async(2, max(256, want * 32), on_token)
         t_end = time.monotonic() + req.timeout_s
         while not first.wait(1.0):  # a request that failed, or a dead engine, ends the wait at once
             if job.done or time.monotonic() > t_end or (req.alive is not None and not req.alive()):
                 job.cancel()
                 job.join(timeout=10)
                 raise ProfileError(f"decode window: no decode tokens ({job.error or 'the engine died'})")
-
-        def decode_traffic() -> None:
-            counted["start"] = counted["n"]
-            t_min = time.monotonic() + hold_s
-            t_end = time.monotonic() + req.timeout_s
-            t_check = time.monotonic() + 1.0
-            while not (enough.wait(0.05) and time.monotonic() >= t_min):
-                if job.done or time.monotonic() > t_end:
-                    break
-                if req.alive is not None and time.monotonic() > t_check:  # about once a second
-                    t_check = time.monotonic() + 1.0
-                    if not req.alive():
-                        break
         try:
-            out["decode"] = req.done["decode"] = self._window(http, base_url, req, decode_traffic)
+            if job.done:  # the whole stream arrived after the request ended: no decode step left to catch
+                job.join(timeout=10)
+                return self._decode_armed(http, base_url, req, want)
+            return self._window(http, base_url, req, lambda before: self._hold(req, job, before, seen, want),
+                                {"max_iterations": want})
         finally:
             job.cancel()  # closing the stream aborts the rest of the request
             # A stream of a dead engine core may carry no more tokens to notice the cancel on:
             # never wait the whole request timeout for it (the session's close ends it).
             job.join(timeout=10)
-        return out
+
+    def _hold(self, req: ProfileRequest, job: Any, before: set[Path], seen: dict[str, int], want: int) -> None:
+        """Keep the decode window open until the engine closed it (every rank's file is there), the request ended,
+        the timeout, the engine's death, or (a server without the bound) ``want`` more tokens and a grace."""
+        t0 = time.monotonic()
+        start_n, t_check = seen["n"], t0 + 1.0
+        while True:
+            time.sleep(0.05)
+            now = time.monotonic()
+            ranks = [p for p in snapshot(req.out_dir) - before if RANK_FILE.search(p.name)]
+            if len(ranks) >= max(1, req.expected_ranks) or job.done or now > t0 + req.timeout_s:
+                return
+            if seen["n"] >= start_n + want and now - t0 >= UNBOUNDED_GRACE_S:
+                return
+            if req.alive is not None and now > t_check:  # about once a second
+                t_check = now + 1.0
+                if not req.alive():
+                    return
+
+    def _decode_armed(self, http: httpx.Client, base_url: str, req: ProfileRequest, want: int) -> list[Path]:
+        """The decode window opened before its request is sent, so that no delivery timing can miss the decode
+        steps: bounded at ``want`` + :data:`PREFILL_STEPS` iterations, it holds the request's prefill step(s) too
+        (the decode breakdown counts DECODE steps only) and at least ``want`` decode steps while the prefill takes
+        no more than :data:`PREFILL_STEPS`. vLLM 0.25.0 bounds it by the launch's ``max_iterations`` instead."""
+        return self._window(http, base_url, req, lambda before: req.run(3, want + PREFILL_STEPS + 1, None),
+                            {"max_iterations": want + PREFILL_STEPS})
 
 
 RANK_FILE = re.compile(r"_rank\d+\.")  # a worker's file, not the frontend's
+UNBOUNDED_GRACE_S = 5.0  # a decode window the server does not bound ends this long after its tokens arrived
+PREFILL_STEPS = 8  # engine steps an armed decode window allows for its request's prefill (chunked)

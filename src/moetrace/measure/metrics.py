@@ -50,7 +50,7 @@ from ..errors import BenchmarkFailure
 from ..stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_interval, percentile, t_interval
 
 __all__ = ["RequestTrace", "run_metrics", "settle_headline", "aggregate_runs", "by_launch", "run_intervals", "launch_intervals",
-           "percentile", "delivery", "BURST_GAP_S", "CI_KEYS"]
+           "percentile", "delivery", "BURST_GAP_S", "CI_KEYS", "launches_verdict", "relative_half_width"]
 
 BURST_GAP_S = 50e-6  # two tokens closer than this were not generated apart: they were delivered together
 BURSTY_SHARE = 0.10  # bursty when at least this share of gaps are bursts ...
@@ -253,3 +253,35 @@ def aggregate_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 out[f"{k}_min"], out[f"{k}_max"] = min(vals), max(vals)
     out.update(run_intervals(runs))
     return out
+
+
+def relative_half_width(ci: Sequence[float] | None) -> float | None:
+    """An interval's half-width over its centre (0.05: +-5%); None without an interval or with a centre <= 0."""
+    if not ci:
+        return None
+    lo, hi = float(ci[0]), float(ci[1])
+    centre = (lo + hi) / 2
+    return (hi - lo) / 2 / centre if centre > 0 else None
+
+
+def launches_verdict(runs: dict[int, Sequence[dict[str, Any]]], n: int, *, target: float, cap: int) -> str | None:
+    """``--launches auto`` after ``n`` launches: why to stop (the record's ``workload.launches_stopped``), or None
+    to launch again. Stops at 2 launches or more once the ITL p50's 95% Student-t interval over launch means
+    (:func:`launch_intervals`) is within ``target`` of its centre for every batch size (the widest decides), or at
+    ``cap`` launches. ``runs``: per batch size, the runs as the record keeps them (``metrics``, ``launch``). A run
+    without an ITL p50 (a bursty stream's headline is the engine's mean ITL) counts with its ``itl_ms``."""
+    if n < 2:
+        return None
+    widths = []
+    for rs in runs.values():
+        ms = [r["metrics"] for r in rs]
+        key = "itl_p50_ms" if all(isinstance(m.get("itl_p50_ms"), (int, float)) for m in ms) else "itl_ms"
+        widths.append(relative_half_width(launch_intervals(ms, [r.get("launch", 1) for r in rs]).get(f"{key}_ci95")))
+    known = [w for w in widths if w is not None]
+    worst = max(known) if known and len(known) == len(widths) else None
+    shown = "n/a" if worst is None else f"{100 * worst:.1f}%"
+    if worst is not None and worst <= target:
+        return f"interval {shown} <= {100 * target:g}%"
+    if n >= cap:
+        return f"cap {cap} reached, interval {shown}"
+    return None

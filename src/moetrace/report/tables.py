@@ -117,6 +117,16 @@ def burst_notes(entries: Iterable[dict[str, Any]]) -> str:
     return "\n\n".join(lines)
 
 
+def client_notes(entries: Iterable[dict[str, Any]]) -> str:
+    """A line under a table whose rows the client measured with the stdlib JSON decoder (orjson missing):
+    about 5 us more per streamed event, inside every ITL (docs/fidelity.md)."""
+    slow = [f"{e['model']} {e['config']}" for e in entries if e.get("client_json") == "json"]
+    if not slow:
+        return ""
+    return (f"Measured with Python's json decoder, orjson missing on the measuring host: {', '.join(slow)} "
+            "(about 5 µs more client time per streamed token inside each ITL; docs/fidelity.md).")
+
+
 def _spec_row(e: dict[str, Any], base: Path | None, extra: tuple[str, ...]) -> list[Any]:
     if any(k in LOAD_COLUMNS for k in _columns(extra)):
         e = _with_expert_load(e, base)
@@ -262,7 +272,7 @@ def config_table(e: dict[str, Any], *, base: Path | None = None, extra: tuple[st
     """The spec's per-config table: title line, then one row."""
     header = list(SPEC_COLUMNS) + [EXTRA_COLUMNS[k][0] for k in _columns(extra)]
     text = f"{e['model']} ({e['config']})\n\n" + _md(header, [_spec_row(e, base, extra)])
-    notes = "\n\n".join(n for n in (burst_notes([e]), interval_note([e])) if n)
+    notes = "\n\n".join(n for n in (burst_notes([e]), interval_note([e]), client_notes([e])) if n)
     if notes:
         text += f"\n\n{notes}"
     if e.get("profile_error"):
@@ -288,8 +298,8 @@ def model_tables(success: dict[str, dict[str, Any]], *, base: Path | None = None
     for model in sorted(by_model):
         entries = [_with_resolved(e, base) for e in sorted(by_model[model], key=_config_order)]
         rows = [[e["config"]] + _spec_row(e, base, extra) for e in entries]
-        notes = "\n\n".join(n for n in (burst_notes(entries), interval_note(entries), backend_notes(model, entries),
-                                          significance_note(entries, base)) if n)
+        notes = "\n\n".join(n for n in (burst_notes(entries), interval_note(entries), client_notes(entries),
+                                          backend_notes(model, entries), significance_note(entries, base)) if n)
         out.append(f"### {model}\n\n" + _md(header, rows) + (f"\n\n{notes}" if notes else ""))
     return "\n\n".join(out)
 

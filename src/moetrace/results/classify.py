@@ -28,7 +28,7 @@ MAX_MESSAGE = 500
 class Classification:
     error_type: str
     error_message: str
-    evidence: str | None = None  # the log line the class was decided from
+    evidence: str | list[str] | None = None  # the log line the class was decided from (an OOM: the engine's, PyTorch's)
 
 
 # (class, pattern). Searched line by line over the log, in this order; each engine's own rules
@@ -85,6 +85,33 @@ def _log_rules() -> tuple[tuple[str, re.Pattern[str]], ...]:
 
 
 _table: list = []  # (the engines, their rules compiled)
+_oom_words: list = []  # (the engines, their oom_log_lines compiled)
+
+
+def _engine_oom_patterns() -> tuple[re.Pattern[str], ...]:
+    """Every engine's own words about running out of memory (``Engine.oom_log_lines``)."""
+    from ..engines.registry import engine_classes
+    engines = tuple(engine_classes().values())
+    if not (_oom_words and _oom_words[0] == engines):
+        _oom_words[:] = [engines, tuple(re.compile(p) for e in engines for p in e.oom_log_lines)]
+    return _oom_words[1]
+
+
+def _with_engine_oom(line: str, log_lines: list[str]) -> tuple[str, str | list[str]]:
+    """A PyTorch out-of-memory line with the engine's own line about it, engine's first (vLLM: "Failed to load
+    model - not enough GPU memory ..."): (message, evidence). The engine's line alone when it already quotes
+    PyTorch's (vLLM's "(original error: ...)"); ``line`` alone when the engine said nothing of its own."""
+    if not re.search(_OOM[1], line):
+        return line, line
+    for pat in _engine_oom_patterns():
+        for i in range(len(log_lines) - 1, -1, -1):
+            if pat.search(log_lines[i]):
+                own = _with_continuation(log_lines, i)
+                if own == line:
+                    return line, line
+                core = line.split(": ", 1)[-1]  # PyTorch's text after "torch.OutOfMemoryError: "
+                return (own if core in own else f"{own}; {line}"), [own, line]
+    return line, line
 
 # Lines that tell where a failure surfaced, used when no rule names a cause; best first:
 # a Python exception line, then the engines' own words for a crash.
@@ -206,6 +233,9 @@ def classify(*, exception: str | None = None, message: str = "", exit_code: int 
         return Classification("Timeout", _clip(where + (message or "timed out")))
     if found:
         cls, line = found
+        if cls == "OOM":
+            text, evidence = _with_engine_oom(line, lines)
+            return Classification(cls, _clip(where + text), evidence=evidence)
         return Classification(cls, _clip(where + line), evidence=line)
     if exc_cls == "LaunchError" and exit_code is not None:
         exc_cls = "ServerError"  # the engine started and then crashed: not a bad command

@@ -262,6 +262,7 @@ class Workload(_Part):
     output_len: int | None = ABSENT
     repeat: int | None = ABSENT
     launches: int | None = ABSENT  # engine launches measured (--launches), each ``repeat`` runs
+    launches_stopped: str | None = ABSENT  # --launches auto: why it stopped ("interval 3.1% <= 5%", "cap 5 reached, ...")
     seed: int | None = ABSENT
     prompt_nonce: str | None = ABSENT
 
@@ -374,7 +375,7 @@ class Record(_Part):
     host: dict[str, Any] | None = ABSENT
     options: dict[str, Any] | None = ABSENT
     attempt_dir: str | None = ABSENT
-    phases: dict[str, float] | None = ABSENT
+    phases: dict[str, Any] | None = ABSENT  # seconds per stage; ``launches``: each launch's (--launches N)
     engine: EngineInfo | None = ABSENT
     model_detail: dict[str, Any] | None = ABSENT  # a variant of the model (variants.py): what it stands for
     plan: dict[str, Any] | None = ABSENT
@@ -496,6 +497,9 @@ def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
         e["expert_load"] = expert_load_brief(rec.expert_load)
     if rec.the_engine.resolved:  # what the engine chose (--show backends, the tables' notes)
         e["resolved"] = rec.the_engine.resolved
+    client = (rec.host or {}).get("measure_client") if isinstance(rec.host, dict) else None
+    if isinstance(client, dict) and client.get("json") not in (None, "orjson"):  # the tables' notes say so
+        e["client_json"] = client["json"]
     return _tail_fields(e, rec)
 
 
