@@ -14,7 +14,7 @@ STREAMS = Path(__file__).resolve().parent / "data" / "streams"
 
 def test_external_server_is_measured_and_recorded_as_external(tmp_path):
     body = (STREAMS / "vllm_cpu_completions_bs1.sse").read_bytes()  # 8 tokens
-    with ReplayServer(Reply(body, chunk_delay_s=0.003)) as srv:  # paced as generated: one burst would fail (below)
+    with ReplayServer(Reply(body, chunk_delay_s=0.02)) as srv:  # paced as generated: one burst would fail (below)
         cp = moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", srv.url,
                       "--input-len", "8", "--output-len", "8", "--no-profile", "--no-warmup", "-r", str(tmp_path),
                       env={"GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")})
@@ -34,7 +34,7 @@ def test_external_server_is_measured_and_recorded_as_external(tmp_path):
 
 def test_floors_and_efficiency_reach_records_and_tables(tmp_path):
     body = (STREAMS / "vllm_cpu_completions_bs1.sse").read_bytes()
-    with ReplayServer(Reply(body, chunk_delay_s=0.003)) as srv:  # the recorded events, 3 ms apart
+    with ReplayServer(Reply(body, chunk_delay_s=0.02)) as srv:  # the recorded events, 20 ms apart
         moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", srv.url, "--gpu", "h200",
                  "--input-len", "8", "--output-len", "8", "--no-profile", "--no-warmup", "-r", str(tmp_path), check=True)
     # not the spec's workload (8 in, 8 out): its own key, never the spec's numbers
@@ -83,7 +83,7 @@ def test_a_matrix_against_one_external_server_is_refused(tmp_path):
 
 def test_the_record_says_moetrace_did_not_launch_the_engine(tmp_path):
     body = (STREAMS / "vllm_cpu_completions_bs1.sse").read_bytes()
-    with ReplayServer(Reply(body, chunk_delay_s=0.003)) as srv:
+    with ReplayServer(Reply(body, chunk_delay_s=0.02)) as srv:
         moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", srv.url,
                  "--input-len", "8", "--output-len", "8", "--no-profile", "--no-warmup", "-r", str(tmp_path), check=True)
     rec = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
@@ -97,7 +97,7 @@ def test_each_attempt_sends_its_own_prompts_and_a_cache_hit_is_a_failure(tmp_pat
     first = (STREAMS / "vllm_cpu_cached_first.sse").read_bytes()
     args = ("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--input-len", "512", "--output-len", "16",
             "--no-profile", "--no-warmup", "-r", str(tmp_path))
-    with ReplayServer(Reply(first, chunk_delay_s=0.003)) as srv:
+    with ReplayServer(Reply(first, chunk_delay_s=0.02)) as srv:
         moetrace(*args, "--base-url", srv.url, check=True)
         moetrace(*args, "--base-url", srv.url, check=True)
         prompts = [json.loads(r)["prompt"] for r in srv.reply.requests if r]
@@ -106,7 +106,7 @@ def test_each_attempt_sends_its_own_prompts_and_a_cache_hit_is_a_failure(tmp_pat
     assert [r["status"] for r in recs] == ["success", "success"]
     assert recs[0]["workload"]["prompt_nonce"] != recs[1]["workload"]["prompt_nonce"]
     assert all(r["runs"][0]["metrics"]["cached_prompt_tokens"] == 0 for r in recs)
-    with ReplayServer(Reply((STREAMS / "vllm_cpu_cached_again.sse").read_bytes(), chunk_delay_s=0.003)) as srv:
+    with ReplayServer(Reply((STREAMS / "vllm_cpu_cached_again.sse").read_bytes(), chunk_delay_s=0.02)) as srv:
         assert moetrace(*args, "--base-url", srv.url).returncode == 3  # failed, recorded
     f = json.loads((tmp_path / "failure_results.json").read_text())["Qwen3-235B::TP8_EP2_auto::bs1_in512_out16"]
     assert f["error_type"] == "BenchmarkFailure" and "384 prompt tokens were served from the engine's prefix cache" \

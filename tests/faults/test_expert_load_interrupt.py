@@ -45,7 +45,7 @@ class H(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path != "/v1/completions":
             return self._send(b"{{}}")
-        self.send_response(200)  # the recorded events 3 ms apart, as generated (one burst is no measurement)
+        self.send_response(200)  # the recorded events 20 ms apart, as generated (one burst is no measurement)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Content-Length", str(len(STREAM)))
         self.end_headers()
@@ -53,7 +53,7 @@ class H(BaseHTTPRequestHandler):
             if event:
                 self.wfile.write(event + b"\\n\\n")
                 self.wfile.flush()
-                time.sleep(0.003)
+                time.sleep(0.02)
 print("stand-in ready", file=sys.stderr, flush=True)
 HTTPServer(("127.0.0.1", port), H).serve_forever()
 """

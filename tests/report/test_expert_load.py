@@ -124,7 +124,7 @@ def test_run_show_load_says_why_the_engine_has_none(tmp_path):
     from tests.conftest import moetrace
     from tests.replay_server import Reply, ReplayServer
     body = (Path(__file__).resolve().parents[1] / "data" / "streams" / "vllm_cpu_completions_bs1.sse").read_bytes()
-    with ReplayServer(Reply(body, chunk_delay_s=0.003)) as srv:  # paced as generated
+    with ReplayServer(Reply(body, chunk_delay_s=0.02)) as srv:  # paced as generated
         cp = moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm", "--base-url", srv.url,
                       "--input-len", "8", "--output-len", "8", "--no-profile", "--no-warmup", "--expert-load",
                       "--show", "load", "-r", str(tmp_path / "r"), env={"GITHUB_STEP_SUMMARY": ""})
