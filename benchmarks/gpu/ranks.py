@@ -54,14 +54,15 @@ class Entry:
         return f"{self.engine.split('-')[0]}-{self.model}-{self.config}{'-' + self.tag if self.tag else ''}"
 
 
-# In order of what matters most: every preset's TP8_EP2 rank on vLLM, the spec's expected OOMs as real
-# engine OOMs, SGLang on two presets, then depth scaling of one rank.
+# In order of what matters most, for a short device budget: the first full-depth ranks (on an H100 the
+# H200-only ranks are recorded as predicted, without a launch), two of the spec's expected OOMs as real
+# engine OOMs, the other ranks, SGLang on two presets, the other OOMs, then depth scaling of one rank.
 QUEUE = [
-    *(Entry(V, m, "TP8_EP2_auto", VLLM) for m in ("Qwen3-235B", "DeepSeek-V3.1", "MiniMax-M2", "Kimi-K2-Thinking",
-                                                    "GLM-4.6", "Qwen3-Coder-480B")),
+    *(Entry(V, m, "TP8_EP2_auto", VLLM) for m in ("Qwen3-235B", "DeepSeek-V3.1")),
+    *(Entry(V, m, c, VLLM + OOM, "oom") for m, c in (("DeepSeek-V3.1", "TP4_auto"), ("MiniMax-M2", "TP1_auto"))),
+    *(Entry(V, m, "TP8_EP2_auto", VLLM) for m in ("MiniMax-M2", "Kimi-K2-Thinking", "GLM-4.6", "Qwen3-Coder-480B")),
     Entry(S, "Qwen3-235B", "TP8_EP2_auto", SGL),
-    *(Entry(V, m, c, VLLM + OOM, "oom") for m, c in (("DeepSeek-V3.1", "TP4_auto"), ("Qwen3-Coder-480B", "TP4_auto"),
-                                                      ("MiniMax-M2", "TP1_auto"), ("Kimi-K2-Thinking", "TP1_auto"))),
+    *(Entry(V, m, c, VLLM + OOM, "oom") for m, c in (("Qwen3-Coder-480B", "TP4_auto"), ("Kimi-K2-Thinking", "TP1_auto"))),
     Entry(S, "MiniMax-M2", "TP8_EP2_auto", SGL),
     *(Entry(V, "Qwen3-235B", "TP8_EP2_auto", VLLM + ("--layers", str(n)), f"L{n}") for n in (24, 48)),
     Entry(V, "Qwen3-235B", "TP8_EP2_auto", VLLM + ("--routing", "model"), "router"),  # the last --routing wins
