@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 from moetrace.report.data import row_from_record
-from moetrace.results.record import Record, failure_entry, success_entry
+from moetrace.results.flat import failure_entry, success_entry
+from moetrace.results.record import Record
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

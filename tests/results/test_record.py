@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from moetrace.results.record import (DEFAULT_WORKLOAD, SCHEMA, Error, Metrics, Record, Workload, failure_entry,
-                                     key_workload, result_key, split_key, success_entry, workload_suffix)
+from moetrace.results.flat import failure_entry, success_entry
+from moetrace.results.record import (DEFAULT_WORKLOAD, SCHEMA, Error, Metrics, Record, Workload, key_workload,
+                                     result_key, split_key, workload_suffix)
 from moetrace.results.store import ResultsStore
 from moetrace.text import clip, num, pct
 

@@ -43,8 +43,8 @@ and written again is byte for byte the file it came from (``tests/results/test_r
 JSON is unchanged since records began, so :data:`SCHEMA` is still 1. ``json_default`` writes a
 record given to ``json.dumps``.
 
-The view entries of the spec's two files (:func:`success_entry`, :func:`failure_entry`) are made
-from records here too.
+A record is flattened once, for the spec's two view files and the report's rows alike, in
+``results/flat.py`` (:func:`~moetrace.results.flat.flat`, ``success_entry``, ``failure_entry``).
 """
 
 from __future__ import annotations
@@ -60,8 +60,7 @@ from ..text import num
 
 __all__ = ["SCHEMA", "DEFAULT_WORKLOAD", "DEFAULT_BATCH", "DEFAULT_INPUT_LEN", "DEFAULT_OUTPUT_LEN", "now_iso",
            "result_key", "workload_suffix", "split_key", "key_workload", "Record", "Workload", "Metrics", "Run",
-           "Profile", "Error", "EngineInfo", "Stop", "success_entry", "failure_entry", "expert_load_brief",
-           "json_default", "Part"]
+           "Profile", "Error", "EngineInfo", "Stop", "json_default", "Part"]
 
 SCHEMA = 1  # the JSON has not changed since records began; bump when it does
 DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN = 1, 4096, 512
@@ -447,89 +446,3 @@ class Record(_Part):
     def last_updated(self) -> str:
         return self.finished_at or now_iso()
 
-
-# ------------------------------------------------------------------ the views' entries
-def _r2(x: Any) -> Any:
-    return round(x, 2) if isinstance(x, float) else x
-
-
-_EXTRA_METRICS = ("ttft_ms", "itl_p50_ms", "itl_p90_ms", "itl_p99_ms", "output_tokens", "repeat",
-                  "latency_s_min", "latency_s_max", "itl_floor_ms", "ttft_floor_ms",
-                  "itl_efficiency", "ttft_efficiency", "server_itl_ms", "server_ttft_ms", "headline", "client")
-
-
-def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
-    """The spec's success entry (rounded to 2 decimals), plus extra fields."""
-    rec = Record.of(rec)
-    m, w, prof = rec.the_metrics, rec.the_workload, rec.the_profile
-    e: dict[str, Any] = {
-        "model": rec["model"],
-        "config": rec["config"],
-        "batch_size": w.batch_size,
-        "input_len": w.input_len,
-        "output_len": w.output_len,
-        "latency_s": _r2(m.latency_s),
-        "input_throughput_tok_per_s": _r2(m.input_throughput_tok_per_s),
-        "output_throughput_tok_per_s": _r2(m.output_throughput_tok_per_s),
-        "itl_ms": _r2(m.itl_ms),
-        "last_updated": rec.last_updated(),
-    }
-    for k in _EXTRA_METRICS:
-        if m.get(k) is not None:
-            e[k] = _r2(m[k])
-    if w.launches and w.launches > 1:  # --launches: each launch's median (measure/metrics.py by_launch)
-        e["launches"] = w.launches
-        e.update({k: [_r2(x) for x in m[k]] for k in ("ttft_ms_by_launch", "itl_ms_by_launch") if m.get(k)})
-    ci = {k: v for k, v in m.to_dict().items() if k.endswith("_ci95") or k == "ci_method"}  # measure/metrics.py
-    e.update({k: [_r2(x) for x in v] if isinstance(v, list) else v for k, v in ci.items()})
-    if m.delivery:  # the stream came in bursts: its ITL describes delivery (measure/metrics.py)
-        e["delivery"] = m.delivery
-    e["profile_extend"] = prof.extend
-    e["profile_decode"] = prof.decode
-    if prof.breakdown:
-        e["breakdown"] = prof.breakdown
-    if prof.decomposition:
-        e["decomposition"] = prof.decomposition
-    if prof.error:
-        e["profile_error"] = prof.error
-    if isinstance(rec.expert_load, dict):
-        e["expert_load"] = expert_load_brief(rec.expert_load)
-    if rec.the_engine.resolved:  # what the engine chose (--show backends, the tables' notes)
-        e["resolved"] = rec.the_engine.resolved
-    return _tail_fields(e, rec)
-
-
-def expert_load_brief(el: dict[str, Any]) -> dict[str, Any]:
-    """What a view keeps of a record's ``expert_load`` (``--show load``): the same keys, less the
-    per-expert and per-layer tables, which stay in the record (the HTML report draws them)."""
-    out = {k: el[k] for k in ("available", "reason", "error", "experts", "top_k", "ep_size") if k in el}
-    stages = {st: {k: s[k] for k in ("passes", "tokens", "imbalance_max", "ep_rank_imbalance") if k in s}
-              for st, s in (el.get("stages") or {}).items() if isinstance(s, dict)}
-    if stages:
-        out["stages"] = stages
-    if isinstance(el.get("planted"), dict):
-        out["planted"] = {k: el["planted"][k] for k in ("ok", "expected_imbalance") if k in el["planted"]}
-    return out
-
-
-def failure_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
-    rec = Record.of(rec)
-    err = rec.error if isinstance(rec.error, Error) else Error()
-    e: dict[str, Any] = {
-        "model": rec["model"],
-        "config": rec["config"],
-        "error_message": err.message if "message" in err else "",
-        "error_type": err.type if "type" in err else "Unknown",
-        "last_updated": rec.last_updated(),
-    }
-    for k in ("log_path", "phase", "predicted"):
-        if err.get(k) is not None:
-            e[k] = err[k]
-    return _tail_fields(e, rec)
-
-
-def _tail_fields(e: dict[str, Any], rec: Record) -> dict[str, Any]:
-    e["engine"] = rec.the_engine.name
-    e["attempt_id"] = rec.attempt_id
-    e["record"] = rec.record_path
-    return e

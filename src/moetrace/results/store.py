@@ -40,8 +40,8 @@ import psutil
 from filelock import FileLock, Timeout as LockTimeout
 
 from ..errors import StoreError
-from .record import (Error, Metrics, Profile, Record, Workload, failure_entry, json_default, now_iso, result_key,
-                     success_entry)
+from .flat import failure_entry, success_entry
+from .record import Error, Metrics, Profile, Record, Workload, json_default, now_iso, result_key
 
 __all__ = ["ResultsStore", "success_entry", "failure_entry", "result_key", "safe_name", "now_iso", "check_writable"]
 
