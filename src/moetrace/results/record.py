@@ -143,6 +143,10 @@ class _Part(MutableMapping):
         if keys is not None and name != "extra" and name in self._names() and name not in keys:
             keys.append(name)
 
+    def has(self, name: str) -> bool:
+        """Whether the JSON has this key (a field given or set, even as None, or an extra key)."""
+        return name in self._keys or name in self.extra
+
     @classmethod
     def _names(cls) -> frozenset[str]:
         names = cls.__dict__.get("_names_cache")
