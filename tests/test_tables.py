@@ -76,7 +76,8 @@ def test_bursty_itl_is_marked_with_a_footnote():
 def test_a_row_measured_with_the_stdlib_json_decoder_is_noted():
     """Issue 23 §2: with only the vLLM bundle on a node orjson was missing and the client fell back to the
     stdlib decoder silently; the record says which decoder ran (host.measure_client) and the table notes it."""
-    from moetrace.results.record import Record, success_entry
+    from moetrace.results.flat import success_entry
+    from moetrace.results.record import Record
     rec = Record.new(model="M", config="TP1_auto", key="M::TP1_auto", status="success",
                      host={"measure_client": {"json": "json", "http": "urllib3 2.0"}},
                      workload={"batch_size": 1, "input_len": 4096, "output_len": 512}, metrics={"itl_ms": 3.0})

@@ -15,7 +15,8 @@ from .matrix import Config
 from .presets import Preset
 from .report.tables import append_step_summary, config_table, full_report
 from .plan.run import engine_mem_fraction, plan_for
-from .results.record import Record, failure_entry, result_key, success_entry
+from .results.flat import failure_entry, success_entry
+from .results.record import Record, result_key
 from .results.store import ResultsStore
 from .attempt import Progress, RunOptions, workload_suffix
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from moetrace.engines.registry import engine_classes
 from moetrace.report.tables import backend_notes, model_tables
-from moetrace.results.record import Record, success_entry
+from moetrace.results.flat import success_entry
+from moetrace.results.record import Record
 
 from ..test_tables import _rows
 

@@ -17,7 +17,7 @@ from moetrace.measure.metrics import aggregate_runs, by_launch
 from moetrace.report import compare, data, export, significance as sig
 from moetrace.report.html import render_html
 from moetrace.report.tables import model_tables
-from moetrace.results.record import success_entry
+from moetrace.results.flat import success_entry
 from moetrace.stats import t_interval, welch_t
 
 DATA = Path(__file__).resolve().parents[1] / "data"

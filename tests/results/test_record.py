@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from moetrace.results.record import (DEFAULT_WORKLOAD, SCHEMA, Error, Metrics, Record, Workload, failure_entry,
-                                     key_workload, result_key, split_key, success_entry, workload_suffix)
+from moetrace.results.flat import failure_entry, success_entry
+from moetrace.results.record import (DEFAULT_WORKLOAD, SCHEMA, Error, Metrics, Record, Workload, key_workload,
+                                     result_key, split_key, workload_suffix)
 from moetrace.results.store import ResultsStore
 from moetrace.text import clip, num, pct
 
@@ -89,3 +90,16 @@ def test_shared_helpers():
     assert num(0, positive=True) is None and num(2.5, positive=True) == 2.5
     assert pct(0.4213) == "42%" and pct(0.4213, 1) == "42.1%" and pct(None) is None and pct(None, none="-") == "-"
     assert clip("abcdef", 4) == "abc…" and clip("abcdef", 5, mark="...") == "ab..." and clip("ab", 4) == "ab"
+
+
+def test_parts_have_typed_none_defaults_and_know_which_keys_they_were_given():
+    """No sentinel default: an absent field reads None (its type's null); ``has`` and the JSON
+    tell a field never given from one given as None, in the constructor's field order."""
+    import dataclasses
+    assert all(f.default is None for f in dataclasses.fields(Workload) if f.name != "extra")
+    err = Error(message=None, type="OOM")
+    assert err.evidence is None and not err.has("evidence") and err.has("message")
+    assert list(err.to_dict()) == ["type", "message"] and err.to_dict()["message"] is None
+    err.phase = "launch"
+    assert err.has("phase") and list(err.to_dict()) == ["type", "message", "phase"]
+    assert Workload(8, 1024).to_dict() == {"batch_size": 8, "input_len": 1024}

@@ -4,24 +4,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..plan.run import plan_for
 from ..attempt import run_config
+
+if TYPE_CHECKING:
+    from ..results.record import Record
 
 __all__ = ["Executor", "LocalExecutor", "run_job"]
 
 
 class Executor(Protocol):
     def execute(self, jobs: list[Any], opts: Any, store: Any, progress: Any,
-                on_done: Callable[[Any, list[dict[str, Any]]], None]) -> None: ...
+                on_done: Callable[[Any, list[Record]], None]) -> None: ...
 
 
-def run_job(job: Any, opts: Any, store: Any, progress: Any) -> list[dict[str, Any]]:
+def run_job(job: Any, opts: Any, store: Any, progress: Any) -> list[Record]:
     """One config and, when it failed and has one, its fallback."""
     progress.prefix = f"[{job.index}/{job.total}] "
     recs = run_config(job.preset, job.config.without_fallback(), opts, store, progress=progress, plan=job.plan)
-    if job.config.fallback and any(r["status"] == "failure" for r in recs):
+    if job.config.fallback and any(r.status == "failure" for r in recs):
         fb = job.config.fallback
         progress.step(f"{job.preset.name} {job.config.name} failed; running fallback {fb.name}")
         progress.done("starting")

@@ -262,11 +262,11 @@ def collect_node_traces(job: dict[str, Any]) -> list[Path]:
     if not raws:
         return []
     store = ResultsStore(job["results"])
-    recs = [r for r in store.records() if r.get("seq", 0) > int(job.get("since_seq", 0))
-            and r.get("model") == job["model"] and r.get("config") == job["config"] and r.get("attempt_dir")]
+    recs = [r for r in store.records() if (r.seq or 0) > int(job.get("since_seq", 0))
+            and r.model == job["model"] and r.config == job["config"] and r.attempt_dir]
     if not recs:
         return []
-    attempt = store.root / recs[-1]["attempt_dir"]
+    attempt = store.root / str(recs[-1].attempt_dir)
     moved = []
     for raw in raws:
         dest = attempt / "traces" / raw.parent.name

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..matrix import parse_config_name
-from ..results.record import DEFAULT_WORKLOAD, Metrics, Record
+from ..results.flat import Flat, flat
+from ..results.record import DEFAULT_WORKLOAD, Record
 from ..text import clip, num
 
 __all__ = ["Metric", "METRICS", "CHART_METRICS", "Row", "load", "rows_from_records", "current",
@@ -151,10 +152,11 @@ def _str(v: Any) -> str | None:
     return None if v is None else str(v)
 
 
-def row_from_record(rec: Record | dict[str, Any]) -> Row:
-    rec = Record.of(rec)
-    detail = rec.config_detail if isinstance(rec.config_detail, dict) else {}
-    config = str(rec.config or "")
+def row_from_record(rec: Record | Flat | dict[str, Any]) -> Row:
+    """A record as a report's row: :func:`~moetrace.results.flat.flat` (the view files' flattening
+    too), its numbers kept, the rest cleaned, the config's shape from its detail or its name."""
+    f = rec if isinstance(rec, Flat) else flat(rec)
+    detail, config = f.config_detail, str(f.config or "")
     tp, ep, nodes, backend, quant = (_int(detail.get("tp")), _int(detail.get("ep")), _int(detail.get("nodes")),
                                      _str(detail.get("backend")), _str(detail.get("quantization")))
     if tp is None:  # an imported legacy record: only the name says it
@@ -163,35 +165,38 @@ def row_from_record(rec: Record | dict[str, Any]) -> Row:
             tp, ep, nodes, backend, quant = c.tp, c.ep, c.nodes, c.backend, c.quantization
         except ValueError:
             pass
-    bs, il, ol = rec.workload_triple()
-    metrics = rec.the_metrics.numbers()
-    prof, err, engine, failed = rec.the_profile, rec.the_error, rec.the_engine, rec.status != "success"
-    traces = {stage: tuple(files) for stage in ("extend", "decode") if (files := prof.traces(stage))}
+    bs, il, ol = f.workload
+    metrics = _numbers(f.metrics)
+    failed = f.status != "success"
     breakdown = {}
-    for stage, cats in (prof.breakdown or {}).items():
+    for stage, cats in (f.breakdown or {}).items():
         if isinstance(cats, dict):
             clean = {str(c): float(v) for c, v in cats.items() if _num(v) is not None}
             if clean:
                 breakdown[str(stage)] = clean
     decomposition = {stage: d for stage, d in ((st, decomposition_parts(x))
-                                               for st, x in (prof.decomposition or {}).items()) if d}
+                                               for st, x in (f.decomposition or {}).items()) if d}
     return Row(
-        seq=int(rec.seq or 0), key=rec.the_key, model="" if rec.model is None else str(rec.model), config=config,
-        status=str(rec.get("status", "failure")), tp=tp, ep=ep or (1 if tp else None), backend=backend,
-        quantization=quant, nodes=nodes or (1 if tp else None), batch_size=bs, input_len=il, output_len=ol,
-        repeat=_int(rec.the_workload.repeat or metrics.get("repeat")), engine=_str(engine.name),
-        engine_version=_str(engine.version), device=_str(engine.device), finished_at=_str(rec.finished_at),
-        attempt_id=_str(rec.attempt_id), record_path=_str(rec.record_path), metrics=metrics,
-        runs=tuple(Metrics.of(r.metrics).numbers() for r in rec.the_runs), breakdown=breakdown,
-        launches=tuple(_int(r.launch) for r in rec.the_runs), ci95=_intervals(rec.the_metrics.to_dict()),
-        ci_method=_str(rec.the_metrics.get("ci_method")),
-        delivery=dict(rec.the_metrics.delivery or {}), decomposition=decomposition,
-        profile_extend=_str(prof.extend), profile_decode=_str(prof.decode), traces=traces,
-        profile_error=_str(prof.error or prof.analysis_error),
-        error_type=_str(err.type) if failed else None, error_message=_str(err.message) if failed else None,
-        error_phase=_str(err.phase), error_evidence=err.evidence_text(), log_path=_str(err.log_path or rec.log_path),
-        expert_load=rec.expert_load if isinstance(rec.expert_load, dict) else None, predicted=rec.was_predicted,
-        imported=bool(rec.imported))
+        seq=int(f.seq or 0), key=f.key, model="" if f.model is None else str(f.model), config=config,
+        status="failure" if f.status is None else str(f.status), tp=tp, ep=ep or (1 if tp else None),
+        backend=backend, quantization=quant, nodes=nodes or (1 if tp else None), batch_size=bs, input_len=il,
+        output_len=ol, repeat=_int(f.repeat or metrics.get("repeat")), engine=_str(f.engine),
+        engine_version=_str(f.engine_version), device=_str(f.device), finished_at=_str(f.finished_at),
+        attempt_id=_str(f.attempt_id), record_path=_str(f.record_path), metrics=metrics,
+        runs=tuple(_numbers(m) for m, _ in f.runs), breakdown=breakdown,
+        launches=tuple(_int(launch) for _, launch in f.runs), ci95=_intervals(f.metrics),
+        ci_method=_str(f.metrics.get("ci_method")),
+        delivery=dict(f.metrics.get("delivery") or {}), decomposition=decomposition,
+        profile_extend=_str(f.profile_extend), profile_decode=_str(f.profile_decode), traces=f.traces,
+        profile_error=_str(f.profile_error or f.analysis_error),
+        error_type=_str(f.error_type) if failed else None, error_message=_str(f.error_message) if failed else None,
+        error_phase=_str(f.error_phase), error_evidence=f.error_evidence, log_path=_str(f.error_log_path or f.log_path),
+        expert_load=f.expert_load, predicted=f.predicted, imported=f.imported)
+
+
+def _numbers(m: dict[str, Any]) -> dict[str, float]:
+    """Every finite number of a metrics object, by name."""
+    return {k: float(v) for k, v in m.items() if _num(v) is not None}
 
 
 def _intervals(m: dict[str, Any]) -> dict[str, tuple[float, float]]:

@@ -22,7 +22,8 @@ from typing import Any, Iterable
 
 from ..engines.registry import engine_classes
 from ..matrix import ConfigError, parse_config_name
-from ..results.record import Record, expert_load_brief
+from ..results.flat import expert_load_brief
+from ..results.record import Record
 from ..text import num, pct
 from .data import expert_load_note, row_from_record
 from .significance import CI_METHOD_WORDS, interval_text, significance_lines

@@ -5,7 +5,8 @@ An attempt (one config, one batch size, run or failed) is one :class:`Record`, w
 driver build records here; the store's legacy import makes them from the spec's old view files;
 ``report/data.py``, ``plan/check.py`` and the Slurm executor read them through this module.
 
-A record's parts (each a dataclass; what the parts do not name is kept in ``extra``):
+A record's parts (each a dataclass whose fields are typed as their JSON values, None when absent:
+:meth:`Part.has` tells an absent key from a null one; what the parts do not name is kept in ``extra``):
 
 - identity: ``schema`` (:data:`SCHEMA`), ``attempt_id``, ``model``, ``config``, ``key``
   (:func:`result_key`: ``Model::config`` plus :func:`workload_suffix` off the spec's
@@ -43,8 +44,8 @@ and written again is byte for byte the file it came from (``tests/results/test_r
 JSON is unchanged since records began, so :data:`SCHEMA` is still 1. ``json_default`` writes a
 record given to ``json.dumps``.
 
-The view entries of the spec's two files (:func:`success_entry`, :func:`failure_entry`) are made
-from records here too.
+A record is flattened once, for the spec's two view files and the report's rows alike, in
+``results/flat.py`` (:func:`~moetrace.results.flat.flat`, ``success_entry``, ``failure_entry``).
 """
 
 from __future__ import annotations
@@ -60,8 +61,7 @@ from ..text import num
 
 __all__ = ["SCHEMA", "DEFAULT_WORKLOAD", "DEFAULT_BATCH", "DEFAULT_INPUT_LEN", "DEFAULT_OUTPUT_LEN", "now_iso",
            "result_key", "workload_suffix", "split_key", "key_workload", "Record", "Workload", "Metrics", "Run",
-           "Profile", "Error", "EngineInfo", "Stop", "success_entry", "failure_entry", "expert_load_brief",
-           "json_default", "Part"]
+           "Profile", "Error", "EngineInfo", "Stop", "json_default", "Part"]
 
 SCHEMA = 1  # the JSON has not changed since records began; bump when it does
 DEFAULT_BATCH, DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN = 1, 4096, 512
@@ -106,43 +106,51 @@ def _int(v: Any) -> int | None:
         return None
 
 
-class _Absent:
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-
-#: a field's default: absent from the JSON (read as None, or the part's empty value)
-ABSENT: Any = _Absent()
+_MISSING = object()  # a key the part does not have (to_dict)
 
 
 @dataclass(eq=False)
 class _Part(MutableMapping):
     """A JSON object with named fields, the keys it does not name in ``extra``, and the order and
     presence of its keys: a field given (even as None) or set later is written; one left out is
-    not. Reads like the dict it was (``part["k"]``, ``part.get("k")``)."""
+    not, and reads as None (every field's default: its type is its JSON value's, or None).
+    :meth:`has` tells the two apart. Reads like the dict it was (``part["k"]``, ``part.get("k")``)
+    for the tests and other readers written against the JSON shape; the package reads attributes."""
 
     _parts: ClassVar[dict[str, type]] = {}      # field -> part type of its value
     _lists: ClassVar[dict[str, type]] = {}      # field -> part type of its list's items
     extra: dict[str, Any] = field(default_factory=dict, repr=False, kw_only=True)
 
+    def __new__(cls, *args: Any, **kwargs: Any):
+        """Notes which fields the constructor is given (positionally or by name), before the
+        dataclass's ``__init__`` fills the others with None: those are the keys the JSON has."""
+        obj = super().__new__(cls)
+        object.__setattr__(obj, "_given", frozenset(cls._order()[:len(args)]) | kwargs.keys())
+        return obj
+
     def __post_init__(self) -> None:
-        keys = []
-        for f in dataclasses.fields(self):
-            if f.name == "extra":
-                continue
-            v = getattr(self, f.name)
-            if v is ABSENT:
-                object.__setattr__(self, f.name, None)
-            else:
-                keys.append(f.name)
+        given = self.__dict__.pop("_given", frozenset())
+        keys = [name for name in self._order() if name in given]
         keys += [k for k in self.extra if k not in keys]
         object.__setattr__(self, "_keys", keys)
+
+    def has(self, name: str) -> bool:
+        """Whether the JSON has this key (a field given or set, even as None, or an extra key)."""
+        return name in self._keys or name in self.extra
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         keys = self.__dict__.get("_keys")
         if keys is not None and name != "extra" and name in self._names() and name not in keys:
             keys.append(name)
+
+    @classmethod
+    def _order(cls) -> tuple[str, ...]:
+        order = cls.__dict__.get("_order_cache")
+        if order is None:
+            order = tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+            cls._order_cache = order  # type: ignore[attr-defined]
+        return order
 
     @classmethod
     def _names(cls) -> frozenset[str]:
@@ -183,8 +191,8 @@ class _Part(MutableMapping):
     def to_dict(self) -> dict[str, Any]:
         out = {}
         for k in self._keys:
-            v = getattr(self, k) if k in self._names() else self.extra.get(k, ABSENT)
-            if v is not ABSENT:
+            v = getattr(self, k) if k in self._names() else self.extra.get(k, _MISSING)
+            if v is not _MISSING:
                 out[k] = _encode(v)
         for k, v in self.extra.items():
             if k not in out:
@@ -194,24 +202,28 @@ class _Part(MutableMapping):
     def copy(self, **changes: Any):
         new = type(self).from_dict(self.to_dict())
         for k, v in changes.items():
-            new[k] = v
+            new.set(k, v)
         return new
 
-    # ----- the dict it was
-    def __getitem__(self, k: str) -> Any:
-        if k in self._names() and k in self._keys:
-            return getattr(self, k)
-        if k in self.extra:
-            return self.extra[k]
-        raise KeyError(k)
-
-    def __setitem__(self, k: str, v: Any) -> None:
+    def set(self, k: str, v: Any) -> None:
+        """Sets a key by name: a field (a part given as a dict is parsed), else an extra key."""
         if k in self._names():
             setattr(self, k, self._decode(k, v))
         else:
             self.extra[k] = v
             if k not in self._keys:
                 self._keys.append(k)
+
+    # ----- the dict it was
+    def __setitem__(self, k: str, v: Any) -> None:
+        self.set(k, v)
+
+    def __getitem__(self, k: str) -> Any:
+        if k in self._names() and k in self._keys:
+            return getattr(self, k)
+        if k in self.extra:
+            return self.extra[k]
+        raise KeyError(k)
 
     def __delitem__(self, k: str) -> None:
         if k not in self:
@@ -257,14 +269,14 @@ def _encode(v: Any) -> Any:
 
 @dataclass(eq=False)
 class Workload(_Part):
-    batch_size: int | None = ABSENT
-    input_len: int | None = ABSENT
-    output_len: int | None = ABSENT
-    repeat: int | None = ABSENT
-    launches: int | None = ABSENT  # engine launches measured (--launches), each ``repeat`` runs
-    launches_stopped: str | None = ABSENT  # --launches auto: why it stopped ("interval 3.1% <= 5%", "cap 5 reached, ...")
-    seed: int | None = ABSENT
-    prompt_nonce: str | None = ABSENT
+    batch_size: int | None = None
+    input_len: int | None = None
+    output_len: int | None = None
+    repeat: int | None = None
+    launches: int | None = None  # engine launches measured (--launches), each ``repeat`` runs
+    launches_stopped: str | None = None  # --launches auto: why it stopped ("interval 3.1% <= 5%", "cap 5 reached, ...")
+    seed: int | None = None
+    prompt_nonce: str | None = None
 
 
 @dataclass(eq=False)
@@ -272,12 +284,12 @@ class Metrics(_Part):
     """The aggregate over repetitions; every other number (percentiles, floors, efficiencies,
     the server's own timing) is in ``extra`` under its name, read with :meth:`numbers`."""
 
-    latency_s: float | None = ABSENT
-    input_throughput_tok_per_s: float | None = ABSENT
-    output_throughput_tok_per_s: float | None = ABSENT
-    itl_ms: float | None = ABSENT
-    ttft_ms: float | None = ABSENT
-    delivery: dict[str, Any] | None = ABSENT  # bursts and stalls of the stream (measure/metrics.py)
+    latency_s: float | None = None
+    input_throughput_tok_per_s: float | None = None
+    output_throughput_tok_per_s: float | None = None
+    itl_ms: float | None = None
+    ttft_ms: float | None = None
+    delivery: dict[str, Any] | None = None  # bursts and stalls of the stream (measure/metrics.py)
 
     def numbers(self) -> dict[str, float]:
         """Every finite number, by name."""
@@ -287,22 +299,22 @@ class Metrics(_Part):
 @dataclass(eq=False)
 class Run(_Part):
     _parts: ClassVar[dict[str, type]] = {"metrics": Metrics}
-    metrics: Metrics | None = ABSENT
-    token_times: list[Any] | None = ABSENT
-    launch: int | None = ABSENT  # which engine launch measured it (1, 2, ...), with --launches above 1
+    metrics: Metrics | None = None
+    token_times: list[Any] | None = None
+    launch: int | None = None  # which engine launch measured it (1, 2, ...), with --launches above 1
 
 
 @dataclass(eq=False)
 class Profile(_Part):
-    enabled: bool | None = ABSENT
-    steps: int | None = ABSENT
-    extend: str | None = ABSENT
-    decode: str | None = ABSENT
-    breakdown: dict[str, Any] | None = ABSENT
-    decomposition: dict[str, Any] | None = ABSENT
-    step_times: dict[str, Any] | None = ABSENT
-    error: str | None = ABSENT
-    analysis_error: str | None = ABSENT
+    enabled: bool | None = None
+    steps: int | None = None
+    extend: str | None = None
+    decode: str | None = None
+    breakdown: dict[str, Any] | None = None
+    decomposition: dict[str, Any] | None = None
+    step_times: dict[str, Any] | None = None
+    error: str | None = None
+    analysis_error: str | None = None
 
     def traces(self, stage: str) -> list[str]:
         """Every trace file of a stage (``extend`` or ``decode``)."""
@@ -312,14 +324,14 @@ class Profile(_Part):
 
 @dataclass(eq=False)
 class Error(_Part):
-    type: str | None = ABSENT
-    message: str | None = ABSENT
-    evidence: Any = ABSENT
-    exception: str | None = ABSENT
-    exit_code: int | None = ABSENT
-    phase: str | None = ABSENT
-    log_path: str | None = ABSENT
-    predicted: bool | None = ABSENT
+    type: str | None = None
+    message: str | None = None
+    evidence: Any = None
+    exception: str | None = None
+    exit_code: int | None = None
+    phase: str | None = None
+    log_path: str | None = None
+    predicted: bool | None = None
 
     def evidence_text(self) -> str | None:
         ev = self.evidence
@@ -328,27 +340,27 @@ class Error(_Part):
 
 @dataclass(eq=False)
 class Stop(_Part):
-    signalled: Any = ABSENT
-    killed: Any = ABSENT
-    survivors: Any = ABSENT
-    port_free: bool | None = ABSENT
+    signalled: Any = None
+    killed: Any = None
+    survivors: Any = None
+    port_free: bool | None = None
 
 
 @dataclass(eq=False)
 class EngineInfo(_Part):
     _parts: ClassVar[dict[str, type]] = {"stop": Stop}
-    name: str | None = ABSENT
-    external: bool | None = ABSENT
-    launched_by_moetrace: bool | None = ABSENT
-    model_path: str | None = ABSENT
-    device: str | None = ABSENT
-    command: list[str] | None = ABSENT
-    env: dict[str, str] | None = ABSENT
-    server_info: dict[str, Any] | None = ABSENT
-    version: str | None = ABSENT
+    name: str | None = None
+    external: bool | None = None
+    launched_by_moetrace: bool | None = None
+    model_path: str | None = None
+    device: str | None = None
+    command: list[str] | None = None
+    env: dict[str, str] | None = None
+    server_info: dict[str, Any] | None = None
+    version: str | None = None
     # what the engine chose, from its server log (Engine.resolved_backends: "moe", "attention"...)
-    resolved: dict[str, str] | None = ABSENT
-    stop: Stop | None = ABSENT
+    resolved: dict[str, str] | None = None
+    stop: Stop | None = None
 
 
 def _or_empty(name: str, part: type[_Part]) -> property:
@@ -364,46 +376,46 @@ class Record(_Part):
     _parts: ClassVar[dict[str, type]] = {"engine": EngineInfo, "workload": Workload, "metrics": Metrics,
                                          "profile": Profile, "error": Error}
     _lists: ClassVar[dict[str, type]] = {"runs": Run}
-    schema: int | None = ABSENT
-    attempt_id: str | None = ABSENT
-    model: str | None = ABSENT
-    config: str | None = ABSENT
-    role: str | None = ABSENT
-    config_detail: dict[str, Any] | None = ABSENT
-    moetrace_version: str | None = ABSENT
-    started_at: str | None = ABSENT
-    host: dict[str, Any] | None = ABSENT
-    options: dict[str, Any] | None = ABSENT
-    attempt_dir: str | None = ABSENT
-    phases: dict[str, Any] | None = ABSENT  # seconds per stage; ``launches``: each launch's (--launches N)
-    engine: EngineInfo | None = ABSENT
-    model_detail: dict[str, Any] | None = ABSENT  # a variant of the model (variants.py): what it stands for
-    plan: dict[str, Any] | None = ABSENT
-    key: str | None = ABSENT
-    status: str | None = ABSENT
-    finished_at: str | None = ABSENT
-    recorded_by: str | None = ABSENT  # "driver": the Slurm driver recorded how Slurm ended the job
-    slurm: dict[str, Any] | None = ABSENT  # the driver's record: the job id, its state, command and log
-    predicted: bool | None = ABSENT
-    imported: bool | None = ABSENT
-    error: Error | None = ABSENT
-    workload: Workload | None = ABSENT
-    metrics: Metrics | None = ABSENT
-    runs: list[Run] | None = ABSENT
-    profile: Profile | None = ABSENT
-    expert_load: dict[str, Any] | None = ABSENT  # measure/expert_load.py: tokens per expert per layer and stage
-    log_path: str | None = ABSENT
-    plan_check: str | None = ABSENT
-    telemetry: dict[str, Any] | None = ABSENT  # measure/telemetry.py: throttled runs, clock and power ranges
-    seq: int | None = ABSENT
-    record_path: str | None = ABSENT
+    schema: int | None = None
+    attempt_id: str | None = None
+    model: str | None = None
+    config: str | None = None
+    role: str | None = None
+    config_detail: dict[str, Any] | None = None
+    moetrace_version: str | None = None
+    started_at: str | None = None
+    host: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    attempt_dir: str | None = None
+    phases: dict[str, Any] | None = None  # seconds per stage; ``launches``: each launch's (--launches N)
+    engine: EngineInfo | None = None
+    model_detail: dict[str, Any] | None = None  # a variant of the model (variants.py): what it stands for
+    plan: dict[str, Any] | None = None
+    key: str | None = None
+    status: str | None = None
+    finished_at: str | None = None
+    recorded_by: str | None = None  # "driver": the Slurm driver recorded how Slurm ended the job
+    slurm: dict[str, Any] | None = None  # the driver's record: the job id, its state, command and log
+    predicted: bool | None = None
+    imported: bool | None = None
+    error: Error | None = None
+    workload: Workload | None = None
+    metrics: Metrics | None = None
+    runs: list[Run] | None = None
+    profile: Profile | None = None
+    expert_load: dict[str, Any] | None = None  # measure/expert_load.py: tokens per expert per layer and stage
+    log_path: str | None = None
+    plan_check: str | None = None
+    telemetry: dict[str, Any] | None = None  # measure/telemetry.py: throttled runs, clock and power ranges
+    seq: int | None = None
+    record_path: str | None = None
 
     @classmethod
     def new(cls, **fields: Any) -> Record:
         """A record being written: the current schema, and parts given as dicts parsed."""
         rec = cls(schema=SCHEMA)
         for k, v in fields.items():
-            rec[k] = v
+            rec.set(k, v)
         return rec
 
     # ----- reading, with empty parts for absent ones
@@ -448,92 +460,3 @@ class Record(_Part):
     def last_updated(self) -> str:
         return self.finished_at or now_iso()
 
-
-# ------------------------------------------------------------------ the views' entries
-def _r2(x: Any) -> Any:
-    return round(x, 2) if isinstance(x, float) else x
-
-
-_EXTRA_METRICS = ("ttft_ms", "itl_p50_ms", "itl_p90_ms", "itl_p99_ms", "output_tokens", "repeat",
-                  "latency_s_min", "latency_s_max", "itl_floor_ms", "ttft_floor_ms",
-                  "itl_efficiency", "ttft_efficiency", "server_itl_ms", "server_ttft_ms", "headline", "client")
-
-
-def success_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
-    """The spec's success entry (rounded to 2 decimals), plus extra fields."""
-    rec = Record.of(rec)
-    m, w, prof = rec.the_metrics, rec.the_workload, rec.the_profile
-    e: dict[str, Any] = {
-        "model": rec["model"],
-        "config": rec["config"],
-        "batch_size": w.batch_size,
-        "input_len": w.input_len,
-        "output_len": w.output_len,
-        "latency_s": _r2(m.latency_s),
-        "input_throughput_tok_per_s": _r2(m.input_throughput_tok_per_s),
-        "output_throughput_tok_per_s": _r2(m.output_throughput_tok_per_s),
-        "itl_ms": _r2(m.itl_ms),
-        "last_updated": rec.last_updated(),
-    }
-    for k in _EXTRA_METRICS:
-        if m.get(k) is not None:
-            e[k] = _r2(m[k])
-    if w.launches and w.launches > 1:  # --launches: each launch's median (measure/metrics.py by_launch)
-        e["launches"] = w.launches
-        e.update({k: [_r2(x) for x in m[k]] for k in ("ttft_ms_by_launch", "itl_ms_by_launch") if m.get(k)})
-    ci = {k: v for k, v in m.to_dict().items() if k.endswith("_ci95") or k == "ci_method"}  # measure/metrics.py
-    e.update({k: [_r2(x) for x in v] if isinstance(v, list) else v for k, v in ci.items()})
-    if m.delivery:  # the stream came in bursts: its ITL describes delivery (measure/metrics.py)
-        e["delivery"] = m.delivery
-    e["profile_extend"] = prof.extend
-    e["profile_decode"] = prof.decode
-    if prof.breakdown:
-        e["breakdown"] = prof.breakdown
-    if prof.decomposition:
-        e["decomposition"] = prof.decomposition
-    if prof.error:
-        e["profile_error"] = prof.error
-    if isinstance(rec.expert_load, dict):
-        e["expert_load"] = expert_load_brief(rec.expert_load)
-    if rec.the_engine.resolved:  # what the engine chose (--show backends, the tables' notes)
-        e["resolved"] = rec.the_engine.resolved
-    client = (rec.host or {}).get("measure_client") if isinstance(rec.host, dict) else None
-    if isinstance(client, dict) and client.get("json") not in (None, "orjson"):  # the tables' notes say so
-        e["client_json"] = client["json"]
-    return _tail_fields(e, rec)
-
-
-def expert_load_brief(el: dict[str, Any]) -> dict[str, Any]:
-    """What a view keeps of a record's ``expert_load`` (``--show load``): the same keys, less the
-    per-expert and per-layer tables, which stay in the record (the HTML report draws them)."""
-    out = {k: el[k] for k in ("available", "reason", "error", "experts", "top_k", "ep_size") if k in el}
-    stages = {st: {k: s[k] for k in ("passes", "tokens", "imbalance_max", "ep_rank_imbalance") if k in s}
-              for st, s in (el.get("stages") or {}).items() if isinstance(s, dict)}
-    if stages:
-        out["stages"] = stages
-    if isinstance(el.get("planted"), dict):
-        out["planted"] = {k: el["planted"][k] for k in ("ok", "expected_imbalance") if k in el["planted"]}
-    return out
-
-
-def failure_entry(rec: Record | dict[str, Any]) -> dict[str, Any]:
-    rec = Record.of(rec)
-    err = rec.error if isinstance(rec.error, Error) else Error()
-    e: dict[str, Any] = {
-        "model": rec["model"],
-        "config": rec["config"],
-        "error_message": err.message if "message" in err else "",
-        "error_type": err.type if "type" in err else "Unknown",
-        "last_updated": rec.last_updated(),
-    }
-    for k in ("log_path", "phase", "predicted"):
-        if err.get(k) is not None:
-            e[k] = err[k]
-    return _tail_fields(e, rec)
-
-
-def _tail_fields(e: dict[str, Any], rec: Record) -> dict[str, Any]:
-    e["engine"] = rec.the_engine.name
-    e["attempt_id"] = rec.attempt_id
-    e["record"] = rec.record_path
-    return e

@@ -40,8 +40,8 @@ import psutil
 from filelock import FileLock, Timeout as LockTimeout
 
 from ..errors import StoreError
-from .record import (Error, Metrics, Profile, Record, Workload, failure_entry, json_default, now_iso, result_key,
-                     success_entry)
+from .flat import failure_entry, success_entry
+from .record import Error, Metrics, Profile, Record, Workload, json_default, now_iso, result_key
 
 __all__ = ["ResultsStore", "success_entry", "failure_entry", "result_key", "safe_name", "now_iso", "check_writable"]
 
@@ -66,7 +66,7 @@ def safe_name(text: str, limit: int = 80) -> str:
 
 def apply_record(success: dict, failure: dict, rec: Record) -> None:
     """The spec's rules, as one function used by both the incremental path and rebuild."""
-    key = rec["key"]
+    key = rec.key
     if rec.status == "success":
         success[key] = success_entry(rec)
         failure.pop(key, None)
@@ -283,19 +283,20 @@ class ResultsStore:
         """Append one attempt record and update the views. Returns the record with its
         ``seq`` and ``record_path``; when this returns, the record is on disk. A record of another
         engine than the views' is refused (``check_engine``)."""
+        given = Record.of(record)
         for k in ("model", "config", "key", "status"):
-            if k not in record:
+            if not given.has(k):
                 raise ValueError(f"record lacks {k!r}")
         with self.locked():
-            self.check_engine(Record.of(record).the_engine.name)
+            self.check_engine(given.the_engine.name)
             self._remove_stale_temp_files()
             self._import_legacy_views()
             files = self._record_files()
             seq = (files[-1][0] + 1) if files else 1
             path = self.root / RECORDS / f"{seq:08d}.json"
-            rec = Record.from_dict(dict(Record.of(record).to_dict(), seq=seq,
+            rec = Record.from_dict(dict(given.to_dict(), seq=seq,
                                         record_path=str(path.relative_to(self.root))))
-            if rec.finished_at is None and "finished_at" not in rec:
+            if not rec.has("finished_at"):
                 rec.finished_at = now_iso()
             atomic_write_json(path, rec.to_dict())
             self._update_views(seq)
@@ -349,7 +350,7 @@ class ResultsStore:
                 _load_view(path)
             except CorruptFile as e:
                 self._move_aside(path, str(e))
-        self._write_views(success, failure, recs[-1]["seq"] if recs else 0)
+        self._write_views(success, failure, (recs[-1].seq or 0) if recs else 0)
         return success, failure
 
     def rebuild(self) -> tuple[dict, dict]:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
-from ...results.record import ABSENT, Part
+from ...results.record import Part
 from ...results.store import atomic_write_json
 
 
@@ -29,31 +29,31 @@ class JobEntry(Part):
     ``extra``; reads like the dict it was, ``entry["status"]``)."""
 
     # written at submission, in this order
-    slurm_id: str | None = ABSENT
-    model: str | None = ABSENT
-    model_arg: str | None = ABSENT  # what the node's ``moetrace run`` is given for the model
-    config: str | None = ABSENT
-    config_detail: dict[str, Any] | None = ABSENT
-    role: str | None = ABSENT  # "primary" or "fallback"
-    key: str | None = ABSENT
-    command: list[str] | None = ABSENT
-    nodes: int | None = ABSENT
-    results: str | None = ABSENT  # the results directory it writes into
-    since_seq: int | None = ABSENT  # the store's last record number when it was submitted
-    submitted_at: str | None = ABSENT
-    driver: dict[str, Any] | None = ABSENT  # host and pid of the driver that submitted it
-    log: str | None = ABSENT  # its log, relative to the results directory
-    status: str | None = ABSENT  # active | finished | cancelled
-    state: str | None = ABSENT  # Slurm's state, last seen
-    options: dict[str, Any] | None = ABSENT  # options.RunOptions.to_dict()
+    slurm_id: str | None = None
+    model: str | None = None
+    model_arg: str | None = None  # what the node's ``moetrace run`` is given for the model
+    config: str | None = None
+    config_detail: dict[str, Any] | None = None
+    role: str | None = None  # "primary" or "fallback"
+    key: str | None = None
+    command: list[str] | None = None
+    nodes: int | None = None
+    results: str | None = None  # the results directory it writes into
+    since_seq: int | None = None  # the store's last record number when it was submitted
+    submitted_at: str | None = None
+    driver: dict[str, Any] | None = None  # host and pid of the driver that submitted it
+    log: str | None = None  # its log, relative to the results directory
+    status: str | None = None  # active | finished | cancelled
+    state: str | None = None  # Slurm's state, last seen
+    options: dict[str, Any] | None = None  # options.RunOptions.to_dict()
     # written as it runs and ends
-    reason: str | None = ABSENT
-    node_list: str | None = ABSENT
-    finished_at: str | None = ABSENT
-    outcome: str | None = ABSENT  # success | failure | no record | cancelled
-    records: list[str] | None = ABSENT  # the paths of its records
-    slurm: dict[str, Any] | None = ABSENT
-    was: str | None = ABSENT  # the state a cancelled job was in
+    reason: str | None = None
+    node_list: str | None = None
+    finished_at: str | None = None
+    outcome: str | None = None  # success | failure | no record | cancelled
+    records: list[str] | None = None  # the paths of its records
+    slurm: dict[str, Any] | None = None
+    was: str | None = None  # the state a cancelled job was in
 
     @property
     def the_role(self) -> str:
