@@ -166,7 +166,7 @@ class Engine(ABC):
     def expert_counts(cls, path: Path) -> Any:
         """The counts in a file ``capture_expert_load`` returned: tokens per (forward pass, layer,
         logical expert), an array of shape [passes, layers, experts] (measure/expert_load.py)."""
-        raise NotImplementedError(f"{cls.label} writes no expert-load files moetrace reads")
+        raise ValueError(f"{cls.label} writes no expert-load files moetrace reads")  # by design: no recorder
 
     def read_metrics(self, http: httpx.Client, base_url: str) -> str | None:
         """The server's Prometheus metrics page, or None when it has none."""
