@@ -8,7 +8,7 @@ A detached queue on the node, started by one device call and polled by the next 
 
 Each queue entry is one real ``moetrace run MODEL -c CONFIG --weights dummy --one-rank`` (moetrace writes
 the weightless rank-shaped model itself), run back to back on GPU 0, each engine into its own results
-directory, with ``nvidia-smi`` sampling the GPU beside it (``telemetry-<tag>.csv``). An entry whose engine
+directory, with moetrace's telemetry sampler (NVML or nvidia-smi) beside it (``telemetry-<tag>.csv``). An entry whose engine
 is not installed yet is passed over and taken up once it is (the SGLang parts arrive with the polls).
 ``poll`` packs every file written since the last pack into ``$OUT/<name>.tar.gz.NN``.
 """
@@ -30,8 +30,6 @@ from sweep import BASE, ENGINES, NODE_ENV, OUT, REPO, _alive, log, moetrace_site
 
 RUN = BASE / "ranks"
 V, S = "vllm-0_25_0", "sglang-0_5_17"
-TELEMETRY = ("timestamp,index,clocks.sm,clocks.mem,power.draw,temperature.gpu,memory.used,utilization.gpu,"
-             "clocks_throttle_reasons.active")
 COMMON = ("--max-model-len", "8192", "--repeat", "3", "--profile-steps", "5", "--request-timeout", "150",
           "--profile-timeout", "150", "--launch-timeout", "900")
 BALANCED = ("--routing", "balanced")  # dummy weights' routers collapse onto a few experts; the engines' simulator
@@ -104,16 +102,18 @@ def run_entry(e: Entry) -> int:
     env = dict(os.environ, **NODE_ENV, CUDA_VISIBLE_DEVICES="0",
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(moetrace_site())]))
     t = time.monotonic()
-    with open(RUN / f"moetrace-{e.name}.txt", "w") as out, open(RUN / f"telemetry-{e.name}.csv", "w") as tel:
+    # the whole entry (launch and profiling too), by moetrace's own sampler; the record keeps the measured runs'
+    sampler = [sys.executable, "-m", "moetrace.measure.telemetry", "--out", str(RUN / f"telemetry-{e.name}.csv"),
+               "--interval-ms", "500", "--gpus", "0"]
+    with open(RUN / f"moetrace-{e.name}.txt", "w") as out:
         out.write("$ moetrace " + " ".join(cmd[3:]) + "\n# CUDA_VISIBLE_DEVICES=0\n")
         out.flush()
-        smi = subprocess.Popen(["nvidia-smi", f"--query-gpu={TELEMETRY}", "--format=csv,noheader,nounits",
-                                "-i", "0", "-lms", "500"], stdout=tel, stderr=subprocess.DEVNULL)
+        tel = subprocess.Popen(sampler, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(RUN)).returncode
         finally:
-            smi.terminate()
-            smi.wait(10)
+            tel.terminate()  # the sampler stops on SIGTERM
+            tel.wait(10)
     log(f"{e.name}: exit {rc} in {time.monotonic() - t:.0f} s")
     return rc
 
