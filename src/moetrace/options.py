@@ -279,7 +279,7 @@ RUN_OPTIONS: tuple[OptionSpec, ...] = (
       help="dummy: no weight files; moetrace writes the model's directory (real config, a tokenizer of its "
            "vocabulary) and the engine fills the weights itself (--load-format dummy); records say so"),
     S(("--layers",), None, type=int, help="decoder layers to run (leading dense layers kept) [default: all]; "
-      "with --weights dummy or a tiny model"),
+      "with --weights dummy"),
     S(("--routing",), "routing", type=("model", "balanced"), show_default=True,
       help="balanced: the engine's benchmark-only uniform expert assignment (vLLM "
            "VLLM_MOE_ROUTING_SIMULATION_STRATEGY=uniform_random, SGLang SGLANG_SIMULATE_UNIFORM_EXPERTS=1) "

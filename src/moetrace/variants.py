@@ -235,6 +235,8 @@ def variant_targets(preset: Any, configs: list[Any], *, weights: str, layers: in
     variant runs the configs as given."""
     from dataclasses import replace
     from .presets import preset_from_checkpoint
+    if weights != "dummy":  # the directory written holds no weights: only the engine's dummy loader fills it
+        raise VariantError("--layers and --one-rank run without weight files: add --weights dummy")
 
     def one(rank_of: Any) -> Any:
         depth = f"L{layers}" if layers else "full"

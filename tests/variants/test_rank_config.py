@@ -99,3 +99,12 @@ def test_write_variant_names_what_it_stands_for(tmp_path):
     assert sorted(p.name for p in d.iterdir()) == ["config.json", "generation_config.json", "moetrace.json",
                                                    "tokenizer.json", "tokenizer_config.json"]
     assert variant_name("M", weights="checkpoint", layers=94, full_layers=94, rank_of=None) == "M"
+
+
+def test_a_cut_or_a_rank_without_dummy_weights_is_refused_in_one_line(tmp_path):
+    # the variant's directory holds no weight files: without the engine's dummy loader nothing could load
+    from tests.conftest import moetrace
+    for extra in (["--layers", "4"], ["--one-rank"]):
+        cp = moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", *extra, "--engine", "vllm", "--dry-run",
+                      "-r", str(tmp_path / "r"), cwd=tmp_path)
+        assert cp.returncode == 2 and "add --weights dummy" in cp.stderr.strip().splitlines()[-1], cp.stderr
