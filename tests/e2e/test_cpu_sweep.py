@@ -27,6 +27,11 @@ def _records(run):
     return [json.loads(p.read_text()) for p in sorted((run.results / "records").glob("*.json"))]
 
 
+def _record(run, key):
+    """The record behind a success entry (the last one written for that model and config)."""
+    return [r for r in _records(run) if r["key"] == key and r["status"] == "success"][-1]
+
+
 def test_successes_have_the_spec_shape_and_real_numbers(cpu_sweep):
     success, _ = _views(cpu_sweep)
     assert set(success) == SUCCESS_KEYS, cpu_sweep.stdout
@@ -48,8 +53,13 @@ def test_successes_have_the_spec_shape_and_real_numbers(cpu_sweep):
 
 
 def test_traces_of_both_stages_are_linked_and_hold_only_their_stage(cpu_sweep):
+    """The extend trace holds prefill steps only. The decode trace holds decode steps; where its window was
+    armed before its request (vLLM adapter, _decode_armed: a retry, or a stream that arrived in one burst on
+    a busy host, as in CI) it also holds that request's prefill steps, all before its first decode step, and
+    the record counts them (breakdown_by_rank's other_stage_steps) instead of hiding them."""
     success, _ = _views(cpu_sweep)
-    for e in success.values():
+    for key, e in success.items():
+        rec = _record(cpu_sweep, key)
         for stage, want, other in (("extend", r"execute_context_[1-9]", r"generation_[1-9]"),
                                    ("decode", r"generation_[1-9]", r"execute_context_[1-9]")):
             path = cpu_sweep.results / e[f"profile_{stage}"]
@@ -57,7 +67,15 @@ def test_traces_of_both_stages_are_linked_and_hold_only_their_stage(cpu_sweep):
             steps = [ev["name"] for ev in json.loads(gzip.open(path).read())["traceEvents"]
                      if str(ev.get("name", "")).startswith("execute_context")]
             working = [s for s in steps if re.search(want, s) or re.search(other, s)]
-            assert working and all(re.search(want, s) and not re.search(other, s) for s in working), steps[:5]
+            ours = [i for i, s in enumerate(working) if re.search(want, s) and not re.search(other, s)]
+            foreign = [i for i, s in enumerate(working) if re.search(other, s)]
+            assert ours, steps[:5]
+            row = rec["profile"]["breakdown_by_rank"][stage][0]
+            if stage == "extend":
+                assert not foreign and row["other_stage_steps"] == 0, steps[:5]
+            else:
+                assert all(i < ours[0] for i in foreign), steps[:12]
+                assert (row["other_stage_steps"] > 0) == bool(foreign), (row, steps[:12])
 
 
 def test_backend_rejected_by_the_engine_is_unsupported_config(cpu_sweep):

@@ -66,7 +66,11 @@ def _rank_row(t: Any, f: Path, stage: str, g: Any, rel: Callable[[Any], str | No
     """One rank's line of ``breakdown_by_rank``."""
     from .analyze import short_breakdown, step_count
     row = next((r for r in g.rows if r.path == t.path), None) if g else None
+    other = "decode" if stage == "extend" else "extend"
+    # A decode window armed before its request (vLLM's retry, or a stream that came in one burst) holds that
+    # request's prefill step(s) too: said here, not hidden; the breakdown counts this stage's steps only.
     return {"rank": t.rank, "parallel": t.parallel, "trace": rel(f), "steps": step_count(t, stage),
+            "other_stage_steps": step_count(t, other),
             "breakdown": short_breakdown(t, stage),
             "busy_ms": round(row.busy_us / 1000, 3) if row else None,
             "collective_ms": round(row.collective_us / 1000, 3) if row else None,
