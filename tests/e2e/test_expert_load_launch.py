@@ -45,6 +45,9 @@ class RecorderVLLM(VLLM):
 
     expert_counts = SGLang.expert_counts  # the dump is SGLang's: its adapter decodes it
 
+    def expert_load_unavailable(self, device):
+        return None  # a recorder on this CPU machine too
+
     def capture_expert_load(self, http, base_url, out_dir, run):
         run()
         self.captured_on.append(base_url)

@@ -103,11 +103,13 @@ def test_a_new_engine_brings_its_log_rules_dump_and_memory_model(toy, tmp_path):
     assert classify(exception="ServerDied", log_text="step 3\ntoy: out of pages\n").error_type == "OOM"
     assert classify(exception="ServerDied", log_text="No module named 'toyserve'").error_type == "LaunchError"
     toy = registry.get_engine("toy")
-    ctx = Attempt(SimpleNamespace(name="m", hf_config={"num_experts_per_tok": 2}, facts={}),
-                  SimpleNamespace(name="TP1", ep=1, tp=1), SimpleNamespace(batch_sizes=[1], seed=0, output_len=4,
-                                                                         input_len=8),
+    ctx = Attempt(SimpleNamespace(name="m", hf_config={"num_experts_per_tok": 2, "num_experts": 4}, facts={}),
+                  SimpleNamespace(name="TP1", ep=1, tp=1),
+                  SimpleNamespace(batch_sizes=[1], seed=0, output_len=4, input_len=8, request_timeout_s=5,
+                                  resolved_device=lambda: "cuda"),
                   SimpleNamespace(root=tmp_path), toy, Progress(stream=sys.stderr), adir=tmp_path / "attempt")
-    session = SimpleNamespace(http=None, base_url="http://x", server=None, request=lambda **kw: None)
+    session = SimpleNamespace(http=None, base_url="http://x", server=None, request=lambda **kw: None,
+                              prompts=lambda **kw: [[1] * 8], model_name=lambda: "m")
     out = expert_load(ctx, session, own_launch=False)
     assert out["source"] == "toy recorder" and out["experts"] == 4 and out["stages"]["extend"]["tokens"] == 8
     plan = plan_config(get_preset("qwen3-235b"), "TP8", engine="toy")

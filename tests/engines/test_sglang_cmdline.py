@@ -238,7 +238,9 @@ def test_expert_load_is_counted_in_a_second_launch_the_measured_one_runs_without
     cmd, env = launch(Config(2, 2), recorder)
     assert _has_recorder(cmd) and env["SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR"] == str(raw.parent / "expert_load")
     assert launch_options(engine, Config(2, 2), replace(opts, expert_load=False))[1] is None
-    assert launch_options(VLLM(), Config(2, 2), replace(opts, engine="vllm"))[1] is None  # no recorder: no launch
+    # vLLM on GPUs: a second launch with --enable-return-routed-experts; its CPU build refuses the flag: no launch
+    assert launch_options(VLLM(), Config(2, 2), replace(opts, engine="vllm"))[1] is not None
+    assert launch_options(VLLM(), Config(2, 2), replace(opts, engine="vllm", device="cpu"))[1] is None
 
     multi = Config(16, 2, nodes=2)
     assert launch_options(engine, multi, opts) == (opts, None)

@@ -62,6 +62,9 @@ HTTPServer(("127.0.0.1", port), H).serve_forever()
 class InterruptedRecorder(VLLM):
     expert_load_source = "a stand-in recorder"
 
+    def expert_load_unavailable(self, device):
+        return None  # a recorder on this CPU machine too
+
     def capture_expert_load(self, http, base_url, out_dir, run):
         raise KeyboardInterrupt
 

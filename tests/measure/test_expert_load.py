@@ -105,7 +105,7 @@ def _zip(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def test_sglang_launches_its_recorder_into_the_attempt_and_vllm_says_why_it_has_none(tmp_path):
+def test_sglang_launches_its_recorder_into_the_attempt_and_vllm_its_routed_experts(tmp_path):
     spec = LaunchSpec(preset=get_preset("Qwen3-235B"), config=Config(2, 2, "auto"), model_path="m", port=1,
                       expert_load_dir=tmp_path / "expert_load")
     cmd = SGLang().command(spec)
@@ -114,6 +114,76 @@ def test_sglang_launches_its_recorder_into_the_attempt_and_vllm_says_why_it_has_
     assert SGLang().expert_load_replicas(spec.config) == 2
     spec.expert_load_dir = None
     assert "--expert-distribution-recorder-mode" not in SGLang().command(spec)
+    # vLLM: --enable-return-routed-experts in the recorder's launch on GPUs; its CPU build refuses the flag
+    vspec = LaunchSpec(preset=get_preset("Qwen3-235B"), config=Config(2, 2, "auto"), model_path="m", port=1,
+                       expert_load_dir=tmp_path / "expert_load")
+    assert "--enable-return-routed-experts" in VLLM().command(vspec)
+    vspec.expert_load_dir = None
+    assert "--enable-return-routed-experts" not in VLLM().command(vspec)
+    assert VLLM().expert_load_unavailable("cuda") is None
+    assert "Model Runner V2" in VLLM().expert_load_unavailable("cpu")
+    vspec.expert_load_dir, vspec.device = tmp_path / "expert_load", "cpu"
+    assert "--enable-return-routed-experts" not in VLLM().command(vspec)
+
+
+# vLLM 0.25.0's completion choice carries ``routed_experts``: "base64-encoded .npy bytes (numpy serialization).
+# Shape after decode: (num_tokens - 1, num_layers, num_experts_per_tok) dtype uint8/uint16 ... Decode:
+# np.load(io.BytesIO(base64.b64decode(s)))" (vllm/entrypoints/openai/completion/protocol.py; the server writes it
+# with np.save and base64, completion/serving.py). Layers without experts keep zero rows (the capturer's buffer is
+# cleared every step, fused_moe/routed_experts_capturer.py). The fixtures below are written from that text.
+def _routed_body(routed: np.ndarray) -> dict:
+    import base64
+    buf = io.BytesIO()
+    np.save(buf, routed)
+    return {"choices": [{"index": 0, "text": "", "routed_experts": base64.b64encode(buf.getvalue()).decode("ascii")}]}
+
+
+def _routing(prompt: int, generated: int, layers: int, dense: int, experts: int, k: int, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    r = np.zeros((prompt + generated - 1, layers, k), dtype=np.uint16 if experts > 255 else np.uint8)
+    for t in range(r.shape[0]):
+        for layer in range(dense, layers):
+            r[t, layer] = rng.choice(experts, size=k, replace=False)
+    return r
+
+
+def test_vllm_routed_experts_become_counts_per_pass_layer_and_expert(tmp_path):
+    from moetrace.engines.base import ExpertLoadRequest
+    from moetrace.measure.expert_load import routed_to_counts
+
+    routed = _routing(prompt=6, generated=4, layers=5, dense=2, experts=16, k=4)
     sent = []
-    assert VLLM().capture_expert_load(None, "", tmp_path, lambda: sent.append(1)) is None and not sent
-    assert "EPLB" in VLLM.expert_load_absent
+
+    class _Http:  # the one POST the adapter makes, answered with a body in the documented format
+        def post(self, url, json, timeout):
+            sent.append((url, json))
+            return type("R", (), {"status_code": 200, "json": lambda self: _routed_body(routed), "text": ""})()
+
+    req = ExpertLoadRequest(run=lambda: None, prompts=[list(range(6))], max_tokens=4, model="m", experts=16)
+    files = VLLM().capture_expert_load(_Http(), "http://h", tmp_path, req)
+    url, body = sent[0]
+    assert url == "http://h/v1/completions" and body["stream"] is False and body["prompt"] == list(range(6))
+    assert body["max_tokens"] == 4 and body["ignore_eos"] is True
+    counts = VLLM.expert_counts(files[0])
+    assert counts.shape == (1 + 3, 5, 16)  # the prompt as one pass, then every generated token but the last
+    assert (counts[:, :2] == 0).all()  # the dense layers' zero rows are not "expert 0 four times"
+    assert counts[0].sum() == 6 * 3 * 4 and (counts[1:].sum(axis=(1, 2)) == 3 * 4).all()
+    for layer in range(2, 5):
+        assert np.bincount(routed[:6, layer].ravel(), minlength=16).tolist() == counts[0, layer].tolist()
+    s = summarize(counts, top_k=4, batch_size=1, ep_size=2)
+    assert s["moe_layers"] == [2, 3, 4]
+    assert (s["stages"]["extend"]["tokens"], s["stages"]["decode"]["tokens"]) == (6, 3)
+    assert s["stages"]["decode"]["passes"] == 3
+    with pytest.raises(ValueError, match="out of range"):
+        routed_to_counts(routed, 6, 8)
+    with pytest.raises(ValueError, match="shape"):
+        routed_to_counts(routed[:3], 6, 16)
+
+
+def test_vllm_without_the_flag_says_so():
+    from moetrace.engines.vllm import decode_routed_experts
+    from moetrace.errors import ProfileError
+    with pytest.raises(ProfileError, match="--enable-return-routed-experts"):
+        decode_routed_experts(None)
+    r = _routing(prompt=3, generated=2, layers=2, dense=0, experts=300, k=2)
+    assert (decode_routed_experts(_routed_body(r)["choices"][0]["routed_experts"]) == r).all()

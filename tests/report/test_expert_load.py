@@ -5,6 +5,7 @@ on records whose engine has no recorder or whose recording failed."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -17,13 +18,14 @@ from moetrace.report import data
 from moetrace.report.tables import COLUMN_SETS, EXTRA_COLUMNS, model_tables
 from moetrace.results.store import ResultsStore
 
+from moetrace.engines.vllm import VLLM
+
 from ..test_tables import _rows
 from .conftest import synthetic_record
 
 LOAD = Path(__file__).resolve().parents[1] / "data" / "gpu-2" / "results-load"
 LOAD_HEADER = ["expert max/mean (extend)", "expert max/mean (decode)", "EP-rank max/mean"]
-VLLM_REASON = ("vLLM counts tokens per expert only inside EPLB (--enable-eplb, expert parallelism on GPUs; "
-               "vllm/distributed/eplb/eplb_state.py) and serves none of it over HTTP")
+VLLM_REASON = VLLM.expert_load_absent  # what the vLLM adapter records on a CPU machine
 
 
 def _table(results: Path, *show: str) -> str:
@@ -85,7 +87,7 @@ def test_engine_without_a_recorder_and_a_failed_recording(tmp_path):
     view = json.loads((root / "success_results.json").read_text())
     assert view["M::TP2_auto"]["expert_load"] == {"available": False, "reason": VLLM_REASON}
     cells = _load_cells(_table(root, "load"))
-    assert cells["M TP2_auto"] == ["n/a (vLLM counts tokens per expert only inside EPLB)", "n/a", "n/a"]
+    assert cells["M TP2_auto"] == ["n/a (vLLM's CPU build cannot return routed experts)", "n/a", "n/a"]
     assert cells["M TP2_EP2_auto"] == ["failed (HTTPStatusError)", "failed", "failed"]
 
 
@@ -119,8 +121,8 @@ def test_load_maps_bin_wide_layers():
 
 
 def test_run_show_load_says_why_the_engine_has_none(tmp_path):
-    """A real `moetrace run --expert-load --show load` against a replayed vLLM stream: vLLM has
-    no recorder, and the run's own tables say so."""
+    """A real `moetrace run --expert-load --show load` against a replayed vLLM stream on this CPU machine:
+    vLLM's CPU build cannot return routed experts, and the run's own tables say so."""
     from tests.conftest import moetrace
     from tests.replay_server import Reply, ReplayServer
     body = (Path(__file__).resolve().parents[1] / "data" / "streams" / "vllm_cpu_completions_bs1.sse").read_bytes()
@@ -130,9 +132,9 @@ def test_run_show_load_says_why_the_engine_has_none(tmp_path):
                       "--show", "load", "-r", str(tmp_path / "r"), env={"GITHUB_STEP_SUMMARY": ""})
     assert cp.returncode == 0, cp.stderr
     row = next(line for line in cp.stdout.splitlines() if line.startswith("| TP8_EP2_auto"))
-    assert row.endswith("| n/a (vLLM counts tokens per expert only inside EPLB) | n/a | n/a |"), row
+    assert row.endswith("| n/a (vLLM's CPU build cannot return routed experts) | n/a | n/a |"), row
     # and the per-config table printed when the config finished
-    assert cp.stdout.count("n/a (vLLM counts tokens per expert only inside EPLB)") == 2
+    assert cp.stdout.count("n/a (vLLM's CPU build cannot return routed experts)") == 2
 
 
 # ------------------------------------------------------------------ the HTML report
@@ -224,7 +226,7 @@ def test_report_says_why_there_is_no_expert_load(tmp_path):
     page = _page(root, tmp_path / "report.html")
     assert "<h3>Expert load</h3>" in page and not _maps(page) and "eprank" not in page
     assert f'<p class="expert-load-none">TP2_auto, TP4_auto: expert load not exposed by the engine: ' \
-           f'{VLLM_REASON}.</p>' in page  # one line for the configs with one reason
+           f'{html.escape(VLLM_REASON)}.</p>' in page  # one line for the configs with one reason
     assert '<p class="expert-load-none">TP8_auto: recording the expert load failed: HTTPStatusError: Server error ' \
            '&#x27;500&#x27; for url x.</p>' in page
     assert "TP8_EP2_auto: expert load" not in page

