@@ -67,11 +67,15 @@ def tp2() -> None:
             continue
         lay = r["stages"]["decode"]["layer_moe_us"]
         comp = sum(v for g, v in lay.items() if g != "communication")
-        p = predict(_preset("Qwen3-235B", **slice_cfg), r["config"], gpu="h200", engine=r["engine"], evidence=ev)
+        args = r.get("extra_args") or []
+        backend = args[args.index("--attention-backend") + 1] if "--attention-backend" in args else None
+        p = predict(_preset("Qwen3-235B", **slice_cfg), r["config"], gpu="h200", engine=r["engine"], evidence=ev,
+                    attention_backend=backend)  # like for like: the attention the held-out record ran
         pl = p.decode_layer_us["moe"]
         pc = sum(pl.values())
         na, pna = comp - lay["attention"], pc - pl["attention"]
-        print(f"| {r['engine']} | {r['config']}{' (recorder)' if r.get('expert_load') else ''} | {comp:.1f} | {pc:.1f} | "
+        print(f"| {r['engine']} | {r['config']}{' (recorder)' if r.get('expert_load') else ''}"
+              f"{' (' + backend + ' attention)' if backend else ''} | {comp:.1f} | {pc:.1f} | "
               f"{100 * (pc / comp - 1):+.1f}% | {na:.1f} / {pna:.1f} / {100 * (pna / na - 1):+.1f}% | {lay['moe']:.1f} | "
               f"{pl['moe']:.1f} | {r['metrics']['itl_p50_ms']:.2f} | {p.itl_ms:.2f} |")
 

@@ -391,11 +391,14 @@ def plan(models, gpu, custom_gpu, gpus_per_node, mem_fraction, engine, config_na
 @click.option("--engine", type=click.Choice(["sglang", "vllm"]), default="sglang", show_default=True)  # the evidence's
 @_run_option("--input-len")
 @_run_option("--output-len")
+@click.option("--attention-backend", type=click.Choice(["default", "triton"]), default="default", show_default=True,
+              help="the attention the engine runs (triton: SGLang's --attention-backend triton, scaled by the pair "
+                   "measured on one GPU)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object (ttft_ms, itl_ms, latency_s and the parts)")
 @click.option("--evidence", "evidence_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="an evidence file of benchmarks/predict_evidence.py [default: the one that ships]")
 @bad_input
-def predict(model, config_names, gpu, engine, input_len, output_len, as_json, evidence_file) -> None:
+def predict(model, config_names, gpu, engine, input_len, output_len, attention_backend, as_json, evidence_file) -> None:
     """Batch-1 TTFT, ITL and latency of each config from shipped one-GPU measurements (docs/predict.md)."""
     from .plan.predict import predict as predict_config
     from .plan.predict_evidence import load_evidence
@@ -406,7 +409,8 @@ def predict(model, config_names, gpu, engine, input_len, output_len, as_json, ev
     configs = [parse_config_name(n) for n in config_names] if config_names else parse_matrix(preset.matrix)
     ev = load_evidence(evidence_file) if evidence_file else None
     preds = [predict_config(preset, c, gpu=gpu, engine=engine, input_len=input_len, output_len=output_len,
-                            evidence=ev) for c in configs]
+                            evidence=ev, attention_backend=None if attention_backend == "default" else attention_backend)
+             for c in configs]
     click.echo(predictions_json(preds) if as_json else format_predictions(preds))
 
 

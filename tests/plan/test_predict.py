@@ -198,3 +198,22 @@ def test_the_builder_reads_a_one_rank_record_as_the_config_it_stands_for():
     mod._variant(e, rec)
     assert (e["model"], e["config"], e["tp"], e["ep"], e["run_config"]) == ("Qwen3-235B", "TP8_EP2_auto", 8, 2, "TP1_auto")
     assert e["one_rank"]["top_k"] == [8, 4] and e["routing"] == "balanced" and e["shape"] == {"layers": [94, 94]}
+
+
+def test_triton_attention_is_predicted_from_the_measured_pair():
+    """--attention-backend triton scales the attention group by the default/Triton pair SGLang ran on one H200
+    (runs 2-3: FA3 and Triton on the Qwen3-235B slice); the other groups do not move, and the rule says so."""
+    qwen = get_preset("Qwen3-235B")
+    dflt = predict(qwen, "TP8_EP2_auto", gpu="h200", engine="sglang")
+    trit = predict(qwen, "TP8_EP2_auto", gpu="h200", engine="sglang", attention_backend="triton")
+    ratio = trit.decode_layer_us["moe"]["attention"] / dflt.decode_layer_us["moe"]["attention"]
+    assert 2.0 < ratio < 4.0  # FA3 decode attention ~a third of Triton's on that pair
+    for g in ("moe", "gemm", "other"):
+        assert trit.decode_layer_us["moe"][g] == pytest.approx(dflt.decode_layer_us["moe"][g])
+    assert trit.itl_ms > dflt.itl_ms
+    assert any(r.startswith("attention backend rule: triton") for r in trit.rules)
+    assert not any(r.startswith("attention backend rule") for r in dflt.rules)
+    res = CliRunner().invoke(main, ["predict", "Qwen3-235B", "-c", "TP8_EP2_auto", "--attention-backend", "triton",
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["itl_ms"] == pytest.approx(trit.itl_ms)

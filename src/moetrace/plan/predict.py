@@ -234,7 +234,7 @@ def _prefill_layer(c: _Ctx, t0: dict[str, float] | None, dec: dict[str, float], 
 
 
 def _ctx(a: Any, hf: dict[str, Any], cfg: Config, base: Base, engine: str, gpu: Any, groups: int,
-         ev: dict[str, Any]) -> tuple[_Ctx, list[str]]:
+         ev: dict[str, Any], attention_backend: str | None = None) -> tuple[_Ctx, list[str]]:
     rules: list[str] = []
     fixed, why = fixed_parts(engine, gpu.key, ev)
     rules.append(why)
@@ -244,11 +244,19 @@ def _ctx(a: Any, hf: dict[str, Any], cfg: Config, base: Base, engine: str, gpu: 
         ratio, why = engine_ratio(base.engine, engine, base.gpu, a.attn, ev)
         rules.append(f"engine rule: {why}: " + ", ".join(f"{g} x{v:.2f}" for g, v in ratio.items()))
     elif base.departures:
-        f_att, why = default_attention_ratio(base.engine, base.gpu, a.attn, ev)
-        ratio["attention"] = f_att
+        said = []
+        if any(d.startswith("--attention-backend") for d in base.departures):  # back to the engine's default
+            f_att, why = default_attention_ratio(base.engine, base.gpu, a.attn, ev)
+            ratio["attention"] = f_att
+            said.append(f"attention x{f_att:.2f} ({why})")
         if any("recorder" in d for d in base.departures) and base.decode_moe.get("other", 0) > 6:
             ratio["other"] = (base.decode_moe["other"] - 6.0) / base.decode_moe["other"]
-        rules.append(f"defaults rule: the base ran with {', '.join(base.departures)}; attention x{f_att:.2f} ({why})")
+            said.append("other - 6 us (the recorder's kernels)")
+        rules.append(f"defaults rule: the base ran with {', '.join(base.departures)}; {'; '.join(said) or 'kept'}")
+    if attention_backend == "triton":  # the config runs Triton attention: the engine's default -> Triton
+        f_att, why = default_attention_ratio(engine, base.gpu, a.attn, ev)
+        ratio["attention"] /= f_att
+        rules.append(f"attention backend rule: triton: attention x{1 / f_att:.2f} ({why})")
     gpu_ratio = {"attention": 1.0, "other": 1.0}
     if base.gpu != gpu.key:
         h1 = select_base("Qwen3-235B", "vllm", gpu.key, 1, 1, ev=ev)
@@ -343,9 +351,11 @@ def _parts(p: Prediction, c: _Ctx, r: dict[str, Any], a: Any) -> None:
 
 
 def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str = "sglang", input_len: int = 4096,
-            output_len: int = 512, evidence: dict[str, Any] | None = None) -> Prediction:
+            output_len: int = 512, evidence: dict[str, Any] | None = None,
+            attention_backend: str | None = None) -> Prediction:
     """One config's batch-1 TTFT, ITL (p50) and latency, with parts, band and evidence
-    (``evidence``: another evidence object than the shipped one, e.g. with records held out)."""
+    (``evidence``: another evidence object than the shipped one, e.g. with records held out;
+    ``attention_backend``: None for the engine's default, or ``triton``)."""
     ev = evidence or load_evidence()
     from ..engines.registry import get_engine
     from .planner import plan_config
@@ -368,7 +378,7 @@ def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str
     if base is None:
         p.notes.append(f"no shipped record of {preset.name}: nothing to scale from")
         return p
-    c, rules = _ctx(a, hf, cfg, base, engine, g, groups, ev)
+    c, rules = _ctx(a, hf, cfg, base, engine, g, groups, ev, attention_backend)
     lo, mid, hi = (_evaluate(c, cfg, input_len, output_len, x) for x in Assumptions.ends())
     p.itl_ms, p.ttft_ms, p.latency_s = mid["itl"], mid["ttft"], mid["latency"]
     p.itl_band_ms = (min(lo["itl"], mid["itl"]), max(hi["itl"], mid["itl"]))
