@@ -164,6 +164,7 @@ def test_vllm_routed_experts_become_counts_per_pass_layer_and_expert(tmp_path):
     url, body = sent[0]
     assert url == "http://h/v1/completions" and body["stream"] is False and body["prompt"] == list(range(6))
     assert body["max_tokens"] == 4 and body["ignore_eos"] is True
+    assert [f.name for f in files] == ["routed_experts.npz"]
     counts = VLLM.expert_counts(files[0])
     assert counts.shape == (1 + 3, 5, 16)  # the prompt as one pass, then every generated token but the last
     assert (counts[:, :2] == 0).all()  # the dense layers' zero rows are not "expert 0 four times"
@@ -178,6 +179,27 @@ def test_vllm_routed_experts_become_counts_per_pass_layer_and_expert(tmp_path):
         routed_to_counts(routed, 6, 8)
     with pytest.raises(ValueError, match="shape"):
         routed_to_counts(routed[:3], 6, 16)
+
+
+def test_vllm_routed_experts_of_a_batch_are_summed_pass_by_pass(tmp_path):
+    a = _routing(prompt=4, generated=3, layers=3, dense=1, experts=8, k=2, seed=1)
+    b = _routing(prompt=4, generated=3, layers=3, dense=1, experts=8, k=2, seed=2)
+    bodies = [_routed_body(a)["choices"][0], _routed_body(b)["choices"][0]]
+    bodies[1]["index"] = 1
+
+    class _Http:
+        def post(self, url, json, timeout):
+            assert json["prompt"] == [[1] * 4, [2] * 4]
+            return type("R", (), {"status_code": 200, "json": lambda self: {"choices": bodies[::-1]}, "text": ""})()
+
+    from moetrace.engines.base import ExpertLoadRequest
+    from moetrace.measure.expert_load import routed_to_counts
+    req = ExpertLoadRequest(run=lambda: None, prompts=[[1] * 4, [2] * 4], max_tokens=3, model="m", experts=8)
+    (f,) = VLLM().capture_expert_load(_Http(), "http://h", tmp_path, req)
+    counts = VLLM.expert_counts(f)
+    assert (counts == routed_to_counts(a, 4, 8) + routed_to_counts(b, 4, 8)).all()
+    s = summarize(counts, top_k=2, batch_size=2)
+    assert (s["stages"]["extend"]["tokens"], s["stages"]["decode"]["tokens"]) == (8, 4)
 
 
 def test_vllm_without_the_flag_says_so():

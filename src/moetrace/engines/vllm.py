@@ -125,29 +125,36 @@ class VLLM(Engine):
         ``routed_experts_<i>.npz`` beside its prompt length and the model's expert count (:meth:`expert_counts`)."""
         if not isinstance(run, ExpertLoadRequest):
             raise ProfileError("vLLM's routed experts need the request's prompts (an ExpertLoadRequest)")
+        import numpy as np
         out_dir.mkdir(parents=True, exist_ok=True)
         body = {"model": run.model, "prompt": run.prompts if len(run.prompts) > 1 else run.prompts[0],
                 "max_tokens": run.max_tokens, "temperature": 0.0, "ignore_eos": True, "stream": False}
         r = http.post(base_url + "/v1/completions", json=body, timeout=run.timeout_s)
         if r.status_code != 200:
             raise ProfileError(f"POST /v1/completions answered {r.status_code}: {r.text[:200]}")
-        files = []
-        for i, (prompt, choice) in enumerate(zip(run.prompts, r.json()["choices"])):
-            routed = decode_routed_experts(choice.get("routed_experts"))
-            path = out_dir / f"routed_experts_{i}.npz"
-            import numpy as np
-            np.savez_compressed(path, routed=routed, prompt_tokens=len(prompt), experts=run.experts)
-            files.append(path)
-        return files
+        choices = sorted(r.json()["choices"], key=lambda c: c.get("index", 0))
+        if len(choices) != len(run.prompts):
+            raise ProfileError(f"{len(choices)} completion choices for {len(run.prompts)} prompts")
+        path = out_dir / "routed_experts.npz"  # one array per prompt of the batch, in prompt order
+        np.savez_compressed(path, prompt_tokens=np.array([len(p) for p in run.prompts]), experts=run.experts,
+                            **{f"routed_{i}": decode_routed_experts(c.get("routed_experts"))
+                               for i, c in enumerate(choices)})
+        return [path]
 
     @classmethod
     def expert_counts(cls, path: Path) -> Any:
-        """Tokens per (forward pass, layer, expert) from one request's routing: the prompt as one pass, each
-        generated token as one (:func:`measure.expert_load.routed_to_counts`)."""
+        """Tokens per (forward pass, layer, expert) of the batch: each prompt's routing as passes (its prompt one
+        pass, each generated token one; :func:`measure.expert_load.routed_to_counts`), the prompts' passes summed
+        in step (the batch's requests were prefilled together, then decoded together)."""
         import numpy as np
         from ..measure.expert_load import routed_to_counts
         with np.load(path) as z:
-            return routed_to_counts(z["routed"], int(z["prompt_tokens"]), int(z["experts"]))
+            experts = int(z["experts"])
+            each = [routed_to_counts(z[f"routed_{i}"], int(n), experts) for i, n in enumerate(z["prompt_tokens"])]
+        out = np.zeros((max(c.shape[0] for c in each), *each[0].shape[1:]), dtype=np.int64)
+        for c in each:
+            out[:c.shape[0]] += c
+        return out
 
     @classmethod
     def resolved_backends(cls, log_text: str) -> dict[str, str]:
