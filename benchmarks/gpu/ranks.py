@@ -94,14 +94,19 @@ def gpu_kind() -> str:
     return "h200" if "H200" in name else "h100"
 
 
+def moetrace_args(e: Entry, gpu: str, python: Path, results: Path) -> list[str]:
+    """The entry's ``moetrace`` arguments (tests/gpu/test_ranks_queue.py dry-runs every one of them)."""
+    return ["run", e.model, "-c", e.config, "--weights", "dummy", "--one-rank", "--engine", e.engine.split("-")[0],
+            "--device", "cuda", "--gpu", gpu, "--engine-python", str(python), "--results", str(results), *COMMON,
+            *e.args]
+
+
 def run_entry(e: Entry) -> int:
     py = ENGINES / e.engine / "bin" / "python"
     sub = e.tag if e.tag in ("oom", "router") else ""  # own directories: the same keys as the main entries
     results = RUN / f"results-{e.engine.split('-')[0]}" / sub
     cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'moetrace'; from moetrace.cli import main; main()",
-           "run", e.model, "-c", e.config, "--weights", "dummy", "--one-rank", "--engine", e.engine.split("-")[0],
-           "--device", "cuda", "--gpu", gpu_kind(), "--engine-python", str(py), "--results", str(results), *COMMON,
-           *e.args]
+           *moetrace_args(e, gpu_kind(), py, results)]
     env = dict(os.environ, **NODE_ENV, CUDA_VISIBLE_DEVICES="0",
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(moetrace_site())]))
     t = time.monotonic()

@@ -249,7 +249,7 @@ def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
                 if o is None:
                     continue
                 spec = LaunchSpec.from_options(j.preset, c, o, port=opts.port or 30000, device=device, profile_dir=raw)
-                env = engine.environment(spec)
+                env = engine.launch_environment(spec, o)
                 prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
                 click.echo(f"  {label}{prefix + ' ' if prefix else ''}{Engine.shell_line(engine.command(spec))}")
 

@@ -214,3 +214,14 @@ def test_a_two_node_job_starts_one_engine_per_rank(slurm_cluster, tmp_path, monk
     assert registry(results)[sid]["status"] == "finished" and registry(results)[sid]["state"] == "COMPLETED"
     left = [p for p in psutil.process_iter(["cmdline"]) if str(fake) in " ".join(p.info["cmdline"] or [])]
     assert not left, left
+
+
+def test_balanced_routing_reaches_every_node():
+    """--routing balanced sets the engine's simulator on every node (Engine.launch_environment, the one merge the
+    attempt's launch and the dry run use too); the user's --engine-env stays last."""
+    config = Config(16, 2, nodes=2)
+    for engine, var in (("sglang", "SGLANG_SIMULATE_UNIFORM_EXPERTS"), ("vllm", "VLLM_MOE_ROUTING_SIMULATION_STRATEGY")):
+        plan = launch_plan(get_preset("Qwen3-235B"), config, _opts(engine, routing="balanced"), NODES, ADDR, port=30000)
+        assert all(var in p.env and p.env["NCCL_DEBUG"] == "INFO" for p in plan), [p.env for p in plan]
+        plan = launch_plan(get_preset("Qwen3-235B"), config, _opts(engine), NODES, ADDR, port=30000)
+        assert not any(var in p.env for p in plan)

@@ -111,8 +111,7 @@ def start_engine(ctx: Attempt, opts: RunOptions, launch: Launch, what: str = "")
         spec = LaunchSpec.from_options(preset, config, opts, port=port, device=ctx.device,
                                        profile_dir=ctx.adir / "profiler_raw")
         cmd = engine.command(spec)
-        routing = engine.balanced_routing_env if opts.routing == "balanced" else {}
-        extra_env = {**engine.environment(spec), **routing, **dict(opts.engine_env)}
+        extra_env = engine.launch_environment(spec, opts)
         launch.info.command = cmd
         launch.info.env = extra_env
         launch.server = ServerProcess(cmd, log_path=launch.log_path, env=dict(os.environ, **extra_env), port=port,

@@ -140,6 +140,13 @@ class Engine(ABC):
         """Variables to add to the server's environment."""
         return {}
 
+    def launch_environment(self, spec: LaunchSpec, opts: Any) -> dict[str, str]:
+        """Everything a launch adds to the server's environment, in the one order every launcher uses (the
+        attempt's launch, each node of a multi-node launch, the dry run): the adapter's own variables, the
+        balanced-routing switch (``--routing balanced``), then the user's ``--engine-env`` (last, so it wins)."""
+        routing = self.balanced_routing_env if getattr(opts, "routing", "model") == "balanced" else {}
+        return {**self.environment(spec), **routing, **dict(getattr(opts, "engine_env", ()) or ())}
+
     @abstractmethod
     def generate(self, prompts: list[list[int]], max_tokens: int) -> tuple[str, dict[str, Any], ChunkParser]:
         """(path, JSON body, chunk parser) of one streamed request for a batch of prompts."""

@@ -79,7 +79,8 @@ def dist_init_args(engine: str, addr: str) -> list[str]:
 def launch_plan(preset: Any, config: Any, opts: Any, nodes: list[str], dist_init_addr: str, *, port: int,
                 profile_dirs: dict[int, Path] | None = None) -> list[NodeLaunch]:
     """One ``NodeLaunch`` per node of a multi-node config: the engine's command and the
-    environment (the engine's own variables plus ``--engine-env``) for node rank 0..N-1.
+    environment (``Engine.launch_environment``: the engine's own variables, the routing switch, ``--engine-env``)
+    for node rank 0..N-1.
     ``nodes`` are the job's hosts in Slurm's order; the first one is rank 0."""
     from ..engines.base import LaunchSpec
     from ..engines.registry import get_engine
@@ -96,7 +97,7 @@ def launch_plan(preset: Any, config: Any, opts: Any, nodes: list[str], dist_init
         pdir = (profile_dirs or {}).get(rank)
         spec = LaunchSpec.from_options(preset, config, opts, port=port, device=device, profile_dir=pdir,
                                        node_rank=rank, dist_init_addr=dist_init_addr)
-        env = {**engine.environment(spec), **dict(getattr(opts, "engine_env", ()) or ())}
+        env = engine.launch_environment(spec, opts)
         out.append(NodeLaunch(rank=rank, host=host, command=engine.command(spec), env=env, serves_http=rank == 0,
                               profile_dir=str(spec.profile_dir) if spec.profile_dir else None))
     return out
