@@ -407,6 +407,9 @@ def predict(model, config_names, gpu, engine, input_len, output_len, attention_b
         raise BadInput("--input-len and --output-len must be positive")
     preset = get_preset(model)
     configs = [parse_config_name(n) for n in config_names] if config_names else parse_matrix(preset.matrix)
+    from .engines.registry import get_engine
+    eng = get_engine(engine)  # the configs `run` would accept, and only those (TP8_fp8 names a backend, not FP8)
+    validate(configs, backends=eng.moe_backends, engine=engine, quantizations=eng.quantizations)
     ev = load_evidence(evidence_file) if evidence_file else None
     preds = [predict_config(preset, c, gpu=gpu, engine=engine, input_len=input_len, output_len=output_len,
                             evidence=ev, attention_backend=None if attention_backend == "default" else attention_backend)

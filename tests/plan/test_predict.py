@@ -217,3 +217,12 @@ def test_triton_attention_is_predicted_from_the_measured_pair():
                                     "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["itl_ms"] == pytest.approx(trit.itl_ms)
+
+
+def test_predict_accepts_the_configs_run_accepts():
+    """`TP8_fp8` names a MoE backend called fp8, which no engine has: `run` refuses it, so `predict` does too, rather
+    than answer for BF16 weights (FP8 is `TP8_fp8_auto`)."""
+    res = CliRunner().invoke(main, ["predict", "GLM-4.6", "-c", "TP8_fp8", "--engine", "sglang"])
+    assert res.exit_code != 0 and "MoE backend 'fp8' is not accepted by sglang" in res.output
+    res = CliRunner().invoke(main, ["predict", "GLM-4.6", "-c", "TP8_fp8_auto", "--engine", "sglang"])
+    assert res.exit_code == 0 and "TP8_fp8_auto" in res.output
