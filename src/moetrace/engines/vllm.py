@@ -121,8 +121,9 @@ class VLLM(Engine):
                             run: ExpertLoadRequest | Callable[[], Any]) -> list[Path] | None:
         """The request sent whole (vLLM returns the routing only in a non-streamed completion): each choice's
         ``routed_experts`` is a base64 ``.npy`` of shape (tokens - 1, layers, top_k), every prompt token and every
-        generated token but the last (vLLM 0.25.0 ``entrypoints/openai/completion/protocol.py``). Kept as
-        ``routed_experts_<i>.npz`` beside its prompt length and the model's expert count (:meth:`expert_counts`)."""
+        generated token but the last (vLLM 0.25.0 ``entrypoints/openai/completion/protocol.py``). Kept in one
+        ``routed_experts.npz`` (``routed_<i>`` per prompt), beside the prompts' lengths and the model's expert count
+        (:meth:`expert_counts`)."""
         if not isinstance(run, ExpertLoadRequest):
             raise ProfileError("vLLM's routed experts need the request's prompts (an ExpertLoadRequest)")
         import numpy as np
