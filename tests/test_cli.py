@@ -88,6 +88,16 @@ def test_dry_run_shows_plan_and_exact_commands(tmp_path):
     assert not list((tmp_path / "records").glob("*.json"))
 
 
+def test_dry_run_for_a_gpu_node_shows_the_recorder_launch_it_will_make(tmp_path):
+    """Planned for a GPU (--gpu) from this CPU machine: the expert recorder's second launch is the GPU node's,
+    vLLM's with --enable-return-routed-experts (its CPU build has none, so a CPU dry run shows none)."""
+    cp = moetrace("run", "Qwen3-235B", "-c", "TP8_EP2_auto", "--dry-run", "--engine", "vllm", "--gpu", "h200",
+                  "--expert-load", "-r", str(tmp_path))
+    assert cp.returncode == 0, cp.stderr
+    (line,) = [ln for ln in cp.stdout.splitlines() if "expert load (a second launch, recorder on)" in ln]
+    assert "--enable-return-routed-experts" in line
+
+
 def test_dry_run_creates_nothing_on_disk(tmp_path):
     results = tmp_path / "results"
     cp = moetrace("run", "DeepSeek-V3.1", "--dry-run", "--engine", "sglang", "--gpu", "h200", "-r", str(results),

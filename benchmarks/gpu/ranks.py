@@ -148,13 +148,16 @@ def pack(name: str) -> None:
     stamp = RUN / ".packed"
     since = stamp.stat().st_mtime if stamp.exists() else 0.0
     now = time.time()
-    files = [p for p in sorted(RUN.rglob("*")) if p.is_file() and p.stat().st_mtime >= since and p != stamp
+    files = [p for p in sorted(RUN.rglob("*")) if _newer(p, since) and p != stamp
              and p.name != "tokenizer.json"]  # moetrace's own tokenizer: made again from the config
     files += [p for p in (BASE / "node-facts.txt",) if p.exists() and since == 0.0]
     tmp = Path("/tmp") / f"{name}.tar.gz"
     with tarfile.open(tmp, "w:gz") as t:
         for p in files:
-            t.add(p, arcname=str(p.relative_to(BASE)))
+            try:
+                t.add(p, arcname=str(p.relative_to(BASE)))
+            except OSError:  # the running entry replaced or removed it meanwhile (tmp-then-rename writes)
+                continue
     stamp.touch()
     os.utime(stamp, (now, now))
     OUT.mkdir(parents=True, exist_ok=True)
@@ -194,6 +197,14 @@ def main() -> None:
     subprocess.run(["nvidia-smi", "--query-gpu=index,memory.used,utilization.gpu", "--format=csv"])
     print((RUN / "queue.log").read_text()[-3000:] if (RUN / "queue.log").exists() else "", flush=True)
     pack(name)
+
+
+def _newer(p: Path, since: float) -> bool:
+    """A plain file written at or after ``since``; False for one gone meanwhile (the queue writes while we pack)."""
+    try:
+        return p.is_file() and p.stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 def _entries_done() -> int:

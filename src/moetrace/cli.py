@@ -240,7 +240,7 @@ def _print_dry_run(jobs, opts: RunOptions, store: ResultsStore) -> None:
         click.echo(f"\n{j.label}{verdict}")
         for c in [j.config.without_fallback()] + ([j.config.fallback] if j.config.fallback else []):
             role = "fallback: " if c is j.config.fallback else ""
-            measured, recorder = launch_options(engine, c, opts)
+            measured, recorder = launch_options(engine, c, dataclasses.replace(opts, device=device))  # the GPU node's
             times = launch_count(c, opts)
             auto = opts.launches == "auto" and times > 1  # --launches auto: 2 to --max-launches, as the interval says
             first = role + (f"measured 2 to {times} times (--launches auto), launched each time as: " if auto else
@@ -405,6 +405,8 @@ def predict(model, config_names, gpu, engine, input_len, output_len, attention_b
     from .plan.predict_text import format_predictions, predictions_json
     if input_len < 1 or output_len < 1:
         raise BadInput("--input-len and --output-len must be positive")
+    if attention_backend == "triton" and engine != "sglang":
+        raise BadInput("--attention-backend triton is SGLang's: no pair of vLLM records with and without it is shipped")
     preset = get_preset(model)
     configs = [parse_config_name(n) for n in config_names] if config_names else parse_matrix(preset.matrix)
     from .engines.registry import get_engine

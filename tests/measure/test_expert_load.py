@@ -124,6 +124,13 @@ def test_sglang_launches_its_recorder_into_the_attempt_and_vllm_its_routed_exper
     assert "Model Runner V2" in VLLM().expert_load_unavailable("cpu")
     vspec.expert_load_dir, vspec.device = tmp_path / "expert_load", "cpu"
     assert "--enable-return-routed-experts" not in VLLM().command(vspec)
+    # Model Runner V2 for the recorder's launch where the release needs it (0.32), never for 0.25.0's V1 capture
+    vspec.device = "cuda"
+    for version, v2 in (("0.25.0", False), ("0.32.0", True), (None, False)):
+        vspec.engine_version = version
+        assert ("VLLM_USE_V2_MODEL_RUNNER" in VLLM().environment(vspec)) is v2, version
+    vspec.expert_load_dir = None
+    assert "VLLM_USE_V2_MODEL_RUNNER" not in VLLM().environment(vspec)  # the measured launch: the default
 
 
 # vLLM 0.25.0's completion choice carries ``routed_experts``: "base64-encoded .npy bytes (numpy serialization).
@@ -200,6 +207,21 @@ def test_vllm_routed_experts_of_a_batch_are_summed_pass_by_pass(tmp_path):
     assert (counts == routed_to_counts(a, 4, 8) + routed_to_counts(b, 4, 8)).all()
     s = summarize(counts, top_k=2, batch_size=2)
     assert (s["stages"]["extend"]["tokens"], s["stages"]["decode"]["tokens"]) == (8, 4)
+
+
+def test_repeated_ids_of_the_routing_simulator_are_all_counted():
+    """vLLM's uniform_random simulator (--routing balanced) draws a token's top-k with replacement
+    (fused_moe/router/routing_simulator_router.py, torch.randint): a repeated id is two slots of that expert."""
+    from moetrace.measure.expert_load import routed_to_counts
+    rng = np.random.default_rng(7)
+    routed = rng.integers(0, 16, size=(9, 3, 8)).astype(np.uint8)
+    routed[:, 0] = 0  # a dense layer
+    counts = routed_to_counts(routed, prompt_tokens=5, experts=16)
+    assert counts.shape == (5, 3, 16) and (counts[:, 0] == 0).all()
+    assert counts[0].sum() == 5 * 2 * 8 and (counts[1:].sum(axis=(1, 2)) == 2 * 8).all()
+    assert counts[0, 1].tolist() == np.bincount(routed[:5, 1].ravel(), minlength=16).tolist()
+    s = summarize(counts, top_k=8)
+    assert (s["stages"]["extend"]["tokens"], s["stages"]["decode"]["tokens"]) == (5, 4)
 
 
 def test_vllm_without_the_flag_says_so():

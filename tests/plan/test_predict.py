@@ -226,3 +226,11 @@ def test_predict_accepts_the_configs_run_accepts():
     assert res.exit_code != 0 and "MoE backend 'fp8' is not accepted by sglang" in res.output
     res = CliRunner().invoke(main, ["predict", "GLM-4.6", "-c", "TP8_fp8_auto", "--engine", "sglang"])
     assert res.exit_code == 0 and "TP8_fp8_auto" in res.output
+
+
+def test_triton_attention_is_sglangs_only():
+    res = CliRunner().invoke(main, ["predict", "Qwen3-235B", "-c", "TP8_EP2_auto", "--engine", "vllm",
+                                    "--attention-backend", "triton"])
+    assert res.exit_code != 0 and "SGLang's" in res.output
+    with pytest.raises(ValueError, match="attention_backend"):
+        predict(get_preset("Qwen3-235B"), "TP8_EP2_auto", attention_backend="flashinfer")

@@ -110,6 +110,7 @@ def start_engine(ctx: Attempt, opts: RunOptions, launch: Launch, what: str = "")
         port = opts.port or free_port(opts.host)
         spec = LaunchSpec.from_options(preset, config, opts, port=port, device=ctx.device,
                                        profile_dir=ctx.adir / "profiler_raw")
+        spec.engine_version = launch.info.version
         cmd = engine.command(spec)
         extra_env = engine.launch_environment(spec, opts)
         launch.info.command = cmd

@@ -46,6 +46,7 @@ class LaunchSpec:
     max_model_len: int | None = None
     mem_fraction: float | None = None  # --mem-fraction: the engine's own memory-fraction flag
     expert_load_dir: Path | None = None  # --expert-load: where the engine's expert recorder writes
+    engine_version: str | None = None  # the engine package's version where the launcher read it (Engine.version)
     # multi-node: one process per node
     nnodes: int = 1
     node_rank: int = 0

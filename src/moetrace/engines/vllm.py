@@ -130,16 +130,21 @@ class VLLM(Engine):
         out_dir.mkdir(parents=True, exist_ok=True)
         body = {"model": run.model, "prompt": run.prompts if len(run.prompts) > 1 else run.prompts[0],
                 "max_tokens": run.max_tokens, "temperature": 0.0, "ignore_eos": True, "stream": False}
-        r = http.post(base_url + "/v1/completions", json=body, timeout=run.timeout_s)
+        # not streamed: the whole generation comes before the first byte, so the read timeout covers all of it
+        timeout = httpx.Timeout(run.timeout_s, read=run.timeout_s + run.max_tokens * WHOLE_REQUEST_S_PER_TOKEN)
+        r = http.post(base_url + "/v1/completions", json=body, timeout=timeout)
         if r.status_code != 200:
             raise ProfileError(f"POST /v1/completions answered {r.status_code}: {r.text[:200]}")
-        choices = sorted(r.json()["choices"], key=lambda c: c.get("index", 0))
+        try:
+            choices = sorted(r.json()["choices"], key=lambda c: c.get("index", 0))
+            routed = [decode_routed_experts(c.get("routed_experts")) for c in choices]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSON, base64 (binascii.Error), .npy
+            raise ProfileError(f"the completion's routed_experts could not be read: {type(e).__name__}: {e}") from e
         if len(choices) != len(run.prompts):
             raise ProfileError(f"{len(choices)} completion choices for {len(run.prompts)} prompts")
         path = out_dir / "routed_experts.npz"  # one array per prompt of the batch, in prompt order
         np.savez_compressed(path, prompt_tokens=np.array([len(p) for p in run.prompts]), experts=run.experts,
-                            **{f"routed_{i}": decode_routed_experts(c.get("routed_experts"))
-                               for i, c in enumerate(choices)})
+                            **{f"routed_{i}": a for i, a in enumerate(routed)})
         return [path]
 
     @classmethod
@@ -255,6 +260,8 @@ class VLLM(Engine):
         env = {"VLLM_SERVER_DEV_MODE": "1"}
         if spec.device == "cpu" and spec.config.tp > 1:
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding(spec.config.tp)
+        if spec.expert_load_dir is not None and spec.device != "cpu" and routed_experts_need_v2(spec.engine_version):
+            env["VLLM_USE_V2_MODEL_RUNNER"] = "1"  # the recorder's launch only: the measured one keeps the default
         return env
 
     def generate(self, prompts: list[list[int]], max_tokens: int):
@@ -414,6 +421,15 @@ class VLLM(Engine):
                             {"max_iterations": want + PREFILL_STEPS})
 
 
+def routed_experts_need_v2(version: str | None) -> bool:
+    """Whether ``--enable-return-routed-experts`` needs Model Runner V2 in this vLLM: 0.25.0 captures them in the V1
+    runner (its V2 lists them as unsupported, and an explicit ``VLLM_USE_V2_MODEL_RUNNER=1`` would then refuse to
+    start); 0.32.0 returns them only through V2's AuxOutput connector (``_verify_aux_output_compatibility``).
+    Releases between were not checked: after 0.25, V2 is assumed. An unknown version keeps the default."""
+    m = re.match(r"(\d+)\.(\d+)", version or "")
+    return bool(m) and (int(m.group(1)), int(m.group(2))) > (0, 25)
+
+
 def decode_routed_experts(b64: str | None) -> Any:
     """A completion choice's ``routed_experts``: ``np.load(io.BytesIO(base64.b64decode(s)))`` as vLLM 0.25.0's
     protocol documents it; a server started without the flag sends None."""
@@ -427,6 +443,7 @@ def decode_routed_experts(b64: str | None) -> Any:
     return np.load(io.BytesIO(base64.b64decode(b64)), allow_pickle=False)
 
 
+WHOLE_REQUEST_S_PER_TOKEN = 1.0  # a non-streamed request's read timeout: --request-timeout plus this per token
 RANK_FILE = re.compile(r"_rank\d+\.")  # a worker's file, not the frontend's
 UNBOUNDED_GRACE_S = 5.0  # a decode window the server does not bound ends this long after its tokens arrived
 PREFILL_STEPS = 8  # engine steps an armed decode window allows for its request's prefill (chunked)

@@ -94,21 +94,22 @@ def read_torch_save(data: bytes) -> Any:
 def routed_to_counts(routed: np.ndarray, prompt_tokens: int, experts: int) -> np.ndarray:
     """Per-token routing (vLLM's ``routed_experts``: [tokens - 1, layers, top_k] expert ids, every prompt token
     then every generated token but the last) as the counts :func:`summarize` reads: [pass, layer, expert], the
-    prompt as one pass (its chunks are not told apart), each generated token as one. A layer without experts is
-    left all zero: vLLM leaves its rows at zero, and a token's top-k experts are distinct, so a row whose ids
-    repeat was never routed and is not counted."""
+    prompt as one pass (its chunks are not told apart), each generated token as one. Every top-k slot counts, a
+    repeated id too (vLLM's ``uniform_random`` routing simulator draws with replacement). A layer without experts
+    is all zero for every token (vLLM clears its capture buffer every step and only routers write to it): it is
+    left all zero here, not counted as expert 0."""
     routed = np.asarray(routed)
     if routed.ndim != 3 or routed.shape[0] < prompt_tokens:
         raise ValueError(f"routed experts must be [tokens - 1 >= {prompt_tokens} prompt tokens, layer, top_k], "
                          f"got shape {routed.shape}")
     if routed.size and int(routed.max()) >= experts:
         raise ValueError(f"expert id {int(routed.max())} out of range for {experts} experts")
-    ids = np.sort(routed.astype(np.int64), axis=2)
-    routed_rows = (np.diff(ids, axis=2) > 0).all(axis=2) if ids.shape[2] > 1 else np.ones(ids.shape[:2], bool)
-    passes = np.concatenate([[0] * prompt_tokens, np.arange(1, routed.shape[0] - prompt_tokens + 1)])
+    ids = routed.astype(np.int64)
+    moe = np.flatnonzero(ids.any(axis=(0, 2)))  # the layers some token was routed in
+    passes = np.concatenate([np.zeros(prompt_tokens, np.int64), np.arange(1, routed.shape[0] - prompt_tokens + 1)])
     counts = np.zeros((int(passes[-1]) + 1 if len(passes) else 0, routed.shape[1], experts), dtype=np.int64)
-    t, layer = np.nonzero(routed_rows)
-    np.add.at(counts, (passes[t][:, None], layer[:, None], ids[t, layer]), 1)
+    t = np.arange(routed.shape[0])[:, None, None]
+    np.add.at(counts, (passes[t], moe[None, :, None], ids[:, moe, :]), 1)
     return counts
 
 

@@ -356,6 +356,8 @@ def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str
     """One config's batch-1 TTFT, ITL (p50) and latency, with parts, band and evidence
     (``evidence``: another evidence object than the shipped one, e.g. with records held out;
     ``attention_backend``: None for the engine's default, or ``triton``)."""
+    if attention_backend not in (None, "triton"):
+        raise ValueError(f"attention_backend {attention_backend!r}: None (the engine's default) or 'triton'")
     ev = evidence or load_evidence()
     from ..engines.registry import get_engine
     from .planner import plan_config
