@@ -33,8 +33,7 @@ def expert_load(ctx: Attempt, session: Session, *, own_launch: bool) -> dict[str
         ctx.progress.done("not exposed by the engine")
         return {"available": False, "reason": absent}
     req = ExpertLoadRequest(
-        run=lambda: guard_server(lambda: session.request(batch=bs, seed=seed, max_tokens=opts.output_len),
-                                 session.server, session),
+        run=lambda: session.request(batch=bs, seed=seed, max_tokens=opts.output_len),  # guarded with the capture
         prompts=session.prompts(batch=bs, seed=seed), max_tokens=opts.output_len, model=session.model_name(),
         experts=routed_experts(ctx.preset.hf_config), timeout_s=opts.request_timeout_s)
     try:
@@ -55,8 +54,8 @@ def expert_load(ctx: Attempt, session: Session, *, own_launch: bool) -> dict[str
     from ..measure.expert_load import check_planted, summarize  # numpy, only when there are counts
     try:
         top_k = int(ctx.preset.hf_config.get("num_experts_per_tok") or 0)
-        out.update(summarize(engine.expert_counts(files[-1]), top_k=top_k, batch_size=bs, ep_size=_ep_groups(ctx),
-                             replicas=engine.expert_load_replicas(ctx.config)))
+        out.update(summarize(engine.expert_counts(files[-1]), top_k=top_k, batch_size=bs,
+                             ep_size=engine.ep_groups(ctx.config), replicas=engine.expert_load_replicas(ctx.config)))
     except Exception as e:  # a format we do not know: keep the file, say why
         out["error"] = f"could not read {files[-1].name}: {type(e).__name__}: {e}"
         ctx.progress.done(out["error"])
@@ -68,13 +67,6 @@ def expert_load(ctx: Attempt, session: Session, *, own_launch: bool) -> dict[str
                       (f", planted skew {'found' if out['planted']['ok'] else 'NOT found'}" if "planted" in out
                        else ""))
     return out
-
-
-def _ep_groups(ctx: Attempt) -> int:
-    """The EP ranks the experts are spread over: vLLM's --enable-expert-parallel spans the whole TP group
-    (``planner_ep_is_tp``), SGLang's ``--ep`` is the EP size itself."""
-    c = ctx.config
-    return c.tp if (ctx.engine.planner_ep_is_tp and c.ep > 1) else c.ep
 
 
 def no_recorder(ctx: Attempt) -> dict[str, Any]:

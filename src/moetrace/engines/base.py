@@ -184,8 +184,8 @@ class Engine(ABC):
         return None if self.expert_load_source else self.expert_load_absent
 
     def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,
-                            run: "ExpertLoadRequest | Callable[[], Any]") -> list[Path] | None:
-        """Record expert load around ``run()`` (one request of the workload, an :class:`ExpertLoadRequest`) and
+                            run: ExpertLoadRequest) -> list[Path] | None:
+        """Record expert load around ``run()`` (one request of the workload, as measured) and
         return the files the engine's recorder wrote into ``out_dir``; None (the default) when the engine has no
         recorder, which the record says with ``expert_load_absent``."""
         return None
@@ -244,6 +244,12 @@ class Engine(ABC):
     "utilization" (a fraction of all memory holds weights, peak activations and KV cache, vLLM)."""
     default_mem_fraction: ClassVar[float | None] = None  # None: the planner's model computes the engine's own
     planner_ep_is_tp: ClassVar[bool] = False  # EP > 1 spreads the experts over the whole TP group (vLLM)
+
+    @classmethod
+    def ep_groups(cls, config: Config) -> int:
+        """The EP ranks a config's experts are spread over: its EP, or the whole TP group where the engine puts EP
+        over it (``planner_ep_is_tp``: vLLM's --enable-expert-parallel makes TP8_EP2 eight EP ranks)."""
+        return config.tp if (cls.planner_ep_is_tp and config.ep > 1) else config.ep
     planner_load_extras: ClassVar[bool] = False  # tensors built at load time (SGLang's absorbed MLA copies)
 
     # ---- multi-node

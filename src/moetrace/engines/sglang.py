@@ -20,14 +20,14 @@ import re
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable
 
 import httpx
 
 from ..measure.client import ChunkError, TokenEvent
 from ..errors import ProfileError
 from ..matrix import Config
-from .base import Engine, LaunchSpec, ProfileRequest, register, moe_config_used
+from .base import Engine, ExpertLoadRequest, LaunchSpec, ProfileRequest, register, moe_config_used
 from .profiler import DECODE, EXTEND, STAGE_WORDS, TraceName, snapshot, wait_for_files
 
 # SGLang 0.5.23's --moe-runner-backend choices, in its order (MOE_RUNNER_BACKEND_CHOICES in
@@ -209,7 +209,7 @@ class SGLang(Engine):
         return config.tp  # every rank of the TP group routes every token; the dump sums the ranks
 
     def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,
-                            run: Callable[[], None]) -> list[Path]:
+                            run: ExpertLoadRequest) -> list[Path]:
         """SGLang's expert distribution recorder (``--expert-distribution-recorder-mode stat``,
         0.5.17 ``sglang/srt/eplb/expert_distribution.py``): between ``/start_expert_distribution_record``
         and ``/stop_expert_distribution_record`` it keeps, per forward pass, the tokens each logical

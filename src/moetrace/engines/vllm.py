@@ -118,14 +118,12 @@ class VLLM(Engine):
         return self.expert_load_absent if device == "cpu" else None
 
     def capture_expert_load(self, http: httpx.Client, base_url: str, out_dir: Path,
-                            run: ExpertLoadRequest | Callable[[], Any]) -> list[Path] | None:
+                            run: ExpertLoadRequest) -> list[Path] | None:
         """The request sent whole (vLLM returns the routing only in a non-streamed completion): each choice's
         ``routed_experts`` is a base64 ``.npy`` of shape (tokens - 1, layers, top_k), every prompt token and every
         generated token but the last (vLLM 0.25.0 ``entrypoints/openai/completion/protocol.py``). Kept in one
         ``routed_experts.npz`` (``routed_<i>`` per prompt), beside the prompts' lengths and the model's expert count
         (:meth:`expert_counts`)."""
-        if not isinstance(run, ExpertLoadRequest):
-            raise ProfileError("vLLM's routed experts need the request's prompts (an ExpertLoadRequest)")
         import numpy as np
         out_dir.mkdir(parents=True, exist_ok=True)
         body = {"model": run.model, "prompt": run.prompts if len(run.prompts) > 1 else run.prompts[0],
@@ -323,8 +321,7 @@ class VLLM(Engine):
         ``StartProfileRequest``, serve/profile/api_router.py). 0.25.0 takes no body and ignores it: its bound is the
         launch's ``--profiler-config`` ``max_iterations`` (:meth:`command`)."""
         before = snapshot(req.out_dir)
-        r = http.post(base_url + "/start_profile", json=bound, timeout=120) if bound is not None else \
-            http.post(base_url + "/start_profile", timeout=120)
+        r = http.post(base_url + "/start_profile", json=bound, timeout=120)  # json=None: no body
         if r.status_code != 200:
             raise ProfileError(f"POST /start_profile answered {r.status_code}: {r.text[:200]} "
                                "(was the server started with --profiler-config?)")

@@ -160,10 +160,7 @@ def plan_config(preset: Any, config: Config | dict | str, *, gpu: str | GPU = "h
     hf = preset.hf_config
     a = build_arch(hf)
     scheme = quant_format_for(hf, cfg.quantization)
-    tp, ep, nodes = cfg.tp, cfg.ep, cfg.nodes
-    # e.g. vLLM's --enable-expert-parallel puts EP over the whole TP group
-    if eng.planner_ep_is_tp and ep > 1:
-        ep = tp
+    tp, ep, nodes = cfg.tp, eng.ep_groups(cfg), cfg.nodes  # e.g. vLLM's EP spans the whole TP group
     notes = list(a.notes)
     if scheme.warning:
         notes.append(scheme.warning)

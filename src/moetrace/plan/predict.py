@@ -366,7 +366,7 @@ def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str
     hf = preset.hf_config
     a = build_arch(hf)
     eng = get_engine(engine)
-    groups = cfg.tp if (eng.planner_ep_is_tp and cfg.ep > 1) else cfg.ep
+    groups = eng.ep_groups(cfg)
     plan = plan_config(preset, cfg, gpu=g, engine=engine, input_len=input_len, output_len=output_len)
     p = Prediction(model=preset.name, config=cfg.name, gpu=g.key, gpu_label=g.label, engine=engine, tp=cfg.tp,
                    ep=cfg.ep, ep_groups=groups, input_len=input_len, output_len=output_len, verdict=plan.verdict,

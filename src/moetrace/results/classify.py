@@ -69,32 +69,34 @@ _RULES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _log_rules() -> tuple[tuple[str, re.Pattern[str]], ...]:
-    """The rules in order: the generic out-of-memory rule, every engine's rules, the generic rest (the engines'
-    modules named in the missing-module rule), every engine's weak rules."""
+def _compiled() -> tuple[tuple[tuple[str, re.Pattern[str]], ...], tuple[re.Pattern[str], ...]]:
+    """The registered engines' rules, compiled once per set of engines: (:func:`_log_rules`'s rules, every
+    engine's own words about running out of memory, ``Engine.oom_log_lines``)."""
     from ..engines.registry import engine_classes
     engines = tuple(engine_classes().values())
     if _table and _table[0] == engines:
-        return _table[1]
+        return _table[1], _table[2]
     modules = "|".join(re.escape(e.python_module) for e in engines if e.python_module)
     rules = (_OOM, *(r for e in engines for r in e.log_rules),
              *((cls, pat.replace("{modules}", modules)) for cls, pat in _RULES),
              *(r for e in engines for r in e.weak_log_rules))
-    _table[:] = [engines, tuple((cls, re.compile(pat)) for cls, pat in rules)]
-    return _table[1]
+    _table[:] = [engines, tuple((cls, re.compile(pat)) for cls, pat in rules),
+                 tuple(re.compile(p) for e in engines for p in e.oom_log_lines)]
+    return _table[1], _table[2]
 
 
-_table: list = []  # (the engines, their rules compiled)
-_oom_words: list = []  # (the engines, their oom_log_lines compiled)
+def _log_rules() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """The rules in order: the generic out-of-memory rule, every engine's rules, the generic rest (the engines'
+    modules named in the missing-module rule), every engine's weak rules."""
+    return _compiled()[0]
 
 
 def _engine_oom_patterns() -> tuple[re.Pattern[str], ...]:
     """Every engine's own words about running out of memory (``Engine.oom_log_lines``)."""
-    from ..engines.registry import engine_classes
-    engines = tuple(engine_classes().values())
-    if not (_oom_words and _oom_words[0] == engines):
-        _oom_words[:] = [engines, tuple(re.compile(p) for e in engines for p in e.oom_log_lines)]
-    return _oom_words[1]
+    return _compiled()[1]
+
+
+_table: list = []  # (the engines, their rules compiled, their oom_log_lines compiled)
 
 
 def _with_engine_oom(line: str, log_lines: list[str]) -> tuple[str, str | list[str]]:
