@@ -7,6 +7,9 @@
 2. TP2 from TP1: the 2-GPU records' per-layer compute (rank 0) and ITL predicted from TP1 records
    alone (TP2 records held out, except as the source of the collectives' and fixed parts' parameters,
    which makes TP2_auto partly circular; TP2_EP2 is not: its MoE time tests the EP-imbalance rule).
+3. One rank at full depth: run 4's one-rank records (vLLM 0.25.0 on an H100, `--one-rank --routing balanced`,
+   tests/data/gpu-4) predicted from runs 1-3 alone (H200 slices of 1-3 layers, TP1/TP2), as the run measured
+   them (`as_one_rank`: each token's k / EP-groups local experts, no collectives).
 """
 
 from __future__ import annotations
@@ -80,7 +83,40 @@ def tp2() -> None:
               f"{pl['moe']:.1f} | {r['metrics']['itl_p50_ms']:.2f} | {p.itl_ms:.2f} |")
 
 
+def ranks() -> None:
+    """Two hold-outs: every one-rank record (the slices alone: no kernel-gap rule, which comes from the
+    ranks), and the model's own one-rank records (the other model's rank gives the kernel gaps)."""
+    full = load_evidence()
+    slices = copy.deepcopy(full)
+    slices["records"] = [r for r in slices["records"] if not r.get("one_rank")]
+    print("| model | stands for | layers | GPU | measured ITL p50 ms | predicted ms, slices only | error | predicted ms, "
+          "other model's rank too | error | measured us/layer (att / moe / gemm / other) | predicted us/layer | error "
+          "| measured TTFT ms | predicted ms | error |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|")
+    for r in full["records"]:
+        if not r.get("one_rank"):
+            continue
+        others = copy.deepcopy(full)
+        others["records"] = [x for x in others["records"] if not (x.get("one_rank") and x["model"] == r["model"])]
+        n = r["shape"]["layers"][0]
+        lay = r["stages"]["decode"]["layer_moe_us"]
+        comp = sum(v for g, v in lay.items() if g != "communication")
+        p, q = (predict(_preset(r["model"], num_hidden_layers=n), r["config"], gpu=r["gpu"], engine=r["engine"],
+                        evidence=ev, as_one_rank=True) for ev in (slices, others))
+        pl = p.decode_layer_us["moe"]
+        pc = sum(pl.values())
+        m = r["metrics"]
+        fmt = lambda row: " / ".join(f"{row.get(g, 0.0):.1f}" for g in ("attention", "moe", "gemm", "other"))  # noqa: E731
+        err = lambda x, y: f"{100 * (x / y - 1):+.1f}%"  # noqa: E731
+        print(f"| {r['model']} | {r['config']} | {n} | {r['gpu'].upper()} | {m['itl_p50_ms']:.2f} | {p.itl_ms:.2f} | "
+              f"{err(p.itl_ms, m['itl_p50_ms'])} | {q.itl_ms:.2f} | {err(q.itl_ms, m['itl_p50_ms'])} | {comp:.1f} "
+              f"({fmt(lay)}) | {pc:.1f} ({fmt(pl)}) | {err(pc, comp)} | {m['ttft_ms']:.1f} | {p.ttft_ms:.1f} | "
+              f"{err(p.ttft_ms, m['ttft_ms'])} |")
+
+
 if __name__ == "__main__":
     depth()
     print()
     tp2()
+    print()
+    ranks()

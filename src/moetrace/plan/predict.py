@@ -30,11 +30,12 @@ from .collectives import Collective, collectives_per_step, expected_max_hits
 from .hardware import resolve_gpu
 from .memory import kv_bytes_per_token, weights_per_gpu
 from .predict_evidence import (GROUPS, Base, default_attention_ratio, engine_ratio, fixed_parts, host_floor_ms,
-                               load_evidence, select_base, ttft_host_ms)
+                               layer_gap_us, load_evidence, select_base, ttft_host_ms)
 
 __all__ = ["Assumptions", "Part", "Prediction", "predict"]
 
 STEP_GAP_MS = 0.05   # vLLM 0.25.0 H100 depth scan: ITL intercept 0.47 ms - device-busy intercept 0.42 ms
+GAP_MIN_TP = 4       # kernel gaps a layer (layer_gap_us) from this TP up: the shards of TP1/TP2 hide them
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,12 @@ class Assumptions:
     evidence: float = 0.0         # +- half the records' spread
     shrink: float = 1.0           # a variable part moves as (bytes ratio) ** shrink: below 1, smaller shards
                                   # reach less of the HBM bandwidth (fewer CTAs than SMs at batch 1)
+    gap_mult: float = 1.0         # on the kernel gaps a layer
 
     @staticmethod
     def ends() -> tuple["Assumptions", "Assumptions", "Assumptions"]:
-        lo = Assumptions("optimistic", 0.5, "balanced", 0.8, 1.5, 0.9, "min", -1.0, 1.0)
-        hi = Assumptions("pessimistic", 1.5, "skewed", 1.5, 1.0, 1.5, "max", 1.0, 0.8)
+        lo = Assumptions("optimistic", 0.5, "balanced", 0.8, 1.5, 0.9, "min", -1.0, 1.0, 0.5)
+        hi = Assumptions("pessimistic", 1.5, "skewed", 1.5, 1.0, 1.5, "max", 1.0, 0.8, 1.5)
         return lo, Assumptions(), hi
 
 
@@ -191,6 +193,8 @@ class _Ctx:
     ratio: dict[str, float]
     ev: dict[str, Any] = field(default_factory=dict)
     src_hits: float | None = None   # experts the base's rank computed a token (one-rank records: the local top-k)
+    as_one_rank: bool = False       # predict a `--one-rank --routing balanced` run: local top-k, no collectives
+    gap_us: float = 0.0             # GPU idle between kernels, a layer (layer_gap_us; TP >= GAP_MIN_TP)
 
 
 def _decode_layer(c: _Ctx, t0: dict[str, float], dense: bool, ctx_len: float, x: Assumptions) -> dict[str, float]:
@@ -289,31 +293,35 @@ def _evaluate(c: _Ctx, cfg: Config, input_len: int, output_len: int, x: Assumpti
     moe_l = _decode_layer(c, base.decode_moe, False, ctx_len, x)
     dense_t0 = base.decode_dense or base.decode_moe
     dense_l = _decode_layer(c, dense_t0, True, ctx_len, x) if a.dense_layers else None
-    coll_d = collectives_per_step(a, c.engine, cfg.tp, 1, lat_mult=x.lat_mult, bw_mult=x.bw_mult)
+    coll_d = [] if c.as_one_rank else collectives_per_step(a, c.engine, cfg.tp, 1, lat_mult=x.lat_mult, bw_mult=x.bw_mult)
     head_bw = 0.85 * c.base_gpu.hbm_bytes_per_s
     src_head = (base.vocab or a.vocab) * a.hidden * 2 / base.tp
     out_fixed = max(0.0, base.decode_outside_us - src_head / head_bw * 1e6)
     outside = out_fixed * c.gpu_ratio["other"] + c.tgt.lm_head / (0.85 * c.gpu.hbm_bytes_per_s) * 1e6
     layers_us = a.moe_layers * sum(moe_l.values()) + (a.dense_layers * sum(dense_l.values()) if dense_l else 0.0)
+    gaps_us = a.n_layers * c.gap_us * x.gap_mult
     comm_d = sum(k.total_us for k in coll_d)
-    device_ms = (layers_us + comm_d + outside) / 1e3
-    hf_med, hf_lo, hf_hi, _ = host_floor_ms(c.engine, c.gpu.key, cfg.tp, c.ev)
+    device_ms = (layers_us + gaps_us + comm_d + outside) / 1e3
+    hf_med, hf_lo, hf_hi, _ = host_floor_ms(c.engine, c.gpu.key, 1 if c.as_one_rank else cfg.tp, c.ev)
     host = {"min": hf_lo, "median": hf_med, "max": hf_hi}[x.host]
     itl = max(host, device_ms + STEP_GAP_MS)
 
     pre_moe = _prefill_layer(c, base.extend_moe, moe_l, False, input_len, x)
     pre_dense = (_prefill_layer(c, base.extend_dense or base.extend_moe, dense_l, True, input_len, x)
                  if dense_l else None)
-    coll_p = collectives_per_step(a, c.engine, cfg.tp, input_len, lat_mult=x.lat_mult, bw_mult=x.bw_mult)
+    coll_p = [] if c.as_one_rank else collectives_per_step(a, c.engine, cfg.tp, input_len, lat_mult=x.lat_mult,
+                                                             bw_mult=x.bw_mult)
     pre_layers = a.moe_layers * sum(pre_moe.values()) + (a.dense_layers * sum(pre_dense.values()) if pre_dense else 0)
     th_med, th_lo, th_hi, _ = ttft_host_ms(c.engine, c.gpu.key, c.ev)
+    if base.ttft_host_ms is not None and base.engine == c.engine:   # a full-depth rank's own, depth's gaps included
+        th_med, th_lo, th_hi = base.ttft_host_ms, 0.9 * base.ttft_host_ms, 1.1 * base.ttft_host_ms
     t_host = {"min": th_lo, "median": th_med, "max": th_hi}[x.host]
     pre_out = base.extend_outside_us + c.tgt.lm_head / (0.85 * c.gpu.hbm_bytes_per_s) * 1e6
     ttft = t_host + (pre_layers + sum(k.total_us for k in coll_p) + pre_out) / 1e3
     return {"itl": itl, "ttft": ttft, "latency": (ttft + max(0, output_len - 1) * itl) / 1e3,
             "moe_l": moe_l, "dense_l": dense_l, "coll_d": coll_d, "outside": outside, "device": device_ms,
             "host": host, "pre_moe": pre_moe, "pre_dense": pre_dense, "coll_p": coll_p, "t_host": t_host,
-            "pre_out": pre_out, "layers_us": layers_us, "pre_layers": pre_layers}
+            "pre_out": pre_out, "layers_us": layers_us, "pre_layers": pre_layers, "gaps_us": gaps_us}
 
 
 def _stage_parts(a: Any, moe: dict[str, float], dense: dict[str, float], colls: list[Any], kind: str, per: float,
@@ -339,6 +347,10 @@ def _parts(p: Prediction, c: _Ctx, r: dict[str, Any], a: Any) -> None:
     p.decode_parts = _stage_parts(a, r["moe_l"], r["dense_l"], r["coll_d"], kind, 1, "us", "KiB")
     p.decode_parts.append(Part("outside the layers (embedding, LM head shard, sampling)", r["outside"] / 1e3, kind,
                                f"LM head {c.tgt.lm_head / 2**20:.0f} MiB a rank"))
+    if r["gaps_us"]:
+        p.decode_parts.append(Part("idle between kernels (small shards)", r["gaps_us"] / 1e3,
+                                   "measured" if c.base.one_rank and c.base.how == "measured" else "scaled",
+                                   f"{a.n_layers} x {c.gap_us:.1f} us"))
     p.decode_parts.append(Part("step gap (host)", STEP_GAP_MS, "measured",
                                f"device step {r['device']:.3f} ms; host floor {r['host']:.2f} ms"
                                + (" (binds: the GPU idles)" if r["host"] > r["device"] + STEP_GAP_MS else "")))
@@ -352,10 +364,12 @@ def _parts(p: Prediction, c: _Ctx, r: dict[str, Any], a: Any) -> None:
 
 def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str = "sglang", input_len: int = 4096,
             output_len: int = 512, evidence: dict[str, Any] | None = None,
-            attention_backend: str | None = None) -> Prediction:
+            attention_backend: str | None = None, as_one_rank: bool = False) -> Prediction:
     """One config's batch-1 TTFT, ITL (p50) and latency, with parts, band and evidence
     (``evidence``: another evidence object than the shipped one, e.g. with records held out;
-    ``attention_backend``: None for the engine's default, or ``triton``)."""
+    ``attention_backend``: None for the engine's default, or ``triton``; ``as_one_rank``: what
+    ``moetrace run --one-rank --routing balanced`` of the config measures on one GPU instead: each
+    token's k / EP-groups local experts, no collectives (benchmarks/predict_check.py checks it))."""
     if attention_backend not in (None, "triton"):
         raise ValueError(f"attention_backend {attention_backend!r}: None (the engine's default) or 'triton'")
     ev = evidence or load_evidence()
@@ -381,11 +395,21 @@ def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str
         p.notes.append(f"no shipped record of {preset.name}: nothing to scale from")
         return p
     c, rules = _ctx(a, hf, cfg, base, engine, g, groups, ev, attention_backend)
-    lo, mid, hi = (_evaluate(c, cfg, input_len, output_len, x) for x in Assumptions.ends())
+    c.as_one_rank = as_one_rank
+    if cfg.tp >= GAP_MIN_TP:
+        c.gap_us, why = layer_gap_us(engine, g.key, base.sources if base.one_rank else None, ev)
+        rules.append(f"kernel gaps at TP{cfg.tp}: {c.gap_us:.1f} us a layer ({why})")
+    ends = Assumptions.ends()
+    if as_one_rank:
+        ends = tuple(replace(x, ep="balanced") for x in ends)
+    mid = _evaluate(c, cfg, input_len, output_len, ends[1])
+    # a fixed part's multiplier moves a scaled-down part one way and a scaled-up one (a one-rank base's
+    # local top-k up to the busiest EP rank's count) the other: each end takes both and keeps its extreme
+    los = [_evaluate(c, cfg, input_len, output_len, replace(ends[0], fixed_mult=m)) for m in (0.5, 1.5)]
+    his = [_evaluate(c, cfg, input_len, output_len, replace(ends[2], fixed_mult=m)) for m in (0.5, 1.5)]
     p.itl_ms, p.ttft_ms, p.latency_s = mid["itl"], mid["ttft"], mid["latency"]
-    p.itl_band_ms = (min(lo["itl"], mid["itl"]), max(hi["itl"], mid["itl"]))
-    p.ttft_band_ms = (min(lo["ttft"], mid["ttft"]), max(hi["ttft"], mid["ttft"]))
-    p.latency_band_s = (min(lo["latency"], mid["latency"]), max(hi["latency"], mid["latency"]))
+    p.itl_band_ms, p.ttft_band_ms, p.latency_band_s = (
+        (min(r[k] for r in (*los, mid)), max(r[k] for r in (*his, mid))) for k in ("itl", "ttft", "latency"))
     p.ep_expected_max_hits = expected_max_hits(a.n_experts, a.topk, groups) if a.n_experts else None
     _parts(p, c, mid, a)
     p.rules = [f"base: {base.how}, {base.engine} {base.gpu.upper()} TP{base.tp} EP{base.ep} ({len(base.sources)} records, "

@@ -77,6 +77,7 @@ class Base:
     rules: list[str] = field(default_factory=list)
     departures: list[str] = field(default_factory=list)    # flags the records ran with beyond the defaults
     one_rank: dict[str, Any] | None = None   # a one-rank record's shards (variants.py): moe_ep, moe_tp, top_k, ...
+    ttft_host_ms: float | None = None       # one-rank records: their own TTFT less the prefill step's busy time
 
 
 def _layer_total(r: dict[str, Any]) -> float:
@@ -104,7 +105,18 @@ def _base_of(recs: list[dict[str, Any]]) -> Base:
         input_len=int(r0.get("input_len") or 4096), output_len=int(r0.get("output_len") or 512),
         vocab=(r0.get("shape") or {}).get("vocab"), sources=[r["source"] for r in recs],
         spread=(max(totals) - min(totals)) / med if med else 0.0, departures=_departures(r0),
-        one_rank=r0.get("one_rank"))
+        one_rank=r0.get("one_rank"), ttft_host_ms=_own_ttft_host(recs) if r0.get("one_rank") else None)
+
+
+def _own_ttft_host(recs: list[dict[str, Any]]) -> float | None:
+    """A full-depth rank's TTFT less its prefill step's busy time: request handling, tokenization and the
+    gaps an eagerly launched 4096-token prefill leaves between its kernels at this depth (vLLM 0.25.0 on
+    an H100: 33 ms of Qwen3-235B's 104 ms). The step's extent is not used: the profiler stretches a
+    full-depth prefill (146 ms profiled against a 104 ms TTFT)."""
+    vals = [r["metrics"]["ttft_ms"] - r["stages"]["extend"]["step_busy_us"] / 1e3 for r in recs
+            if r["metrics"].get("ttft_ms") and (r["stages"].get("extend") or {}).get("step_busy_us")
+            and (r.get("shape") or {}).get("layers", [0, 1])[0] == (r.get("shape") or {}).get("layers", [0, 1])[1]]
+    return statistics.median(vals) if vals else None
 
 
 def _departures(r: dict[str, Any]) -> list[str]:
@@ -174,7 +186,8 @@ def select_base(model: str, engine: str, gpu: str, tp: int, ep: int, backend: st
         b.how = "measured"
         return b
     ranks = [r for r in recs if (r["engine"], r["gpu"]) == (engine, gpu) and r.get("one_rank")]
-    if ranks:   # one rank of another config at full depth: closer to the target than a 2-layer slice
+    if ranks and tp > 2:   # one rank of another config at full depth: closer to a TP4/TP8 rank than a 2-layer
+        # slice; TP1/TP2 keep the slices and depth scans they are checked against (docs/predict.md, section 8)
         near = min(abs(r["tp"] - tp) for r in ranks)
         b = _base_of(pick([r for r in ranks if abs(r["tp"] - tp) == near]))
         b.how = "scaled"
@@ -257,6 +270,38 @@ def host_floor_ms(engine: str, gpu: str, tp: int, ev: dict[str, Any] | None = No
     return 1.5, 1.0, 2.5, "no host-bound record: assumed 1.5 ms (1.0-2.5)"
 
 
+def _rank_gap_us(r: dict[str, Any]) -> float | None:
+    """A one-rank record's idle time a layer: (ITL p50 - the decode step's busy time - the step gap) / layers.
+    The trace's own gaps are not used: the profiler stretches them (1.56 ms a profiled step against 0.59 ms
+    unprofiled, Qwen3-235B's rank); kernel durations it leaves alone."""
+    d = r["stages"].get("decode") or {}
+    n = (r.get("shape") or {}).get("layers", [0])[0]
+    if not (r.get("one_rank") and n and d.get("step_busy_us") and r["metrics"].get("itl_p50_ms")):
+        return None
+    return max(0.0, (r["metrics"]["itl_p50_ms"] - 0.05) * 1e3 - d["step_busy_us"]) / n
+
+
+def layer_gap_us(engine: str, gpu: str, sources: list[str] | None = None,
+                 ev: dict[str, Any] | None = None) -> tuple[float, str]:
+    """GPU idle between a rank's kernels, per layer, at the small shards of TP >= 4: under CUDA graphs a
+    kernel of 1-4 us ends before the next is dispatched (a 2-layer slice's step is host-bound and hides
+    it; at TP1 the long kernels hide it: the H100 depth scan's ITL is its busy time + 0.05 ms). Measured on
+    full-depth one-rank records: the base's own when it is one, else the median of the engine's, else of
+    any engine's (said so)."""
+    ev = ev or load_evidence()
+    ranks = [r for r in _records(ev) if r.get("one_rank") and _rank_gap_us(r) is not None]
+    own = [_rank_gap_us(r) for r in ranks if sources and r["source"] in sources]
+    if own:
+        return statistics.median(own), f"measured: this rank's ITL less its busy time, {len(own)} records"
+    for pool, say in (([r for r in ranks if r["engine"] == engine], f"{engine} one-rank records"),
+                      (ranks, f"one-rank records of {', '.join(sorted({r['engine'] for r in ranks}))} (none of {engine})")):
+        vals = [_rank_gap_us(r) for r in pool]
+        if vals:
+            return (statistics.median(vals), f"median of {len(vals)} {say} "
+                    f"({', '.join(sorted({r['gpu'].upper() for r in pool}))}): {min(vals):.1f}-{max(vals):.1f} us")
+    return 0.0, "no one-rank record: none"
+
+
 def ttft_host_ms(engine: str, gpu: str, ev: dict[str, Any] | None = None) -> tuple[float, float, float, str]:
     """(median, min, max) of TTFT less the prefill step's device extent: request handling,
     tokenization, scheduling and the first token's return, outside the prefill step."""
@@ -264,7 +309,8 @@ def ttft_host_ms(engine: str, gpu: str, ev: dict[str, Any] | None = None) -> tup
     for g_try in (gpu, "h200", "h100"):
         vals = [r["metrics"]["ttft_ms"] - r["stages"]["extend"]["step_extent_us"] / 1e3 for r in _records(ev)
                 if r["engine"] == engine and r["gpu"] == g_try and r["metrics"].get("ttft_ms")
-                and r["stages"].get("extend", {}).get("step_extent_us")]
+                and r["stages"].get("extend", {}).get("step_extent_us")
+                and not r.get("one_rank")]   # the slices' figure; a full-depth rank carries its own (Base.ttft_host_ms)
         if vals:
             return (statistics.median(vals), min(vals), max(vals),
                     f"TTFT - prefill step extent over {len(vals)} {engine} records on {g_try.upper()}")
