@@ -1,5 +1,6 @@
 """What the engine ran, read from its server log (``Engine.resolved_backends``): on every real server log of
-the three GPU runs (vLLM 0.25.0 and SGLang 0.5.17 on H200s, tests/data/gpu*/) and the vLLM CPU logs
+the GPU runs (vLLM 0.25.0 and SGLang 0.5.17 on H200s, runs 1-3; vLLM's full-depth ranks on an H100, run 4;
+tests/data/gpu*/) and the vLLM CPU logs
 (vLLM CPU 0.32.0, tests/data/logs/)."""
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _id(p: Path) -> str:
 
 
 def test_every_gpu_log_is_one_engines():
-    assert len(VLLM_LOGS) == 25 and len(SGLANG_LOGS) == 23
+    assert len(VLLM_LOGS) == 25 + 4 and len(SGLANG_LOGS) == 23   # run 4: the four ranks it measured
     assert len(GPU_LOGS) == len(VLLM_LOGS) + len(SGLANG_LOGS)
 
 
@@ -47,7 +48,8 @@ def test_vllm_gpu_log(log):
     if log.parent.name in VLLM_BEFORE_MODEL:
         assert got == {}
         return
-    model = re.search(r"serve /tmp/slices/(\S+)", text)[1]
+    model = re.search(r"serve /tmp/(?:slices/|gpu-sweep/ranks/\.cache/variants/)([a-z0-9.]+(?:-[a-z0-9.]+)*?)"
+                      r"(?:-dummy-\S+)?\s", text)[1]
     mla = model in ("deepseek-v3.1", "kimi-k2-thinking")
     assert got["attention"] == ("FLASH_ATTN_MLA" if mla else "FLASH_ATTN")
     assert got.get("mla_prefill") == ("FLASH_ATTN" if mla else None)
@@ -57,12 +59,13 @@ def test_vllm_gpu_log(log):
 
 
 def test_vllm_moe_config_default_or_the_tuned_file():
-    """Only Qwen3-235B at TP2 (768 columns an expert) found a tuned Triton config on the H200."""
+    """Only Qwen3-235B at TP2 (768 columns an expert) found a tuned Triton config on the H200; run 4's ranks on the
+    H100 (16 and 32 local experts) found none either."""
     configs = {_id(p): VLLM.resolved_backends(p.read_text(errors="replace")).get("moe_config") for p in VLLM_LOGS}
     tuned = {k: v for k, v in configs.items() if v not in (None, "default")}
     assert tuned == {"gpu/results/20261130T052907-Qwen3-235B-slice-TP2_auto-b73625":
                      "E=128,N=768,device_name=NVIDIA_H200.json"}
-    assert list(configs.values()).count("default") == 16
+    assert list(configs.values()).count("default") == 16 + 4
 
 
 @pytest.mark.parametrize("log", SGLANG_LOGS, ids=_id)
