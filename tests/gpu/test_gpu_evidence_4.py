@@ -17,6 +17,8 @@ from moetrace.plan.predict import predict
 from moetrace.plan.predict_evidence import load_evidence
 from moetrace.presets import get_preset
 from moetrace.results.classify import classify
+from moetrace.results.flat import failure_entry, success_entry
+from moetrace.results.record import Record
 from moetrace.traces.analyze import analyze_trace
 
 from .test_gpu_evidence import _log, assert_traces_named
@@ -159,6 +161,18 @@ def load_evidence_moe(model: str) -> float:
     (rec,) = [r for r in load_evidence()["records"]
               if r.get("one_rank") and r["model"] == model and r["shape"]["layers"][0] == r["shape"]["layers"][1]]
     return rec["stages"]["decode"]["layer_moe_us"]["moe"]
+
+
+@pytest.mark.parametrize("results", sorted({r for r, _ in RECORDS}), ids=lambda p: p.name)
+def test_the_views_the_node_wrote_are_the_records_flattened_today(results):
+    """success_results.json / failure_results.json as the store wrote them on the node: each entry is what
+    today's one flattening (results/flat.py) makes of the record it names."""
+    for view, make in (("success_results.json", success_entry), ("failure_results.json", failure_entry)):
+        entries = json.loads((results / view).read_text())
+        for key, entry in entries.items():
+            rec = Record.from_dict(json.loads((results / entry["record"]).read_text()))
+            assert rec.key == key and json.dumps(make(rec)) == json.dumps(entry), (view, key)
+    assert entries or results.name == "router"
 
 
 def test_the_queue_logged_each_entry():

@@ -22,7 +22,9 @@ def _records() -> list[tuple[str, Record]]:
 
 def test_entries_and_rows_of_the_real_records_are_unchanged():
     golden = json.loads((DATA / "flat_golden.json").read_text())
-    recs = _records()
+    # the records of runs 1-3 and the CPU samples, frozen with the golden file; later runs' records are checked
+    # against the views their own store wrote on the node (tests/gpu/test_gpu_evidence_4.py)
+    recs = [(name, rec) for name, rec in _records() if not name.startswith("gpu-4/")]
     assert sorted(golden) == sorted(name for name, _ in recs) and len(recs) > 40
     for name, rec in recs:
         entry = success_entry(rec) if rec.ok else failure_entry(rec)

@@ -109,10 +109,10 @@ def _base_of(recs: list[dict[str, Any]]) -> Base:
 
 
 def _own_ttft_host(recs: list[dict[str, Any]]) -> float | None:
-    """A full-depth rank's TTFT less its prefill step's busy time: request handling, tokenization and the
-    gaps an eagerly launched 4096-token prefill leaves between its kernels at this depth (vLLM 0.25.0 on
-    an H100: 33 ms of Qwen3-235B's 104 ms). The step's extent is not used: the profiler stretches a
-    full-depth prefill (146 ms profiled against a 104 ms TTFT)."""
+    """A full-depth rank's TTFT less its prefill step's busy time: request handling, tokenization, scheduling
+    and the step's own idle (vLLM 0.25.0 on an H100: 33 ms of Qwen3-235B's 104 ms, 21-33 ms at 24-94 layers,
+    against the H200 slices' 11 ms; why is not established). The step's extent is not used: the profiler
+    stretches a full-depth prefill (146 ms profiled against a 104 ms TTFT)."""
     vals = [r["metrics"]["ttft_ms"] - r["stages"]["extend"]["step_busy_us"] / 1e3 for r in recs
             if r["metrics"].get("ttft_ms") and (r["stages"].get("extend") or {}).get("step_busy_us")
             and (r.get("shape") or {}).get("layers", [0, 1])[0] == (r.get("shape") or {}).get("layers", [0, 1])[1]]
@@ -274,9 +274,11 @@ def _rank_gap_us(r: dict[str, Any]) -> float | None:
     """A one-rank record's idle time a layer: (ITL p50 - the decode step's busy time - the step gap) / layers.
     The trace's own gaps are not used: the profiler stretches them (1.56 ms a profiled step against 0.59 ms
     unprofiled, Qwen3-235B's rank); kernel durations it leaves alone."""
+    if not r.get("one_rank"):
+        return None
     d = r["stages"].get("decode") or {}
     n = (r.get("shape") or {}).get("layers", [0])[0]
-    if not (r.get("one_rank") and n and d.get("step_busy_us") and r["metrics"].get("itl_p50_ms")):
+    if not (n and d.get("step_busy_us") and r["metrics"].get("itl_p50_ms")):
         return None
     return max(0.0, (r["metrics"]["itl_p50_ms"] - 0.05) * 1e3 - d["step_busy_us"]) / n
 
