@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -25,12 +26,20 @@ def main() -> None:
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     for d in sorted(a.packs, key=lambda p: min((f.stat().st_mtime for f in p.glob("*.tar.gz.*")), default=0)):
-        for step in sorted({f.name.split(".tar.gz.")[0] for f in d.glob("*.tar.gz.*")}):
+        for step in sorted({f.name.split(".tar.gz.")[0] for f in d.glob("*.tar.gz.*")}, key=_pack_order):
             data = b"".join(f.read_bytes() for f in sorted(d.glob(f"{step}.tar.gz.*")))
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
                 names = t.getnames()
                 t.extractall(a.out, filter="data") if hasattr(tarfile, "data_filter") else t.extractall(a.out)
             print(f"{d}: {step}: {len(names)} files", file=sys.stderr)
+
+
+def _pack_order(step: str) -> tuple:
+    """The order a call wrote its packs in: ranks.py's ``<what>-HHMMSS-eN`` per finished entry (N counts up),
+    then ``<what>-HHMMSS``, the call's last. A plain string sort put e10 before e9, so e9's older views
+    replaced e10's newer ones (run 4's OOM directory lost its last failure entry that way)."""
+    m = re.fullmatch(r"(.*?)-(\d{6})(?:-e(\d+))?", step)
+    return (m[2], int(m[3]) if m[3] else 10**9, step) if m else ("", 0, step)
 
 
 if __name__ == "__main__":

@@ -72,3 +72,30 @@ def test_each_finished_entry_is_packed_at_once(tmp_path, monkeypatch):
         return sorted(tarfile.open(fileobj=io.BytesIO(data)).getnames())
     assert names("p-e1") == ["ranks/done.jsonl", "ranks/moetrace-a.txt"]
     assert names("p-e2") == ["ranks/moetrace-b.txt"]
+
+
+def test_fixtures_extracts_a_calls_packs_in_the_order_they_were_written(tmp_path):
+    """poll packs each finished entry as <name>-eN, then the call's last pack: a later pack's views must win
+    (a plain string sort put e10 before e9, and run 4's OOM views lost their last entry that way)."""
+    import io
+    import subprocess
+    import tarfile
+    import time
+
+    packs = tmp_path / "call"
+    packs.mkdir()
+    for i, step in enumerate(["poll-042506-e2", "poll-042506-e9", "poll-042506-e10", "poll-042506"]):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            data = f"written by {step} ({i})".encode()
+            info = tarfile.TarInfo("ranks/view.json")
+            info.size, info.mtime = len(data), time.time()
+            t.addfile(info, io.BytesIO(data))
+        (packs / f"{step}.tar.gz.00").write_bytes(buf.getvalue())
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu/fixtures.py"), str(packs), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "ranks/view.json").read_text() == "written by poll-042506 (3)"
+    steps = [line.split(": ")[1] for line in r.stderr.splitlines()]
+    assert steps == ["poll-042506-e2", "poll-042506-e9", "poll-042506-e10", "poll-042506"]
