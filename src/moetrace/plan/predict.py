@@ -51,12 +51,12 @@ class Assumptions:
     evidence: float = 0.0         # +- half the records' spread
     shrink: float = 1.0           # a variable part moves as (bytes ratio) ** shrink: below 1, smaller shards
                                   # reach less of the HBM bandwidth (fewer CTAs than SMs at batch 1)
-    gap_mult: float = 1.0         # on the kernel gaps a layer
+    gap: str = "median"           # "min" | "median" | "max" of the kernel gaps a layer the rank records measured
 
     @staticmethod
     def ends() -> tuple["Assumptions", "Assumptions", "Assumptions"]:
-        lo = Assumptions("optimistic", 0.5, "balanced", 0.8, 1.5, 0.9, "min", -1.0, 1.0, 0.5)
-        hi = Assumptions("pessimistic", 1.5, "skewed", 1.5, 1.0, 1.5, "max", 1.0, 0.8, 1.5)
+        lo = Assumptions("optimistic", 0.5, "balanced", 0.8, 1.5, 0.9, "min", -1.0, 1.0, "min")
+        hi = Assumptions("pessimistic", 1.5, "skewed", 1.5, 1.0, 1.5, "max", 1.0, 0.8, "max")
         return lo, Assumptions(), hi
 
 
@@ -194,7 +194,8 @@ class _Ctx:
     ev: dict[str, Any] = field(default_factory=dict)
     src_hits: float | None = None   # experts the base's rank computed a token (one-rank records: the local top-k)
     as_one_rank: bool = False       # predict a `--one-rank --routing balanced` run: local top-k, no collectives
-    gap_us: float = 0.0             # GPU idle between kernels, a layer (layer_gap_us; TP >= GAP_MIN_TP)
+    gap_us: tuple[float, float, float] = (0.0, 0.0, 0.0)   # GPU idle between kernels, a layer: median, min, max
+                                                            # (layer_gap_us; TP >= GAP_MIN_TP)
 
 
 def _decode_layer(c: _Ctx, t0: dict[str, float], dense: bool, ctx_len: float, x: Assumptions) -> dict[str, float]:
@@ -299,7 +300,7 @@ def _evaluate(c: _Ctx, cfg: Config, input_len: int, output_len: int, x: Assumpti
     out_fixed = max(0.0, base.decode_outside_us - src_head / head_bw * 1e6)
     outside = out_fixed * c.gpu_ratio["other"] + c.tgt.lm_head / (0.85 * c.gpu.hbm_bytes_per_s) * 1e6
     layers_us = a.moe_layers * sum(moe_l.values()) + (a.dense_layers * sum(dense_l.values()) if dense_l else 0.0)
-    gaps_us = a.n_layers * c.gap_us * x.gap_mult
+    gaps_us = a.n_layers * dict(zip(("median", "min", "max"), c.gap_us))[x.gap]
     comm_d = sum(k.total_us for k in coll_d)
     device_ms = (layers_us + gaps_us + comm_d + outside) / 1e3
     hf_med, hf_lo, hf_hi, _ = host_floor_ms(c.engine, c.gpu.key, 1 if c.as_one_rank else cfg.tp, c.ev)
@@ -312,9 +313,7 @@ def _evaluate(c: _Ctx, cfg: Config, input_len: int, output_len: int, x: Assumpti
     coll_p = [] if c.as_one_rank else collectives_per_step(a, c.engine, cfg.tp, input_len, lat_mult=x.lat_mult,
                                                              bw_mult=x.bw_mult)
     pre_layers = a.moe_layers * sum(pre_moe.values()) + (a.dense_layers * sum(pre_dense.values()) if pre_dense else 0)
-    th_med, th_lo, th_hi, _ = ttft_host_ms(c.engine, c.gpu.key, c.ev)
-    if base.ttft_host_ms is not None and base.engine == c.engine:   # a full-depth rank's own, depth's gaps included
-        th_med, th_lo, th_hi = base.ttft_host_ms, 0.9 * base.ttft_host_ms, 1.1 * base.ttft_host_ms
+    th_med, th_lo, th_hi = _ttft_host(c)[:3]
     t_host = {"min": th_lo, "median": th_med, "max": th_hi}[x.host]
     pre_out = base.extend_outside_us + c.tgt.lm_head / (0.85 * c.gpu.hbm_bytes_per_s) * 1e6
     ttft = t_host + (pre_layers + sum(k.total_us for k in coll_p) + pre_out) / 1e3
@@ -322,6 +321,13 @@ def _evaluate(c: _Ctx, cfg: Config, input_len: int, output_len: int, x: Assumpti
             "moe_l": moe_l, "dense_l": dense_l, "coll_d": coll_d, "outside": outside, "device": device_ms,
             "host": host, "pre_moe": pre_moe, "pre_dense": pre_dense, "coll_p": coll_p, "t_host": t_host,
             "pre_out": pre_out, "layers_us": layers_us, "pre_layers": pre_layers, "gaps_us": gaps_us}
+
+
+def _ttft_host(c: _Ctx) -> tuple[float, float, float, str]:
+    """The host part of TTFT: a full-depth rank base's own (Base.ttft_host_ms), else the engine's slices'."""
+    if c.base.ttft_host_ms is not None and c.base.engine == c.engine:
+        return (*c.base.ttft_host_ms, f"TTFT - prefill busy over the base's {len(c.base.sources)} rank records")
+    return ttft_host_ms(c.engine, c.gpu.key, c.ev)
 
 
 def _stage_parts(a: Any, moe: dict[str, float], dense: dict[str, float], colls: list[Any], kind: str, per: float,
@@ -350,7 +356,7 @@ def _parts(p: Prediction, c: _Ctx, r: dict[str, Any], a: Any) -> None:
     if r["gaps_us"]:
         p.decode_parts.append(Part("idle between kernels (small shards)", r["gaps_us"] / 1e3,
                                    "measured" if c.base.one_rank and c.base.how == "measured" else "scaled",
-                                   f"{a.n_layers} x {c.gap_us:.1f} us"))
+                                   f"{a.n_layers} x {c.gap_us[0]:.1f} us"))
     p.decode_parts.append(Part("step gap (host)", STEP_GAP_MS, "measured",
                                f"device step {r['device']:.3f} ms; host floor {r['host']:.2f} ms"
                                + (" (binds: the GPU idles)" if r["host"] > r["device"] + STEP_GAP_MS else "")))
@@ -397,8 +403,9 @@ def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str
     c, rules = _ctx(a, hf, cfg, base, engine, g, groups, ev, attention_backend)
     c.as_one_rank = as_one_rank
     if cfg.tp >= GAP_MIN_TP:
-        c.gap_us, why = layer_gap_us(engine, g.key, base.sources if base.one_rank else None, ev)
-        rules.append(f"kernel gaps at TP{cfg.tp}: {c.gap_us:.1f} us a layer ({why})")
+        med, lo, hi, why = layer_gap_us(engine, base.sources if base.one_rank else None, ev)
+        c.gap_us = (med, lo, hi)
+        rules.append(f"kernel gaps at TP{cfg.tp}: {c.gap_us[0]:.1f} us a layer ({why})")
     ends = Assumptions.ends()
     if as_one_rank:
         ends = tuple(replace(x, ep="balanced") for x in ends)
@@ -419,5 +426,5 @@ def predict(preset: Any, config: Config | str, *, gpu: str = "h200", engine: str
                        f"{groups} EP groups] = {p.ep_expected_max_hits:.2f} of top-{a.topk}, uniform routing)")
     p.evidence = {"how": base.how, "engine": base.engine, "gpu": base.gpu, "tp": base.tp, "ep": base.ep,
                   "sources": base.sources, "host_floor": host_floor_ms(engine, g.key, cfg.tp, ev)[3],
-                  "ttft_host": ttft_host_ms(engine, g.key, ev)[3]}
+                  "ttft_host": _ttft_host(c)[3]}
     return p

@@ -77,7 +77,8 @@ class Base:
     rules: list[str] = field(default_factory=list)
     departures: list[str] = field(default_factory=list)    # flags the records ran with beyond the defaults
     one_rank: dict[str, Any] | None = None   # a one-rank record's shards (variants.py): moe_ep, moe_tp, top_k, ...
-    ttft_host_ms: float | None = None       # one-rank records: their own TTFT less the prefill step's busy time
+    ttft_host_ms: tuple[float, float, float] | None = None   # one-rank records: their own (median, min, max) of
+    # TTFT less the prefill step's busy time (_own_ttft_host)
 
 
 def _layer_total(r: dict[str, Any]) -> float:
@@ -108,15 +109,15 @@ def _base_of(recs: list[dict[str, Any]]) -> Base:
         one_rank=r0.get("one_rank"), ttft_host_ms=_own_ttft_host(recs) if r0.get("one_rank") else None)
 
 
-def _own_ttft_host(recs: list[dict[str, Any]]) -> float | None:
-    """A full-depth rank's TTFT less its prefill step's busy time: request handling, tokenization, scheduling
-    and the step's own idle (vLLM 0.25.0 on an H100: 33 ms of Qwen3-235B's 104 ms, 21-33 ms at 24-94 layers,
-    against the H200 slices' 11 ms; why is not established). The step's extent is not used: the profiler
-    stretches a full-depth prefill (146 ms profiled against a 104 ms TTFT)."""
+def _own_ttft_host(recs: list[dict[str, Any]]) -> tuple[float, float, float] | None:
+    """(median, min, max) over a rank's records of TTFT less the prefill step's busy time: request handling,
+    tokenization, scheduling and the step's own idle (vLLM 0.25.0 on an H100, Qwen3-235B's rank: 33.3, 26.0 and
+    33.4 ms at 94, 48 and 24 layers: it does not grow with depth, so the cut records count too; the H200
+    slices' is 11 ms, why is not established). The step's extent is not used: the profiler stretches a
+    full-depth prefill (146 ms profiled against a 104 ms TTFT)."""
     vals = [r["metrics"]["ttft_ms"] - r["stages"]["extend"]["step_busy_us"] / 1e3 for r in recs
-            if r["metrics"].get("ttft_ms") and (r["stages"].get("extend") or {}).get("step_busy_us")
-            and (r.get("shape") or {}).get("layers", [0, 1])[0] == (r.get("shape") or {}).get("layers", [0, 1])[1]]
-    return statistics.median(vals) if vals else None
+            if r["metrics"].get("ttft_ms") and (r["stages"].get("extend") or {}).get("step_busy_us")]
+    return (statistics.median(vals), min(vals), max(vals)) if vals else None
 
 
 def _departures(r: dict[str, Any]) -> list[str]:
@@ -283,25 +284,26 @@ def _rank_gap_us(r: dict[str, Any]) -> float | None:
     return max(0.0, (r["metrics"]["itl_p50_ms"] - 0.05) * 1e3 - d["step_busy_us"]) / n
 
 
-def layer_gap_us(engine: str, gpu: str, sources: list[str] | None = None,
-                 ev: dict[str, Any] | None = None) -> tuple[float, str]:
+def layer_gap_us(engine: str, sources: list[str] | None = None,
+                 ev: dict[str, Any] | None = None) -> tuple[float, float, float, str]:
     """GPU idle between a rank's kernels, per layer, at the small shards of TP >= 4: under CUDA graphs a
     kernel of 1-4 us ends before the next is dispatched (a 2-layer slice's step is host-bound and hides
     it; at TP1 the long kernels hide it: the H100 depth scan's ITL is its busy time + 0.05 ms). Measured on
-    full-depth one-rank records: the base's own when it is one, else the median of the engine's, else of
-    any engine's (said so)."""
+    full-depth one-rank records: the base's own when it is one, else the engine's, else any engine's (said
+    so). (median, min, max, how)."""
     ev = ev or load_evidence()
     ranks = [r for r in _records(ev) if r.get("one_rank") and _rank_gap_us(r) is not None]
     own = [_rank_gap_us(r) for r in ranks if sources and r["source"] in sources]
     if own:
-        return statistics.median(own), f"measured: this rank's ITL less its busy time, {len(own)} records"
+        return (statistics.median(own), min(own), max(own),
+                f"measured: this rank's ITL less its busy time, {len(own)} records")
     for pool, say in (([r for r in ranks if r["engine"] == engine], f"{engine} one-rank records"),
                       (ranks, f"one-rank records of {', '.join(sorted({r['engine'] for r in ranks}))} (none of {engine})")):
         vals = [_rank_gap_us(r) for r in pool]
         if vals:
-            return (statistics.median(vals), f"median of {len(vals)} {say} "
+            return (statistics.median(vals), min(vals), max(vals), f"median of {len(vals)} {say} "
                     f"({', '.join(sorted({r['gpu'].upper() for r in pool}))}): {min(vals):.1f}-{max(vals):.1f} us")
-    return 0.0, "no one-rank record: none"
+    return 0.0, 0.0, 0.0, "no one-rank record: none"
 
 
 def ttft_host_ms(engine: str, gpu: str, ev: dict[str, Any] | None = None) -> tuple[float, float, float, str]:
